@@ -1,0 +1,76 @@
+"""The `medtune` command line: parses arguments and calls the stage functions, nothing more.
+
+Run as: medtune --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medtune import __version__
+from medtune.config import ConfigError, load_config, save_config
+
+EPILOG = """\
+stages (each reads and writes only the run directory, output_dir in the config):
+  prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
+  train     LoRA fine-tuning -> adapter, checkpoints, train/eval results
+
+examples:
+  medtune prepare configs/demo.yaml
+  medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
+
+
+def _load(args) -> "object":
+    cfg = load_config(args.config, args.overrides)
+    save_config(cfg, Path(cfg.output_dir) / "config.yaml")  # exactly what ran
+    return cfg
+
+
+def cmd_prepare(args) -> int:
+    from medtune.prepare import prepare_dataset
+
+    prepare_dataset(_load(args), force=args.force)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Fine-tune an open LLM into a medical QA assistant, evaluate it fairly, and write the report.")
+    parser.add_argument("--version", action="version", version=f"medtune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="validate, de-duplicate, split and tokenize dialogue data",
+                       description="Read ShareGPT/HuatuoGPT, OpenAI messages, Alpaca or CSV records, reject bad ones "
+                                   "with reasons (data/rejected.jsonl), and write tokenized train/val datasets.")
+    _add_config_args(p)
+    p.add_argument("--force", action="store_true", help="rerun even if data/ is up to date")
+    p.set_defaults(func=cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from medtune.errors import UserError
+
+    try:
+        return args.func(args)
+    except (ConfigError, UserError) as e:
+        print(f"medtune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medtune: interrupted", file=sys.stderr)
+        return 130

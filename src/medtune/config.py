@@ -1,0 +1,412 @@
+"""The run configuration: one YAML file mapped onto typed dataclasses, with `--set` overrides.
+
+A config has `output_dir` and six sections (model, data, lora, train, evaluate, report). Unknown keys,
+wrong types and impossible combinations are errors that name the file and the key. Training fields
+that Hugging Face `TrainingArguments` / TRL `SFTConfig` define keep their names and meaning there.
+
+Relative paths in a config are relative to the directory `medtune` is run from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medtune.errors import UserError
+
+BUILTIN_TINY_QWEN3 = "builtin:tiny-qwen3"
+QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(UserError, ValueError):
+    """A config problem a person must fix; the message names the file and the key."""
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = BUILTIN_TINY_QWEN3
+    """Hub id (Qwen/Qwen3-8B), local directory, or `builtin:tiny-qwen3` (tiny random Qwen3 for CPU demos)."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or directory; defaults to the model's own."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model and tokenizer."""
+    trust_remote_code: bool = False
+    torch_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weights dtype; `auto` is bf16 where the hardware has it, fp32 otherwise."""
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "auto"
+    """`auto` picks flash-attention when installed on a GPU, else sdpa."""
+    enable_thinking: bool = False
+    """Chat-template thinking switch used for training data (Qwen3 hybrid models); off = non-thinking SFT."""
+
+
+@dataclass
+class DataConfig:
+    train_files: list[str] = field(default_factory=list)
+    """Local JSON/JSONL(.gz)/Parquet/CSV files or globs, or one hub dataset id."""
+    val_files: list[str] = field(default_factory=list)
+    """Optional separate validation files; when empty, `val_size` records are held out of train_files."""
+    format: Literal["auto", "sharegpt", "messages", "alpaca", "csv"] = "auto"
+    """Record layout; `auto` decides per record (conversations / messages / instruction+output) or by .csv."""
+    hub_split: str = "train"
+    """Split to stream when train_files is a hub dataset id."""
+    columns: dict[str, str] = field(default_factory=lambda: {"user": "ask", "assistant": "answer"})
+    """CSV column mapping: user, assistant and optional system column names."""
+    encoding: str = "utf-8"
+    """Text encoding of local files (e.g. gb18030 for GBK-encoded CSV)."""
+    system_prompt: str | None = None
+    """System prompt added to records that have none; null adds nothing."""
+    max_samples: int | None = None
+    """Number of training records to keep after validation and de-duplication; null keeps all."""
+    select: Literal["first", "random"] = "first"
+    """How max_samples are chosen: the first N in file order, or a seeded random N."""
+    val_size: float = 0
+    """Validation records: a count (>= 1) or a fraction of the usable records (< 1), never overlapping train."""
+    max_length: int = 2048
+    """Maximum tokens per training sample."""
+    truncation: Literal["turn", "drop"] = "turn"
+    """Over-long dialogues: keep the leading whole turns that fit (`turn`) or drop the dialogue (`drop`)."""
+    multi_turn: Literal["joint", "expand"] = "joint"
+    """`joint`: one sample per dialogue, every answer trained; `expand`: one sample per answer, its exact prompt."""
+    dedup: bool = True
+    """Drop exact duplicate conversations (counted and listed in rejected.jsonl)."""
+    seed: int = 42
+    """Seed for random selection and the validation split."""
+
+    def __post_init__(self):
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError("data.max_samples must be >= 1 or null")
+        if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
+            raise ValueError("data.val_size must be a whole count >= 1, a fraction in [0, 1), or 0")
+        if self.max_length < 16:
+            raise ValueError("data.max_length must be at least 16 tokens")
+        if "user" not in self.columns or "assistant" not in self.columns:
+            raise ValueError("data.columns needs at least 'user' and 'assistant' column names")
+        if unknown := set(self.columns) - {"user", "assistant", "system"}:
+            raise ValueError(f"data.columns has unknown role(s) {sorted(unknown)}; use user, assistant, system")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (peft `lora_alpha`); the update is scaled by alpha / r."""
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(QWEN3_LORA_TARGETS))
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ValueError("lora.r must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("lora.dropout must be in [0, 1)")
+        if not self.target_modules:
+            raise ValueError("lora.target_modules must name at least one module")
+
+
+@dataclass
+class TrainConfig:
+    """Fields named and meant as in transformers `TrainingArguments` / TRL `SFTConfig`, plus `batching`."""
+
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    """Total optimizer steps; -1 derives them from num_train_epochs."""
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "linear"
+    warmup_steps: float = 0.0
+    """Warmup: whole steps (>= 1) or a ratio of total steps (< 1), as in transformers 5."""
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    bf16: bool | None = None
+    """null = bf16 where the hardware supports it (CUDA with bf16), else fp32; the choice is logged."""
+    gradient_checkpointing: bool = True
+    """Non-reentrant activation checkpointing (trades compute for memory)."""
+    batching: Literal["auto", "packing", "group_by_length", "padding"] = "auto"
+    """How batches avoid padding: `auto` packs padding-free with flash-attention varlen, else groups by length."""
+    use_liger_kernel: bool | None = None
+    """null = Liger fused kernels when installed on CUDA."""
+    logging_steps: int = 10
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: int | None = None
+    save_steps: int = 500
+    save_total_limit: int | None = 3
+    seed: int = 42
+    dataloader_num_workers: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+    def __post_init__(self):
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError("train.max_steps must be -1 (use num_train_epochs) or >= 1")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError("train.num_train_epochs must be > 0 when train.max_steps is -1")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError("train.learning_rate must be > 0")
+        if self.warmup_steps < 0 or (self.warmup_steps >= 1 and self.warmup_steps != int(self.warmup_steps)):
+            raise ValueError("train.warmup_steps must be a whole number of steps or a ratio in [0, 1)")
+        if self.eval_strategy == "steps" and self.eval_steps is not None and self.eval_steps < 1:
+            raise ValueError("train.eval_steps must be >= 1")
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling settings for one compared model (Qwen3 non-thinking defaults)."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = True
+    """false = greedy decoding."""
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class CompareModel:
+    """One arm of a comparison: a model (+ optional adapter) in its own prompt format."""
+
+    name: str
+    model: str = "run:base"
+    """Hub id or path; `run:base` = this run's base model."""
+    adapter: str | None = None
+    """LoRA adapter directory; `run` = this run's trained adapter."""
+    prompt_format: str = "chat_template"
+    """`chat_template` (the model's own) or a plain format with {question}, e.g. '<human>:{question}\\n<bot>:'."""
+    thinking: list[bool] = field(default_factory=lambda: [False])
+    """Thinking arms for hybrid models: [false], [true] or [false, true] (each a separate arm)."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class BenchmarkSet:
+    """A local multiple-choice benchmark."""
+
+    path: str
+    format: Literal["cmmlu", "cmexam", "cmb", "medqa"] = "cmmlu"
+    method: Literal["loglik", "generate"] = "loglik"
+    shots: int = 0
+    dev_path: str | None = None
+    """Few-shot examples come from here (default: the first `shots` items of each subject are used and excluded)."""
+
+
+@dataclass
+class EvaluateConfig:
+    perplexity: bool = True
+    """Eval loss and perplexity of the trained adapter on the validation split."""
+    questions: str | None = "data/questions/zh_everyday.jsonl"
+    """Question set for the comparison (JSONL or CSV)."""
+    max_questions: int | None = None
+    compare: list[CompareModel] = field(default_factory=list)
+    """Models to compare; empty = this run's tuned model and its base, thinking off."""
+    engine: Literal["auto", "transformers", "vllm", "openai"] = "auto"
+    batch_size: int = 8
+    benchmarks: list[BenchmarkSet] = field(default_factory=list)
+    judge_base_url: str | None = None
+    """OpenAI-compatible endpoint for LLM-as-judge; null skips judging."""
+    judge_model: str | None = None
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable that holds the judge's API key."""
+    references: str | None = None
+    """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
+    safety: str | None = "data/safety/redflags_zh.jsonl"
+    """Red-flag prompt set for the safety probe; null skips it."""
+
+
+@dataclass
+class ReportConfig:
+    lang: Literal["zh", "en"] = "zh"
+    title: str | None = None
+    examples: int = 3
+    """Example answers shown side by side."""
+
+
+@dataclass
+class Config:
+    output_dir: str
+    """Run directory; every stage reads and writes only here."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, *sections: str) -> str:
+        """A stable hash of the named sections (all when none), for deciding whether a stage must rerun."""
+        d = self.to_dict()
+        picked = {k: d[k] for k in sections} if sections else d
+        return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Keys users bring from older transformers / other tools, with what to write instead.
+RENAMED_KEYS = {
+    "train.warmup_ratio": "train.warmup_steps (a value < 1 is a ratio in transformers 5)",
+    "train.group_by_length": "train.batching: group_by_length",
+    "train.packing": "train.batching: packing",
+    "train.evaluation_strategy": "train.eval_strategy",
+    "lora.lora_alpha": "lora.alpha",
+    "lora.lora_dropout": "lora.dropout",
+    "lora.lora_r": "lora.r",
+    "data.max_seq_length": "data.max_length",
+    "model.model_name_or_path": "model.name_or_path",
+}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply `section.key=value` overrides, and return the checked Config."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    for item in overrides or []:
+        apply_override(raw, item, source=str(path))
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_override(raw: dict, item: str, source: str = "--set") -> None:
+    """Apply one `a.b.c=value` override to a raw config dict; the value is parsed as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.learning_rate=1e-4")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{part}' in {source} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+
+
+def config_from_dict(raw: dict, source: str = "<config>") -> Config:
+    if "output_dir" not in raw or raw["output_dir"] in (None, ""):
+        raise ConfigError(f"{source}: missing required key 'output_dir' (the run directory)")
+    return _build(Config, raw, source, prefix="")
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _build(cls, raw: Any, source: str, prefix: str):
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            hint = RENAMED_KEYS.get(full)
+            if hint is None:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"{prefix}{close[0]}" if close else None
+            msg = f"{source}: unknown key '{full}'"
+            raise ConfigError(msg + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(names)}"))
+        kwargs[key] = _convert(value, hints[key], source, full)
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{source}: '{where}' is missing required key(s): {', '.join(prefix + m for m in missing)}")
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _convert(value: Any, tp: Any, source: str, key: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        errors = []
+        for a in non_none:
+            try:
+                return _convert(value, a, source, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{source}: '{key}' = {value!r} has the wrong type")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: '{key}' = {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if isinstance(value, (str, dict)) or not isinstance(value, list):
+            if args and args[0] is str and isinstance(value, str):
+                return [value]  # a single path is a one-element list
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        return [_convert(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], source, f"{key}.{k}") for k, v in value.items()} if args else value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, source, prefix=f"{key}.")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{source}: '{key}' must be a whole number, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+    if tp is Any:
+        return value
+    raise ConfigError(f"{source}: '{key}': unsupported field type {tp}")

@@ -1,0 +1,410 @@
+"""The prepare stage: dialogue files -> validated, de-duplicated, split and tokenized datasets.
+
+Run as: medtune prepare CONFIG.yaml [--set data.max_samples=1000]
+
+Writes <output_dir>/data/: train/ and val/ (datasets.save_to_disk; input_ids, labels, length),
+stats.json, rejected.jsonl (every record not kept, with source, line and reason) and manifest.json
+(input sha256s, tokenizer hash, fingerprint).
+
+One streaming pass: records are read, validated, de-duplicated and tokenized in chunks, and samples
+go straight to an Arrow file on disk, so memory stays flat for any input size. Selection happens
+after the pass, over the records that are usable (valid, unique, fitting max_length), so
+`max_samples` and `val_size` are met exactly whenever there are enough records. The tokenizer (Rust,
+both cores) works on one chunk while Python validates the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import shutil
+import time
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from tqdm import tqdm
+
+from medtune import __version__
+from medtune.assets import load_tokenizer, sha256_file, tokenizer_fingerprint, tokenizer_source
+from medtune.config import Config
+from medtune.errors import UserError
+from medtune.readers import (Conversation, InputError, RecordError, expand_inputs, iter_raw_records,
+                             to_conversation)
+from medtune.rundir import fingerprint, is_current, read_json, write_json
+from medtune.template import ConversationTemplate
+
+PREPARE_FORMAT = 1  # bump when the output of the same inputs changes
+CHUNK = 2048
+IGNORE = -100
+
+
+class PrepareError(UserError):
+    """The stage cannot produce a dataset (no valid records, unreadable input)."""
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    dropped_too_long: int = 0
+    truncated: int = 0
+    usable: int = 0
+    unused: int = 0
+    kept: int = 0
+    train: int = 0
+    val: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def data_fingerprint(cfg: Config, tokenizer, inputs: list[str], val_inputs: list[str]) -> tuple[str, list[dict]]:
+    described = []
+    for role, paths in (("train", inputs), ("val", val_inputs)):
+        for p in paths:
+            if os.path.exists(p):
+                described.append({"role": role, "path": os.path.abspath(p), "bytes": os.path.getsize(p),
+                                  "sha256": sha256_file(Path(os.path.abspath(p)))})
+            else:
+                described.append({"role": role, "hub_id": p, "split": cfg.data.hub_split})
+    fp = fingerprint({
+        "format": PREPARE_FORMAT,
+        "data": cfg.to_dict()["data"],
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "inputs": [{k: v for k, v in d.items() if k != "path"} for d in described],
+    })
+    return fp, described
+
+
+def prepare_dataset(cfg: Config, force: bool = False, log=print) -> dict:
+    """Run the prepare stage; returns stats (also written to data/stats.json)."""
+    started = time.perf_counter()
+    data_dir = cfg.run_dir / "data"
+    try:
+        inputs = expand_inputs(cfg.data.train_files, "data.train_files")
+        val_inputs = expand_inputs(cfg.data.val_files, "data.val_files")
+    except InputError as e:
+        raise PrepareError(str(e)) from None
+    if not inputs:
+        raise PrepareError("data.train_files is empty: name at least one file, glob or hub dataset id")
+    tokenizer = load_tokenizer(cfg.model)
+    fp, described = data_fingerprint(cfg, tokenizer, inputs, val_inputs)
+    if not force and is_current(data_dir / "manifest.json", fp, data_dir / "train", data_dir / "stats.json"):
+        log(f"prepare: {data_dir} is up to date (fingerprint {fp}); skipping (--force reruns it)")
+        return read_json(data_dir / "stats.json")
+
+    template = ConversationTemplate(tokenizer, multi_turn=cfg.data.multi_turn)
+    tmp = data_dir.parent / f".data.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log(f"prepare: reading {len(inputs)} input(s): {', '.join(inputs)}"
+        + (f"; validation from {', '.join(val_inputs)}" if val_inputs else ""))
+    try:
+        counts, lengths, target_tokens = _prepare_into(cfg, tokenizer, template, inputs, val_inputs, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    stats = _stats(counts, lengths, target_tokens, seconds, cfg)
+    write_json(tmp / "stats.json", stats)
+    write_json(tmp / "manifest.json", {
+        "fingerprint": fp, "medtune_version": __version__, "inputs": described,
+        "tokenizer": {"source": tokenizer_source(cfg.model), "class": type(tokenizer).__name__,
+                      "fingerprint": tokenizer_fingerprint(tokenizer), "vocab_size": len(tokenizer),
+                      "end_of_turn": template.end_of_turn, "generation_prompt": template.generation_prompt},
+        "multi_turn": cfg.data.multi_turn, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    os.replace(tmp, data_dir)
+    log(f"prepare: {counts.read} read, {counts.kept} kept, {counts.rejected} rejected, {counts.duplicates} "
+        f"duplicates, {counts.dropped_too_long} too long, {counts.truncated} truncated, {counts.unused} unused "
+        f"-> train {counts.train}, val {counts.val} samples in {seconds:.1f} s "
+        f"({stats['examples_per_second']:.0f} examples/s); see {data_dir}/stats.json")
+    if counts.rejected + counts.duplicates + counts.dropped_too_long:
+        log(f"prepare: not kept: {_top_reasons(counts)}; each is listed in {data_dir}/rejected.jsonl")
+    return stats
+
+
+def _prepare_into(cfg: Config, tokenizer, template: ConversationTemplate, inputs, val_inputs, tmp: Path):
+    counts = Counts()
+    forbidden = tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+    sources = inputs + val_inputs
+    builder = _SampleBuilder(cfg, tokenizer, template, tmp / "samples.arrow")
+    from_val_file = array("b")  # per usable record
+    seen: dict[bytes, tuple[int, int]] = {}
+    pending = None  # (chunk, future): the tokenizer works on one chunk while the next is validated
+    with (open(tmp / "rejected.jsonl", "wb") as rejected, ThreadPoolExecutor(1) as pool,
+          tqdm(desc="prepare", unit=" rec", disable=None) as bar):
+        for chunk in _batched(_validated(cfg, sources, len(inputs), forbidden, seen, rejected, counts, bar), CHUNK):
+            future = pool.submit(builder.encode, chunk)
+            if pending:
+                builder.write(*pending, rejected, counts, from_val_file)
+            pending = (chunk, future)
+        if pending:
+            builder.write(*pending, rejected, counts, from_val_file)
+        builder.close()
+    if counts.usable == 0:
+        raise PrepareError(f"no usable records in {', '.join(sources)}: {counts.read} read, {counts.rejected} "
+                           f"rejected, {counts.duplicates} duplicates, {counts.dropped_too_long} too long "
+                           f"({_top_reasons(counts)}); see the reasons in {tmp.parent / 'data' / 'rejected.jsonl'}")
+    split_of = _select(cfg, np.frombuffer(from_val_file, dtype=np.int8).astype(bool), counts)
+
+    import datasets  # slow to import; only needed here
+
+    datasets.disable_progress_bars()
+    samples = datasets.Dataset.from_file(str(tmp / "samples.arrow"))
+    sample_split = split_of[samples.data.column("record").to_numpy()]
+    lengths = samples.data.column("length").to_numpy()
+    n_target = samples.data.column("target_tokens").to_numpy()
+    kept_lengths, target_tokens = [], {}
+    for code, name in ((1, "train"), (2, "val")):
+        rows = np.flatnonzero(sample_split == code)
+        samples.select(rows).select_columns(["input_ids", "labels", "length"]).save_to_disk(str(tmp / name))
+        setattr(counts, name, len(rows))
+        kept_lengths.append(lengths[rows])
+        target_tokens[name] = int(n_target[rows].sum())
+    del samples
+    (tmp / "samples.arrow").unlink()
+    counts.kept = int((split_of > 0).sum())
+    counts.unused = int((split_of == 0).sum())
+    return counts, np.concatenate(kept_lengths), target_tokens
+
+
+def _batched(iterable, n):
+    it = iter(iterable)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def _reject(out, counts: Counts, source: str, line: int, reason: str, text: str | None = None) -> None:
+    counts.rejected += 1
+    kind = reason.split(":")[0]
+    counts.rejected_reasons[kind] = counts.rejected_reasons.get(kind, 0) + 1
+    entry = {"source": source, "line": line, "reason": reason}
+    if text is not None:
+        entry["text"] = text
+    out.write(orjson.dumps(entry) + b"\n")
+
+
+def _validated(cfg, sources, n_train_sources, forbidden, seen, rejected, counts: Counts, bar):
+    """Every record of every input, validated: yields (conversation, from_val_file); lists the rest."""
+    for si, spec in enumerate(sources):
+        is_val = si >= n_train_sources
+        for rec in iter_raw_records(spec, cfg.data):
+            counts.read += 1
+            bar.update()
+            try:
+                conv = to_conversation(rec, cfg.data, forbidden)
+            except RecordError as e:
+                text = rec.text if rec.text is not None else orjson.dumps(rec.data, default=str)[:300].decode(
+                    "utf-8", "replace")
+                _reject(rejected, counts, rec.source, rec.line, str(e), text)
+                continue
+            if cfg.data.dedup:
+                key = hashlib.blake2b(conv.key(), digest_size=16).digest()
+                if (first := seen.get(key)) is not None:
+                    counts.duplicates += 1
+                    rejected.write(orjson.dumps({"source": rec.source, "line": rec.line,
+                                                 "reason": f"duplicate of {sources[first[0]]}:{first[1]}"}) + b"\n")
+                    continue
+                seen[key] = (si, rec.line)
+            yield conv, is_val
+
+
+class _SampleBuilder:
+    """Tokenizes chunks of conversations into labelled samples and streams them to an Arrow file."""
+
+    schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
+                        ("length", pa.int32()), ("target_tokens", pa.int32()), ("record", pa.int64())])
+
+    def __init__(self, cfg: Config, tokenizer, template: ConversationTemplate, path: Path):
+        self.cfg, self.tokenizer, self.template = cfg, tokenizer, template
+        self.backend = tokenizer.backend_tokenizer
+        self.eot = template.end_of_turn_ids
+        self.writer = pa.ipc.new_stream(str(path), self.schema)
+        # No token is longer than this many characters, so a text of more than max_length times it
+        # characters is too long for certain, and is not tokenized at all (a 10 MB line costs nothing).
+        self.max_token_chars = max(map(len, tokenizer.get_vocab()))
+
+    def encode(self, chunk):
+        """Runs in the worker thread: render every sample's pieces and tokenize them in one Rust call."""
+        segs = [self.template.segments(conv) for conv, _ in chunk]
+        for s in segs:
+            for i, pieces in enumerate(s):
+                min_tokens = sum(len(text) for text, _ in pieces) // self.max_token_chars
+                if min_tokens > self.cfg.data.max_length:  # certainly too long: not tokenized, marked by the bound
+                    s[i] = [("", trained) for _, trained in pieces] + [(min_tokens, False)]
+        texts = [text if isinstance(text, str) else "" for s in segs for pieces in s for text, _ in pieces]
+        unique = list(dict.fromkeys(texts))  # trailers and repeated prompts are tokenized once
+        ids = dict(zip(unique, (e.ids for e in self.backend.encode_batch_fast(unique, add_special_tokens=False))))
+        return segs, [ids[t] for t in texts]
+
+    def write(self, chunk, future, rejected, counts: Counts, from_val_file: array) -> None:
+        segs, encoded = future.result()
+        max_len, eot = self.cfg.data.max_length, self.eot
+        # Flatten every piece of every sample (answers followed by the end-of-turn ids) into one array.
+        seq, trained, sample_pieces, owner, min_tokens = [], [], [], [], {}
+        it = iter(encoded)
+        for ci, sample_list in enumerate(segs):
+            for pieces in sample_list:
+                n = 0
+                for text, is_answer in pieces:
+                    if not isinstance(text, str):
+                        min_tokens[len(owner)] = text
+                    seq.append(next(it))
+                    trained.append(is_answer)
+                    n += 1
+                    if is_answer:
+                        seq.append(eot)
+                        trained.append(True)
+                        n += 1
+                sample_pieces.append(n)
+                owner.append(ci)
+        piece_lens = np.fromiter(map(len, seq), dtype=np.int64, count=len(seq))
+        flat = np.fromiter(itertools.chain.from_iterable(seq), dtype=np.int32, count=int(piece_lens.sum()))
+        is_trained = np.asarray(trained, dtype=bool)
+        labels = np.where(np.repeat(is_trained, piece_lens), flat, IGNORE).astype(np.int32)
+        starts = np.concatenate([[0], np.cumsum(sample_pieces)[:-1]]).astype(np.int64)
+        sample_lens = np.add.reduceat(piece_lens, starts)
+        sample_targets = np.add.reduceat(piece_lens * is_trained, starts)
+        offsets = np.concatenate([[0], np.cumsum(sample_lens)])
+
+        out_ids, out_labels, out_lens, out_targets, out_record = [], [], [], [], []
+        kept_samples = [0] * len(chunk)
+        too_long: dict[int, str] = {}
+        for si, ci in enumerate(owner):
+            length = int(sample_lens[si])
+            if si in min_tokens:
+                length = min_tokens[si]
+            if length <= max_len:
+                a, b = offsets[si], offsets[si + 1]
+                out_ids.append(flat[a:b]), out_labels.append(labels[a:b])
+                out_lens.append(length), out_targets.append(int(sample_targets[si])), out_record.append(ci)
+                kept_samples[ci] += 1
+                continue
+            conv = chunk[ci][0]
+            if self.cfg.data.truncation == "turn" and self.cfg.data.multi_turn == "joint" and len(conv.turns) > 1:
+                short = self._truncate_turns(conv)
+                if short is not None:
+                    ids, labs, n_target = short
+                    out_ids.append(ids), out_labels.append(labs)
+                    out_lens.append(len(ids)), out_targets.append(n_target), out_record.append(ci)
+                    kept_samples[ci] += 1
+                    counts.truncated += 1
+                    continue
+            too_long[ci] = max(too_long.get(ci, "0"), f"at least {length}" if si in min_tokens else str(length),
+                               key=lambda t: int(t.split()[-1]))
+
+        # Records: usable ones get the next record number; wholly over-long ones are listed as rejected.
+        record_no = np.full(len(chunk), -1, dtype=np.int64)
+        for ci, (conv, is_val) in enumerate(chunk):
+            if kept_samples[ci]:
+                record_no[ci] = counts.usable
+                counts.usable += 1
+                from_val_file.append(is_val)
+                if ci in too_long:
+                    counts.truncated += 1  # expand mode: some answers of this dialogue did not fit
+            else:
+                counts.dropped_too_long += 1
+                counts.rejected_reasons["too long"] = counts.rejected_reasons.get("too long", 0) + 1
+                hint = " (even its first turn alone)" if len(conv.turns) > 1 and self.cfg.data.truncation == "turn" \
+                    else ""
+                rejected.write(orjson.dumps({
+                    "source": conv.source, "line": conv.line,
+                    "reason": f"too long: {too_long[ci]} tokens > data.max_length {max_len}{hint}"}) + b"\n")
+        if not out_ids:
+            return
+        lens = np.asarray(out_lens, dtype=np.int32)
+        offs = pa.array(np.concatenate([[0], np.cumsum(lens, dtype=np.int64)]).astype(np.int32))
+        self.writer.write_batch(pa.RecordBatch.from_arrays([
+            pa.ListArray.from_arrays(offs, pa.array(np.concatenate(out_ids))),
+            pa.ListArray.from_arrays(offs, pa.array(np.concatenate(out_labels))),
+            pa.array(lens), pa.array(np.asarray(out_targets, dtype=np.int32)),
+            pa.array(record_no[np.asarray(out_record)]),
+        ], schema=self.schema))
+
+    def _truncate_turns(self, conv: Conversation):
+        """The longest run of leading whole turns that fits: (ids, labels, n_target), or None."""
+        for n in range(len(conv.turns) - 1, 0, -1):
+            (pieces,) = self.template.segments(Conversation(conv.system, conv.turns[:n], conv.source, conv.line))
+            ids, labels = [], []
+            for text, is_answer in pieces:
+                toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                if is_answer:
+                    toks = toks + self.eot
+                ids += toks
+                labels += toks if is_answer else [IGNORE] * len(toks)
+            if len(ids) <= self.cfg.data.max_length:
+                return (np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32),
+                        sum(1 for x in labels if x != IGNORE))
+        return None
+
+    def close(self):
+        self.writer.close()
+
+
+def _select(cfg: Config, from_val_file: np.ndarray, counts: Counts) -> np.ndarray:
+    """Split code per usable record: 0 unused, 1 train, 2 val. Deterministic for a seed; never overlapping."""
+    d = cfg.data
+    n = len(from_val_file)
+    split_of = np.zeros(n, dtype=np.int8)
+    rng = np.random.default_rng(d.seed)
+    if from_val_file.any():  # validation comes from data.val_files
+        split_of[from_val_file] = 2
+    else:
+        n_val = int(d.val_size) if d.val_size >= 1 else int(round(d.val_size * n))
+        if n_val >= n:
+            raise PrepareError(f"data.val_size asks for {n_val} validation records but only {n} usable records "
+                               "exist: nothing would be left to train on")
+        if n_val:
+            split_of[rng.choice(n, size=n_val, replace=False)] = 2
+    pool = np.flatnonzero(split_of == 0)
+    if d.max_samples is not None and d.max_samples < len(pool):
+        pool = pool[: d.max_samples] if d.select == "first" else np.sort(rng.permutation(pool)[: d.max_samples])
+    split_of[pool] = 1
+    return split_of
+
+
+def _top_reasons(counts: Counts) -> str:
+    reasons = dict(counts.rejected_reasons)
+    if counts.duplicates:
+        reasons["duplicate"] = counts.duplicates
+    if not reasons:
+        return "none"
+    return ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
+
+
+def _stats(counts: Counts, lengths: np.ndarray, target_tokens: dict, seconds: float, cfg: Config) -> dict:
+    has = len(lengths) > 0
+    hist_counts, edges = np.histogram(lengths, bins=20) if has else (np.zeros(0), np.zeros(0))
+    return {
+        "read": counts.read,
+        "kept": counts.kept,
+        "rejected": counts.rejected,
+        "duplicates": counts.duplicates,
+        "dropped_too_long": counts.dropped_too_long,
+        "truncated": counts.truncated,
+        "unused": counts.unused,
+        "train": counts.train,
+        "val": counts.val,
+        "rejected_reasons": counts.rejected_reasons,
+        "tokens": int(lengths.sum()),
+        "train_target_tokens": target_tokens.get("train", 0),
+        "val_target_tokens": target_tokens.get("val", 0),
+        "token_length": {
+            "mean": round(float(lengths.mean()), 1) if has else 0.0,
+            **{f"p{q}": int(np.percentile(lengths, q)) if has else 0 for q in (50, 90, 99)},
+            "max": int(lengths.max()) if has else 0,
+        },
+        "length_histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in hist_counts]},
+        "max_length": cfg.data.max_length,
+        "multi_turn": cfg.data.multi_turn,
+        "seconds": round(seconds, 3),
+        "examples_per_second": round(counts.read / seconds, 1) if seconds > 0 else 0.0,
+    }

@@ -1,0 +1,400 @@
+"""Reading dialogue records from files or the hub, and validating each into a conversation.
+
+Readers stream: one record at a time from JSONL (optionally .gz), JSON arrays, Parquet, CSV, or a
+hub dataset id, each tagged with its source and 1-based line (JSONL, CSV) or record number (JSON
+arrays, Parquet, hub). A record that cannot be read or validated is never an exception: it comes
+back with the reason, so the caller can list it in rejected.jsonl and go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from medtune.config import DataConfig
+from medtune.errors import UserError
+
+USER, ASSISTANT, SYSTEM = "user", "assistant", "system"
+SHAREGPT_ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT, "chatgpt": ASSISTANT,
+                  "model": ASSISTANT, "bot": ASSISTANT, "system": SYSTEM}
+MESSAGES_ROLES = {"user": USER, "assistant": ASSISTANT, "system": SYSTEM}
+
+
+class InputError(UserError):
+    """An input that cannot be read at all (missing, unreadable, wrong kind of file)."""
+
+
+@dataclass(slots=True)
+class RawRecord:
+    source: str
+    line: int
+    """1-based line (JSONL, CSV) or 1-based record number (JSON array, Parquet, hub)."""
+    data: Any = None
+    error: str | None = None
+    text: str | None = None
+    """The raw line, kept only for records that failed to parse (for rejected.jsonl)."""
+
+
+@dataclass(slots=True)
+class Conversation:
+    system: str | None
+    turns: list[tuple[str, str]]
+    """(user, assistant) pairs in order."""
+    source: str
+    line: int
+
+    def key(self) -> bytes:
+        """Exact-duplicate identity: the same system prompt and the same turns."""
+        return orjson.dumps([self.system, self.turns])
+
+    def messages(self, upto: int | None = None, with_last_answer: bool = True) -> list[dict]:
+        """Chat-template messages for turns[:upto] (all when None); the last answer optional."""
+        turns = self.turns if upto is None else self.turns[:upto]
+        msgs = [{"role": SYSTEM, "content": self.system}] if self.system is not None else []
+        for i, (u, a) in enumerate(turns):
+            msgs.append({"role": USER, "content": u})
+            if with_last_answer or i < len(turns) - 1:
+                msgs.append({"role": ASSISTANT, "content": a})
+        return msgs
+
+
+class RecordError(ValueError):
+    """A record that is readable but not a valid conversation; the message is the reason."""
+
+
+def is_hub_id(spec: str) -> bool:
+    """`owner/name` that is not a local path: a hub dataset id."""
+    return (spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not os.path.exists(spec)
+            and not any(ch in spec for ch in "*?[") and _kind(spec) is None)
+
+
+def expand_inputs(specs: list[str], key: str = "data.train_files") -> list[str]:
+    """Local paths (globs expanded, sorted) and hub ids, in the order given; a missing path is an error."""
+    out = []
+    for spec in specs:
+        if any(ch in spec for ch in "*?["):
+            matches = sorted(glob.glob(os.path.expanduser(spec)))
+            if not matches:
+                raise InputError(f"{key}: the pattern '{spec}' matches no file")
+            out.extend(matches)
+        elif os.path.exists(os.path.expanduser(spec)):
+            p = os.path.expanduser(spec)
+            if os.path.isdir(p):
+                files = sorted(str(f) for f in Path(p).iterdir() if f.is_file() and _kind(str(f)) is not None)
+                if not files:
+                    raise InputError(f"{key}: the directory '{spec}' holds no .jsonl/.json/.parquet/.csv file")
+                out.extend(files)
+            else:
+                out.append(p)
+        elif is_hub_id(spec):
+            out.append(spec)
+        else:
+            raise InputError(f"{key}: '{spec}' does not exist (and is not a hub dataset id like owner/name)")
+    return out
+
+
+def _kind(path: str) -> str | None:
+    name = path.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for ext, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"),
+                      (".csv", "csv")):
+        if name.endswith(ext):
+            return kind
+    return None
+
+
+def _open_binary(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
+def iter_raw_records(spec: str, cfg: DataConfig) -> Iterator[RawRecord]:
+    """Every record of one input, in order; blank lines are skipped (they are not records)."""
+    if not os.path.exists(spec):
+        yield from _iter_hub(spec, cfg)
+        return
+    kind = "csv" if cfg.format == "csv" else _kind(spec)
+    if kind is None:
+        raise InputError(f"{spec}: unknown file type; use .jsonl, .json, .parquet or .csv (optionally .gz)")
+    try:
+        if kind == "jsonl":
+            yield from _iter_jsonl(spec, cfg.encoding)
+        elif kind == "json":
+            yield from _iter_json(spec, cfg.encoding)
+        elif kind == "parquet":
+            yield from _iter_parquet(spec)
+        else:
+            yield from _iter_csv(spec, cfg)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(f"{spec}: cannot be read: {e}") from None
+
+
+def _decode(raw: bytes, encoding: str) -> str:
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise RecordError(f"undecodable bytes: not valid {encoding} at byte {e.start} of the line") from None
+    return text
+
+
+def _iter_jsonl(path: str, encoding: str) -> Iterator[RawRecord]:
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # UTF-8 byte order mark
+            if not raw.strip():
+                continue
+            try:
+                data = orjson.loads(raw) if utf8 else orjson.loads(_decode(raw, encoding))
+            except RecordError as e:
+                yield RawRecord(path, lineno, error=str(e), text=raw[:200].decode(encoding, "replace"))
+                continue
+            except orjson.JSONDecodeError as e:
+                if utf8:
+                    try:
+                        raw.decode("utf-8")
+                    except UnicodeDecodeError as de:
+                        yield RawRecord(path, lineno, error=f"undecodable bytes: not valid UTF-8 at byte {de.start} "
+                                        "of the line", text=raw[:200].decode("utf-8", "replace"))
+                        continue
+                yield RawRecord(path, lineno, error=f"invalid JSON: {e}", text=raw[:200].decode(encoding, "replace"))
+                continue
+            yield RawRecord(path, lineno, data=data)
+
+
+def _iter_json(path: str, encoding: str) -> Iterator[RawRecord]:
+    with _open_binary(path) as f:
+        raw = f.read()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    head = raw.lstrip()[:1]
+    if head != b"[":
+        # Many ".json" files are JSON lines; read them as such.
+        yield from _iter_jsonl(path, encoding)
+        return
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: undecodable bytes: not valid {encoding} at byte {e.start}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    for i, item in enumerate(data, 1):
+        yield RawRecord(path, i, data=item)
+
+
+def _iter_parquet(path: str) -> Iterator[RawRecord]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+    n = 0
+    for batch in pf.iter_batches(batch_size=2048):
+        for row in batch.to_pylist():
+            n += 1
+            yield RawRecord(path, n, data=row)
+
+
+def _iter_csv(path: str, cfg: DataConfig) -> Iterator[RawRecord]:
+    # surrogateescape keeps undecodable bytes visible as lone surrogates, so one bad row is rejected
+    # instead of the whole file failing.
+    with _open_binary(path) as fb:
+        f = io.TextIOWrapper(fb, encoding=cfg.encoding, errors="surrogateescape", newline="")
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        if header and header[0].startswith("\ufeff"):
+            header[0] = header[0][1:]
+        header = [h.strip() for h in header]
+        wanted = {role: col for role, col in cfg.columns.items()}
+        missing = [f"{role}->'{col}'" for role, col in wanted.items() if col not in header]
+        if missing:
+            raise InputError(f"{path}: CSV header {header} lacks the column(s) named in data.columns: "
+                             f"{', '.join(missing)}")
+        index = {role: header.index(col) for role, col in wanted.items()}
+        start = reader.line_num + 1
+        for row in reader:
+            lineno, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            bad = next((c for c in row if _has_surrogate(c)), None)
+            if bad is not None:
+                yield RawRecord(path, lineno, error=f"undecodable bytes: not valid {cfg.encoding}",
+                                text=bad.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "replace"))
+                continue
+            if len(row) != len(header):
+                yield RawRecord(path, lineno, error=f"CSV row has {len(row)} fields, the header has {len(header)}",
+                                text=",".join(row)[:200])
+                continue
+            yield RawRecord(path, lineno, data={"__csv__": {role: row[i] for role, i in index.items()}})
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _iter_hub(spec: str, cfg: DataConfig) -> Iterator[RawRecord]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec, split=cfg.hub_split, streaming=True)
+        for i, row in enumerate(ds, 1):
+            yield RawRecord(spec, i, data=row)
+    except Exception as e:  # network, auth, missing dataset: one message naming the input
+        raise InputError(f"{spec}: cannot stream this hub dataset (split '{cfg.hub_split}'): "
+                         f"{type(e).__name__}: {e}") from None
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+
+def to_conversation(rec: RawRecord, cfg: DataConfig, forbidden: tuple[str, ...] = ()) -> Conversation:
+    """Validate one raw record into a Conversation, or raise RecordError with the reason and field."""
+    if rec.error:
+        raise RecordError(rec.error)
+    data = rec.data
+    if not isinstance(data, dict):
+        raise RecordError(f"record is a JSON {type(data).__name__}, not an object")
+    if "__csv__" in data:
+        row = data["__csv__"]
+        messages = []
+        if row.get(SYSTEM, "").strip():
+            messages.append((SYSTEM, row[SYSTEM], f"column '{cfg.columns[SYSTEM]}'"))
+        messages.append((USER, row[USER], f"column '{cfg.columns[USER]}'"))
+        messages.append((ASSISTANT, row[ASSISTANT], f"column '{cfg.columns[ASSISTANT]}'"))
+    else:
+        fmt = cfg.format if cfg.format != "auto" else _detect(data)
+        messages = {"sharegpt": _sharegpt, "messages": _messages, "alpaca": _alpaca}[fmt](data)
+    return _check(messages, cfg, forbidden, rec)
+
+
+def _detect(data: dict) -> str:
+    if "conversations" in data:
+        return "sharegpt"
+    if "messages" in data:
+        return "messages"
+    if "instruction" in data and "output" in data:
+        return "alpaca"
+    raise RecordError("missing field: expected 'conversations' (ShareGPT), 'messages' (OpenAI) or "
+                      f"'instruction'+'output' (Alpaca); found keys {sorted(data)[:8]}")
+
+
+def _turn_list(data: dict, key: str) -> list:
+    if key not in data:
+        raise RecordError(f"missing field '{key}'")
+    turns = data[key]
+    if not isinstance(turns, list):
+        raise RecordError(f"field '{key}' is not a list (got {type(turns).__name__})")
+    return turns
+
+
+def _sharegpt(data: dict) -> list[tuple[str, Any, str]]:
+    out = []
+    if data.get("system") not in (None, ""):
+        out.append((SYSTEM, data["system"], "system"))
+    for i, turn in enumerate(_turn_list(data, "conversations")):
+        where = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise RecordError(f"{where} is not an object")
+        for k in ("from", "value"):
+            if k not in turn:
+                raise RecordError(f"missing field '{where}.{k}'")
+        role = SHAREGPT_ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
+        if role is None:
+            raise RecordError(f"unknown role {turn['from']!r} in '{where}.from' (expected human, gpt or system)")
+        out.append((role, turn["value"], f"{where}.value"))
+    return out
+
+
+def _messages(data: dict) -> list[tuple[str, Any, str]]:
+    out = []
+    for i, turn in enumerate(_turn_list(data, "messages")):
+        where = f"messages[{i}]"
+        if not isinstance(turn, dict):
+            raise RecordError(f"{where} is not an object")
+        for k in ("role", "content"):
+            if k not in turn:
+                raise RecordError(f"missing field '{where}.{k}'")
+        role = MESSAGES_ROLES.get(turn["role"]) if isinstance(turn["role"], str) else None
+        if role is None:
+            raise RecordError(f"unknown role {turn['role']!r} in '{where}.role' (expected user, assistant or system)")
+        out.append((role, turn["content"], f"{where}.content"))
+    return out
+
+
+def _alpaca(data: dict) -> list[tuple[str, Any, str]]:
+    out = []
+    if data.get("system") not in (None, ""):
+        out.append((SYSTEM, data["system"], "system"))
+    history = data.get("history") or []
+    if not isinstance(history, list):
+        raise RecordError("field 'history' is not a list of [question, answer] pairs")
+    for i, pair in enumerate(history):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise RecordError(f"history[{i}] is not a [question, answer] pair")
+        out.append((USER, pair[0], f"history[{i}][0]"))
+        out.append((ASSISTANT, pair[1], f"history[{i}][1]"))
+    for k in ("instruction", "output"):
+        if k not in data:
+            raise RecordError(f"missing field '{k}'")
+    instruction, extra = data["instruction"], data.get("input")
+    if isinstance(instruction, str) and isinstance(extra, str) and extra.strip():
+        instruction = f"{instruction}\n{extra}"
+    out.append((USER, instruction, "instruction"))
+    out.append((ASSISTANT, data["output"], "output"))
+    return out
+
+
+def _check(messages: list[tuple[str, Any, str]], cfg: DataConfig, forbidden: tuple[str, ...],
+           rec: RawRecord) -> Conversation:
+    system = None
+    turns: list[tuple[str, str]] = []
+    pending_user = None
+    for i, (role, content, where) in enumerate(messages):
+        if not isinstance(content, str):
+            raise RecordError(f"field '{where}' is not text (got {type(content).__name__})")
+        content = content.strip()
+        if not content:
+            raise RecordError(f"empty text in '{where}'")
+        for token in forbidden:
+            if token in content:
+                raise RecordError(f"field '{where}' contains the tokenizer's control text {token!r}")
+        if role == SYSTEM:
+            if i != 0:
+                raise RecordError(f"wrong turn order: system turn at '{where}' (only the first turn may be system)")
+            system = content
+        elif role == USER:
+            if pending_user is not None:
+                raise RecordError(f"wrong turn order: two user turns in a row at '{where}'")
+            pending_user = content
+        else:
+            if pending_user is None:
+                raise RecordError(f"wrong turn order: assistant turn at '{where}' does not follow a user turn")
+            turns.append((pending_user, content))
+            pending_user = None
+    if pending_user is not None:
+        raise RecordError("ends with a user turn: there is no answer to train on")
+    if not turns:
+        raise RecordError("no user/assistant turn pair")
+    if system is None and cfg.system_prompt:
+        system = cfg.system_prompt
+    return Conversation(system, turns, rec.source, rec.line)

@@ -1,0 +1,43 @@
+"""The run directory: small helpers every stage uses to hand off through files.
+
+Writes are atomic (temp file, then rename), so a killed stage never leaves a half-written file that
+a later stage would trust. A stage is current when its manifest records the fingerprint of its
+inputs and its outputs exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_current(manifest: str | Path, expected_fingerprint: str, *outputs: str | Path) -> bool:
+    """True when `manifest` records `expected_fingerprint` and every output path exists."""
+    recorded = read_json(manifest) or {}
+    return recorded.get("fingerprint") == expected_fingerprint and all(Path(p).exists() for p in outputs)

@@ -1,0 +1,107 @@
+"""Config loading: every shipped config loads, unknown keys and bad values fail with the key and file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import pytest
+import yaml
+
+from medtune.config import ConfigError, load_config, save_config
+from tests.conftest import ROOT, write_config
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert {p.name for p in CONFIGS} >= {"demo.yaml", "qwen3-8b-huatuo.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.output_dir
+
+
+def test_reference_config_is_the_reference_run():
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-huatuo.yaml")
+    assert cfg.model.name_or_path == "Qwen/Qwen3-8B"
+    assert cfg.data.train_files == ["FreedomIntelligence/HuatuoGPT-sft-data-v1"]
+    assert (cfg.data.max_samples, cfg.data.select, cfg.data.val_size, cfg.data.max_length) == (100000, "first", 500,
+                                                                                              2048)
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 32, 0.05)
+    assert cfg.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    t = cfg.train
+    assert (t.learning_rate, t.warmup_steps, t.num_train_epochs) == (2e-5, 0.05, 2)
+    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps) == (4, 2)
+    assert t.bf16 is True and t.gradient_checkpointing is True
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write_config(tmp_path, "output_dir: x\ntrain:\n  learnin_rate: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+    assert "train.learnin_rate" in str(e.value)
+    assert "train.learning_rate" in str(e.value)  # the suggestion
+
+
+def test_unknown_section(tmp_path):
+    path = write_config(tmp_path, "output_dir: x\ntrainer: {}\n")
+    with pytest.raises(ConfigError, match="unknown key 'trainer'"):
+        load_config(path)
+
+
+def test_renamed_key_gets_a_hint(tmp_path):
+    path = write_config(tmp_path, "output_dir: x\ntrain:\n  warmup_ratio: 0.05\n")
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        load_config(path)
+
+
+def test_wrong_type_and_bad_value(tmp_path):
+    with pytest.raises(ConfigError, match="data.max_length' must be a whole number"):
+        load_config(write_config(tmp_path, "output_dir: x\ndata:\n  max_length: long\n"))
+    with pytest.raises(ConfigError, match="data.format' = 'xml' is not one of"):
+        load_config(write_config(tmp_path, "output_dir: x\ndata:\n  format: xml\n"))
+    with pytest.raises(ConfigError, match="lora.r must be >= 1"):
+        load_config(write_config(tmp_path, "output_dir: x\nlora:\n  r: 0\n"))
+    with pytest.raises(ConfigError, match="missing required key 'output_dir'"):
+        load_config(write_config(tmp_path, "data: {}\n"))
+
+
+def test_yaml_11_exponent_floats_and_overrides(tmp_path):
+    path = write_config(tmp_path, "output_dir: x\ntrain:\n  learning_rate: 1e-4\n")
+    cfg = load_config(path, ["train.learning_rate=3e-5", "data.max_samples=7", "data.train_files=a.jsonl",
+                             "evaluate.compare=[{name: a, thinking: [true, false]}]"])
+    assert cfg.train.learning_rate == 3e-5
+    assert cfg.data.max_samples == 7
+    assert cfg.data.train_files == ["a.jsonl"]
+    assert cfg.evaluate.compare[0].name == "a" and cfg.evaluate.compare[0].thinking == [True, False]
+    with pytest.raises(ConfigError, match="unknown key 'train.nope'"):
+        load_config(path, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(path, ["train.learning_rate"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-huatuo.yaml", ["train.learning_rate=1e-4"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["learning_rate"] == 1e-4
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    path = write_config(tmp_path, "output_dir: x\ndata:\n  bogus: 1\n")
+    r = subprocess.run([sys.executable, "-m", "medtune", "prepare", str(path)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "unknown key 'data.bogus'" in r.stderr and str(path) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_lists_stages():
+    r = subprocess.run([sys.executable, "-m", "medtune", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for stage in ("prepare",):
+        assert stage in r.stdout
+
