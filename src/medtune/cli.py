@@ -42,19 +42,22 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Fine-tune an open LLM into a medical QA assistant, evaluate it fairly, and write the report.")
-    parser.add_argument("--version", action="version", version=f"medtune {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="validate, de-duplicate, split and tokenize dialogue data",
                        description="Read ShareGPT/HuatuoGPT, OpenAI messages, Alpaca or CSV records, reject bad ones "
                                    "with reasons (data/rejected.jsonl), and write tokenized train/val datasets.")
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="rerun even if data/ is up to date")
     p.set_defaults(func=cmd_prepare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Fine-tune an open LLM into a medical QA assistant, evaluate it fairly, and write the report.")
+    parser.add_argument("--version", action="version", version=f"medtune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_prepare(sub)
     return parser
 
 

@@ -1,0 +1,99 @@
+"""Models: the builtin tiny Qwen3, the Qwen3-8B architecture, and loading base (+ adapter) for any stage.
+
+`builtin:tiny-qwen3` is a 2-layer, 64-wide Qwen3-architecture model with the real Qwen3 vocabulary,
+random-initialised from a fixed seed and saved once into the run directory (`<output_dir>/base_model`),
+so every later stage and any user loads base + adapter the standard way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medtune.assets import find_qwen3_tokenizer
+from medtune.config import BUILTIN_TINY_QWEN3
+from medtune.errors import UserError
+
+# The token ids of the real Qwen3 tokenizer.
+QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}
+
+TINY_QWEN3 = dict(
+    vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6, tie_word_embeddings=True, **QWEN3_SPECIAL_IDS,
+)
+
+# Qwen/Qwen3-8B config.json values (enough to build the architecture without downloading it).
+QWEN3_8B = dict(
+    vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False, **QWEN3_SPECIAL_IDS,
+)
+
+
+def qwen3_config(**values):
+    from transformers import Qwen3Config
+
+    theta = values.pop("rope_theta", 1_000_000.0)
+    return Qwen3Config(rope_parameters={"rope_type": "default", "rope_theta": theta}, **values)
+
+
+def build_tiny_qwen3(dest: str | Path, seed: int = 0, **overrides) -> Path:
+    """Create the tiny random Qwen3 (with the real tokenizer and a generation config) in `dest`."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, Qwen3ForCausalLM
+
+    dest = Path(dest)
+    tokenizer = AutoTokenizer.from_pretrained(str(find_qwen3_tokenizer()))
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(qwen3_config(**{**TINY_QWEN3, **overrides}))
+    model.generation_config = GenerationConfig(
+        bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643,
+        do_sample=True, temperature=0.7, top_p=0.8, top_k=20)  # Qwen3 non-thinking defaults
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def resolve_base_model(name_or_path: str, run_dir: str | Path | None = None) -> str:
+    """A path or hub id for from_pretrained; the builtin tiny model is created on first use."""
+    if name_or_path != BUILTIN_TINY_QWEN3:
+        return name_or_path
+    if run_dir is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medtune"
+        dest = cache / "tiny-qwen3"
+    else:
+        dest = Path(run_dir) / "base_model"
+    if not (dest / "config.json").exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        build_tiny_qwen3(dest)
+    return str(dest.resolve())
+
+
+def load_model(name_or_path: str, adapter: str | Path | None = None, dtype: str = "auto", device: str | None = None,
+               attn_implementation: str | None = None, trust_remote_code: bool = False):
+    """Base model (+ LoRA adapter, not merged) and its tokenizer, ready for inference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = {"auto": torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32,
+                   "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype,
+                                                     attn_implementation=attn_implementation,
+                                                     trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UserError(f"cannot load the model '{name_or_path}': {e}") from None
+    tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_source), trust_remote_code=trust_remote_code)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.to(device).eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
