@@ -30,3 +30,46 @@ def write_config(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def small_vocab_model(dest: Path, vocab: int = 512, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A Qwen3-architecture model with a small word-level tokenizer: for tests of training mechanics,
+    where the 151,936-token vocabulary would only cost time (FINDINGS.md)."""
+    import torch
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
+
+    from medtune.modeling import qwen3_config
+
+    words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, vocab)}}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(words, unk_token="<unk>")),
+                                  pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    config = qwen3_config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+                          max_position_embeddings=1024, tie_word_embeddings=True, bos_token_id=1, eos_token_id=1,
+                          pad_token_id=0)
+    Qwen3ForCausalLM(config).save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest
+
+
+def synthetic_prepared_data(run_dir: Path, n_train: int = 64, n_val: int = 16, vocab: int = 512, seed: int = 0,
+                            min_len: int = 12, max_len: int = 80) -> None:
+    """data/train and data/val as `medtune prepare` writes them: a prompt (-100) then a trained answer.
+    The answer repeats a pattern of the prompt, so there is something to learn."""
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        rows = {"input_ids": [], "labels": [], "length": []}
+        for _ in range(n):
+            p = int(rng.integers(min_len // 2, max_len // 2))
+            prompt = rng.integers(3, vocab, size=p).tolist()
+            answer = [3 + (x * 7) % (vocab - 3) for x in prompt[: int(rng.integers(2, p))]] + [1]
+            rows["input_ids"].append(prompt + answer)
+            rows["labels"].append([-100] * p + answer)
+            rows["length"].append(p + len(answer))
+        datasets.Dataset.from_dict(rows).save_to_disk(str(run_dir / "data" / split))

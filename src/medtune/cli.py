@@ -6,6 +6,8 @@ Run as: medtune --help
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from medtune.config import ConfigError, load_config, save_config
 EPILOG = """\
 stages (each reads and writes only the run directory, output_dir in the config):
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
-  train     LoRA fine-tuning -> adapter, checkpoints, train/eval results
+  train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
 
 examples:
   medtune prepare configs/demo.yaml
@@ -51,6 +53,52 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def cmd_train(args) -> int:
+    from medtune.launch import is_launched, launch_command
+
+    nproc = args.nproc_per_node
+    if nproc is None and not is_launched() and not args.accelerate_config:
+        import torch
+
+        nproc = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1  # every visible GPU
+    if not is_launched() and (nproc and nproc > 1 or args.nnodes > 1 or args.accelerate_config):
+        own = [args.config, *(x for s in args.overrides for x in ("--set", s))]
+        own += ["--force"] if args.force else []
+        own += ["--resume", args.resume] if args.resume else []
+        load_config(args.config, args.overrides)  # fail here, once, on a bad config
+        cmd = launch_command(own, nproc_per_node=nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
+                             master_addr=args.master_addr, master_port=args.master_port,
+                             accelerate_config=args.accelerate_config)
+        print("train: launching " + " ".join(cmd), flush=True)
+        return subprocess.run(cmd).returncode
+    from medtune.train import train_model
+
+    cfg = load_config(args.config, args.overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    train_model(cfg, resume=args.resume, force=args.force)
+    return 0
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="LoRA fine-tuning on the prepared data (resumes automatically)",
+                       description="Train a LoRA adapter with TRL SFTTrainer + PEFT on <output_dir>/data. Resumes from "
+                                   "the latest complete checkpoint; launches one process per GPU when several are "
+                                   "visible.")
+    _add_config_args(p)
+    p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
+    p.add_argument("--force", action="store_true", help="train from scratch even if a finished adapter or "
+                                                         "checkpoints exist (deletes the checkpoints)")
+    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
+    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
+    p.add_argument("--accelerate-config", metavar="FILE",
+                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+    p.set_defaults(func=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -58,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medtune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prepare(sub)
+    add_train(sub)
     return parser
 
 

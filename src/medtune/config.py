@@ -103,6 +103,8 @@ class LoraConfig:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(QWEN3_LORA_TARGETS))
     bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: list[str] = field(default_factory=list)
+    """Modules trained in full next to the LoRA (e.g. lm_head); saved with the adapter."""
 
     def __post_init__(self):
         if self.r < 1:

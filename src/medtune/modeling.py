@@ -1,6 +1,7 @@
 """Models: the builtin tiny Qwen3, the Qwen3-8B architecture, and loading base (+ adapter) for any stage.
 
-`builtin:tiny-qwen3` is a 2-layer, 64-wide Qwen3-architecture model with the real Qwen3 vocabulary,
+`builtin:tiny-qwen3` is a 2-layer, 64-wide Qwen3-architecture model with the real Qwen3 vocabulary (untied
+input and output embeddings),
 random-initialised from a fixed seed and saved once into the run directory (`<output_dir>/base_model`),
 so every later stage and any user loads base + adapter the standard way.
 """
@@ -20,8 +21,11 @@ QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_
 TINY_QWEN3 = dict(
     vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, rope_theta=1_000_000.0,
-    rms_norm_eps=1e-6, tie_word_embeddings=True, **QWEN3_SPECIAL_IDS,
+    rms_norm_eps=1e-6, tie_word_embeddings=False, **QWEN3_SPECIAL_IDS,
 )
+# Untied on purpose: with frozen random embeddings a 64-wide model cannot represent word frequencies, so the
+# demo trains lm_head in full next to the LoRA (configs/demo.yaml, lora.modules_to_save), and an untied head
+# can be trained and merged without touching the input embeddings.
 
 # Qwen/Qwen3-8B config.json values (enough to build the architecture without downloading it).
 QWEN3_8B = dict(
@@ -97,3 +101,64 @@ def load_model(name_or_path: str, adapter: str | Path | None = None, dtype: str 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters, counting each shared tensor once (tied embeddings)."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        n = p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def causal_lm_parts(model):
+    """(backbone, lm_head) of a causal LM, also when wrapped by PEFT."""
+    from peft import PeftModel
+
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    return inner.base_model, inner.get_output_embeddings()
+
+
+def dataset_loss(model, dataset, batch_size: int = 8, max_tokens_per_chunk: int = 2048) -> tuple[float, int]:
+    """(sum of negative log-likelihood, number of target tokens) over a prepared dataset.
+
+    Token-weighted, with the labels as prepared (-100 = not scored), shifted as in training. Batches
+    are sorted by length (little padding) and only target positions are projected to the vocabulary,
+    in chunks, so memory stays small with a 151k-token vocabulary.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    backbone, lm_head = causal_lm_parts(model)
+    device = lm_head.weight.device
+    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    was_training = model.training
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = dataset.select(order[start:start + batch_size])
+            width = max(len(x) for x in rows["input_ids"])
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, (x, y) in enumerate(zip(rows["input_ids"], rows["labels"])):
+                ids[i, : len(x)] = torch.tensor(x)
+                labels[i, : len(y)] = torch.tensor(y)
+                mask[i, : len(x)] = 1
+            hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)[0]
+            target = labels[:, 1:].to(device)
+            keep = target != -100
+            h, t = hidden[:, :-1][keep], target[keep]
+            for a in range(0, len(t), max_tokens_per_chunk):
+                logits = lm_head(h[a:a + max_tokens_per_chunk]).float()
+                total_nll += F.cross_entropy(logits, t[a:a + max_tokens_per_chunk], reduction="sum").item()
+            total_tokens += int(keep.sum())
+    model.train(was_training)
+    return total_nll, total_tokens

@@ -1,0 +1,671 @@
+"""The train stage: LoRA fine-tuning on the prepared data with TRL SFTTrainer and PEFT.
+
+Run as: medtune train CONFIG.yaml [--set train.max_steps=50] [--resume PATH] [--nproc-per-node N]
+
+Reads <output_dir>/data/{train,val} (from `medtune prepare`) and writes, in the Hugging Face Trainer's
+layout: adapter_model.safetensors, adapter_config.json, tokenizer files, README.md (model card),
+checkpoint-<step>/, trainer_state.json, train_results.json, eval_results.json, metrics.jsonl,
+timeline.json, environment.json and TensorBoard events under runs/. See docs/run-directory.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medtune import __version__
+from medtune.config import Config
+from medtune.errors import UserError
+from medtune.modeling import count_parameters, dataset_loss, resolve_base_model
+from medtune.rundir import fingerprint, read_json, write_json
+
+TRAIN_FORMAT = 1  # bump when the same inputs would train differently
+COMPLETE_MARKER = "medtune-complete.json"
+
+
+class TrainingError(UserError):
+    """Training cannot start or had to stop (the message says why and what to do)."""
+
+
+# --- choices made before training, each logged with its reason ---------------------------------------
+
+
+@dataclass
+class Backends:
+    device: str
+    precision: str  # bf16 | fp16 | fp32
+    attn_implementation: str
+    batching: str  # packing | group_by_length | padding
+    liger_kernel: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool) -> Backends:
+    """Pick precision, attention kernel, batching and kernels from the config and what the machine has."""
+    t, m = cfg.train, cfg.model
+    reasons = []
+    device = "cuda" if cuda else "cpu"
+    if t.bf16 is None:
+        precision = "bf16" if cuda and bf16_supported else "fp32"
+        reasons.append(f"precision {precision}: " + ("the GPU supports bf16" if precision == "bf16" else
+                                                     "no bf16-capable GPU (bf16 on CPU is 8-19x slower than fp32)"))
+    elif t.bf16:
+        if cuda and not bf16_supported:
+            raise TrainingError("train.bf16 is true but this GPU has no bf16 support; set train.bf16: false")
+        precision = "bf16"
+        reasons.append("precision bf16: train.bf16 is true" + ("" if cuda else " (on CPU this is much slower than fp32)"))
+    else:
+        precision = "fp32"
+        reasons.append("precision fp32: train.bf16 is false")
+
+    if m.attn_implementation != "auto":
+        attn = m.attn_implementation
+        if attn.startswith("flash_attention") and not (cuda and flash_attn):
+            raise TrainingError(f"model.attn_implementation is {attn} but flash-attn is not installed on a GPU here; "
+                                "use auto or sdpa")
+        reasons.append(f"attention {attn}: model.attn_implementation")
+    elif cuda and flash_attn:
+        attn = "flash_attention_2"
+        reasons.append("attention flash_attention_2: flash-attn is installed on a GPU")
+    else:
+        attn = "sdpa"
+        reasons.append("attention sdpa: " + ("flash-attn is not installed" if cuda else "no GPU"))
+
+    varlen = attn.startswith("flash_attention")
+    if t.batching != "auto":
+        batching = t.batching
+        reasons.append(f"batching {batching}: train.batching")
+    elif varlen:
+        batching = "packing"
+        reasons.append("batching packing: padding-free, per-sample position ids, flash-attention varlen keeps "
+                       "samples apart at no cost")
+    else:
+        batching = "group_by_length"
+        reasons.append("batching group_by_length: without a varlen attention kernel, packed samples would cost a "
+                       "full block-diagonal attention mask; grouping similar lengths wastes little on padding")
+
+    if t.use_liger_kernel is None:
+        liger_kernel = cuda and liger
+        reasons.append("Liger kernels " + ("on: installed on a GPU" if liger_kernel else
+                                           "off: " + ("not installed" if cuda else "no GPU")))
+    else:
+        liger_kernel = t.use_liger_kernel
+        if liger_kernel and not (cuda and liger):
+            raise TrainingError("train.use_liger_kernel is true but liger-kernel is not installed on a GPU here")
+        reasons.append(f"Liger kernels {'on' if liger_kernel else 'off'}: train.use_liger_kernel")
+    return Backends(device, precision, attn, batching, liger_kernel, reasons)
+
+
+def detect_backends(cfg: Config) -> Backends:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return select_backends(
+        cfg, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        flash_attn=importlib.util.find_spec("flash_attn") is not None,
+        liger=importlib.util.find_spec("liger_kernel") is not None)
+
+
+# --- the loss: only positions that predict a trained token are projected to the vocabulary ------------
+
+
+def target_only_loss(model, inputs: dict, num_items_in_batch, chunk: int = 4096, liger: bool = False):
+    """Sum of the cross-entropy over trained tokens, divided by the tokens of the whole optimizer step.
+
+    The model is called through its wrappers (DDP, PEFT) with `logits_to_keep` set to the positions whose
+    next-token label is trained, so prompt and padding positions are never projected to the vocabulary.
+    The cross-entropy is upcast to fp32 chunk by chunk under checkpointing, keeping one fp32 chunk alive.
+    With Liger on a GPU, its fused linear cross-entropy does the same without building the logits at all.
+    """
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    labels = inputs.pop("labels")
+    inputs["use_cache"] = False
+    if liger:
+        return model(**inputs, labels=labels, num_items_in_batch=num_items_in_batch).loss
+    shifted = labels[:, 1:]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = shifted != -100
+    targets = shifted[shifted != -100]
+    logits = model(**inputs, logits_to_keep=keep).logits  # (number of trained tokens, vocabulary)
+    total = logits.new_zeros((), dtype=torch.float32)
+    for a in range(0, targets.numel(), chunk):
+        total = total + checkpoint(_ce_sum, logits[a:a + chunk], targets[a:a + chunk], use_reentrant=False)
+    denominator = targets.numel() if num_items_in_batch is None else num_items_in_batch
+    return total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
+
+
+def _ce_sum(logits, targets):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def _trainer_class():
+    from trl import SFTTrainer
+
+    class MedtuneSFTTrainer(SFTTrainer):
+        """SFTTrainer whose loss projects only trained positions (TRL's own fused head scores every position
+        on devices without Triton, which made CPU training 4-6x slower), and skips TRL's per-token entropy and
+        accuracy metrics. Gradient accumulation and multi-process scaling follow Trainer/TRL exactly."""
+
+        use_liger_loss = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = target_only_loss(model, inputs, num_items_in_batch, liger=self.use_liger_loss)
+            # As in Trainer/TRL: num_items_in_batch counts every rank's tokens and DDP averages gradients.
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            if return_outputs:
+                raise NotImplementedError("medtune evaluates with its own token-weighted loop")
+            return loss
+
+    return MedtuneSFTTrainer
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints whose completion marker lists files that are all present, oldest first."""
+    found = []
+    for d in run_dir.glob("checkpoint-*"):
+        if not d.is_dir() or not d.name.split("-")[-1].isdigit():
+            continue
+        marker = read_json(d / COMPLETE_MARKER)
+        if not marker:
+            continue
+        if all((d / name).is_file() and (d / name).stat().st_size == size for name, size in marker["files"].items()):
+            found.append(d)
+    return sorted(found, key=lambda d: int(d.name.split("-")[-1]))
+
+
+def _mark_complete(checkpoint: Path) -> None:
+    files = {str(p.relative_to(checkpoint)): p.stat().st_size for p in checkpoint.rglob("*")
+             if p.is_file() and p.name != COMPLETE_MARKER}
+    write_json(checkpoint / COMPLETE_MARKER, {"files": files})
+
+
+# --- callbacks ---------------------------------------------------------------------------------------
+
+
+def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_batch_size: int):
+    """Built lazily so that importing this module does not import transformers."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """metrics.jsonl with the learning rate actually used, tokens/s, and a progress bar with ETA."""
+
+        def __init__(self):
+            self.lr_used = None
+            self.last_time = self.start = None
+            self.last_tokens = 0
+            self.bar = None
+            self.file = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = self.last_time = time.perf_counter()
+            self.last_tokens = state.num_input_tokens_seen
+            if state.is_world_process_zero:
+                self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+                                dynamic_ncols=True)
+
+        def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
+            # After optimizer.step() and before the scheduler moves on: the rate this step used.
+            self.lr_used = optimizer.param_groups[0]["lr"]
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs or "train_loss" in logs:  # skip the end-of-run summary
+                return
+            now = time.perf_counter()
+            entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            if "loss" in logs:
+                tokens = state.num_input_tokens_seen
+                entry.update(loss=logs["loss"], learning_rate=self.lr_used, grad_norm=logs.get("grad_norm"),
+                             tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
+                             num_input_tokens_seen=tokens)
+                self.last_time, self.last_tokens = now, tokens
+                if self.bar is not None:
+                    self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{self.lr_used:.2e}",
+                                         tok_s=f"{entry['tokens_per_second']:.0f}")
+            for key in ("eval_loss", "eval_perplexity", "eval_tokens"):
+                if key in logs:
+                    entry[key] = logs[key]
+            entry["elapsed_seconds"] = round(now - self.start, 3)
+            self.file.write(json.dumps(entry) + "\n")
+            self.file.flush()
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.file:
+                self.file.close()
+            if self.bar is not None:
+                self.bar.close()
+
+    class NonFiniteGuard(TrainerCallback):
+        """Stops at the first non-finite loss or weight, before that step can be saved."""
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            params = [p for p in model.parameters() if p.requires_grad]
+            if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+                raise NonFiniteLoss(state.global_step, "a trainable weight became NaN/inf")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if value is not None and not math.isfinite(value):
+                    raise NonFiniteLoss(state.global_step, f"the logged {key} is {value}")
+
+    class TokenWeightedEval(TrainerCallback):
+        """Periodic eval loss, token-weighted with the training label rule (the Trainer's own averages
+        per-batch means), on this rank's share of the validation set, summed over ranks."""
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if eval_steps and val_dataset is not None and len(val_dataset) and state.global_step % eval_steps == 0:
+                should_log = control.should_log  # Trainer.log clears it; this step's loss must still be logged
+                self.trainer.log(_distributed_eval(model, val_dataset, eval_batch_size))
+                control.should_log = should_log
+                return control
+
+    class CompleteMarker(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                ckpt = run_dir / f"checkpoint-{state.global_step}"
+                if ckpt.is_dir():
+                    _mark_complete(ckpt)
+
+    return MetricsCallback(), NonFiniteGuard(), TokenWeightedEval(), CompleteMarker()
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, what: str):
+        super().__init__(f"step {step}: {what}")
+        self.step, self.what = step, what
+
+
+def _distributed_eval(model, dataset, batch_size: int) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    share = dataset.select(range(rank, len(dataset), world)) if world > 1 else dataset
+    nll, tokens = dataset_loss(model, share, batch_size)
+    if world > 1:
+        t = torch.tensor([nll, float(tokens)], dtype=torch.float64,
+                         device="cuda" if torch.cuda.is_available() else "cpu")
+        dist.all_reduce(t)
+        nll, tokens = float(t[0]), int(t[1])
+    loss = nll / max(tokens, 1)
+    return {"eval_loss": loss, "eval_perplexity": math.exp(loss), "eval_tokens": tokens}
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+
+
+class Timeline:
+    def __init__(self):
+        self.events = []
+
+    @contextmanager
+    def __call__(self, name: str):
+        start, t0 = dt.datetime.now().astimezone(), time.perf_counter()
+        yield
+        self.events.append({"name": name, "start": start.isoformat(timespec="seconds"),
+                            "end": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                            "seconds": round(time.perf_counter() - t0, 3)})
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def load_prepared(run_dir: Path):
+    import datasets
+
+    data_dir = run_dir / "data"
+    if not (data_dir / "train").is_dir():
+        raise TrainingError(f"{data_dir}/train not found: run `medtune prepare CONFIG` first")
+    train = datasets.load_from_disk(str(data_dir / "train"))
+    val = datasets.load_from_disk(str(data_dir / "val")) if (data_dir / "val").is_dir() else None
+    if len(train) == 0:
+        raise TrainingError(f"{data_dir}/train is empty: nothing to train on (see {data_dir}/stats.json)")
+    return train, val
+
+
+def train_fingerprint(cfg: Config, data_fingerprint: str | None) -> str:
+    d = cfg.to_dict()
+    return fingerprint({"format": TRAIN_FORMAT, "model": d["model"], "lora": d["lora"], "train": d["train"],
+                        "data": data_fingerprint, "world_size": world_size()})
+
+
+def plan_steps(n_train: int, cfg: Config, world: int) -> dict:
+    """Steps and batch sizes as the Trainer derives them (ceil at each division)."""
+    t = cfg.train
+    batches_per_rank = math.ceil(math.ceil(n_train / world) / t.per_device_train_batch_size)
+    per_epoch = max(math.ceil(batches_per_rank / t.gradient_accumulation_steps), 1)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
+    return {"effective_batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * world,
+            "steps_per_epoch": per_epoch, "total_steps": total}
+
+
+def train_model(cfg: Config, resume: str | None = None, force: bool = False, log=print) -> dict:
+    """Run the train stage; returns the contents of train_results.json."""
+    run_dir = cfg.run_dir
+    main = is_main_process()
+    say = log if main else (lambda *a, **k: None)
+    timeline = Timeline()
+    with timeline("data_loading"):
+        train_ds, val_ds = load_prepared(run_dir)
+        data_manifest = read_json(run_dir / "data" / "manifest.json", {})
+        data_stats = read_json(run_dir / "data" / "stats.json", {})
+    fp = train_fingerprint(cfg, data_manifest.get("fingerprint"))
+    manifest_path = run_dir / "train_manifest.json"
+    recorded = read_json(manifest_path, {})
+    checkpoint = _choose_checkpoint(run_dir, recorded, fp, resume, force, say)
+    if checkpoint is None and not force and recorded.get("fingerprint") == fp and recorded.get("status") == "completed" \
+            and (run_dir / "adapter_model.safetensors").exists():
+        say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {fp}); "
+            "skipping (--force retrains)")
+        return read_json(run_dir / "train_results.json", {})
+    if main:
+        if force and checkpoint is None:
+            _clear_training_outputs(run_dir)
+        write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
+                                   "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
+    backends = detect_backends(cfg)
+    world = world_size()
+    with timeline("model_loading"):
+        base = resolve_base_model(cfg.model.name_or_path, run_dir) if main else _wait_for_base(cfg, run_dir)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
+        if cfg.model.torch_dtype != "auto":
+            dtype = getattr(torch, cfg.model.torch_dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
+                                                         attn_implementation=backends.attn_implementation,
+                                                         trust_remote_code=cfg.model.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
+                                                      trust_remote_code=cfg.model.trust_remote_code)
+        except OSError as e:
+            raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
+                          modules_to_save=list(cfg.lora.modules_to_save) or None)
+
+    t = cfg.train
+    eval_steps = t.eval_steps or t.save_steps if t.eval_strategy == "steps" else None
+    args = SFTConfig(
+        output_dir=str(run_dir),
+        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
+        bf16=backends.precision == "bf16", fp16=backends.precision == "fp16",
+        use_cpu=backends.device == "cpu",
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        train_sampling_strategy="group_by_length" if backends.batching == "group_by_length" else "random",
+        length_column_name="length",
+        padding_free=backends.batching == "packing",
+        max_length=None,  # prepare already enforced data.max_length
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        use_liger_kernel=backends.liger_kernel,
+        logging_steps=t.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
+        eval_strategy="no",  # evaluation is the token-weighted callback below
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
+        seed=t.seed, data_seed=t.seed, dataloader_num_workers=t.dataloader_num_workers,
+        report_to=[r for r in t.report_to if r != "none"],
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,  # our own bar shows loss, lr and tokens/s
+        ddp_backend="gloo" if world > 1 and backends.device == "cpu" else None,
+        ddp_find_unused_parameters=False if world > 1 else None,
+    )
+    metrics_cb, guard_cb, eval_cb, marker_cb = _callbacks(run_dir, val_ds, eval_steps, t.per_device_eval_batch_size)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                               peft_config=lora, callbacks=[guard_cb, metrics_cb, eval_cb, marker_cb])
+    trainer.use_liger_loss = backends.liger_kernel
+    eval_cb.trainer = trainer
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
+    trainable, total = count_parameters(trainer.model)
+    plan = plan_steps(len(train_ds), cfg, world)
+    tokens_per_epoch = int(sum(train_ds["length"]))
+    trained = data_stats.get("train_target_tokens")
+    say("\n".join([
+        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation})",
+        *(f"  - {r}" for r in backends.reasons),
+        f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)",
+        f"  effective batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation"
+        f" x {world} process(es) = {plan['effective_batch_size']} samples per optimizer step",
+        f"  steps: {plan['steps_per_epoch']} per epoch, {plan['total_steps']} in total",
+        f"  data: {len(train_ds):,} training samples, {tokens_per_epoch:,} tokens per epoch"
+        + (f" ({trained:,} of them trained)" if isinstance(trained, int) else ""),
+        f"  validation: {len(val_ds) if val_ds is not None else 0:,} samples"
+        + (f", evaluated every {eval_steps} steps" if eval_steps else ""),
+        f"  output: {run_dir}" + (f" (resuming from {checkpoint})" if checkpoint else ""),
+    ]))
+
+    with timeline("training"):
+        try:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except NonFiniteLoss as e:
+            good = complete_checkpoints(run_dir)
+            if main:
+                write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+            raise TrainingError(
+                f"training stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
+                f"checkpoint is {good[-1] if good else 'none (no checkpoint was saved before it)'}. Lower "
+                "train.learning_rate or check the data, then rerun (it resumes from that checkpoint).") from None
+
+    with timeline("evaluation"):
+        final_eval = _distributed_eval(trainer.model, val_ds, t.per_device_eval_batch_size) \
+            if val_ds is not None and len(val_ds) else None
+    if not main:
+        return {}
+
+    trainer.save_model(str(run_dir))  # adapter_model.safetensors, adapter_config.json, tokenizer files
+    trainer.save_state()  # trainer_state.json
+    peak = torch.cuda.max_memory_allocated() if backends.device == "cuda" else None
+    train_results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), trainable,
+                                   total, checkpoint, peak, base)
+    write_json(run_dir / "train_results.json", train_results)
+    if final_eval is not None:
+        write_json(run_dir / "eval_results.json", {
+            "eval_loss": final_eval["eval_loss"], "perplexity": math.exp(final_eval["eval_loss"]),
+            "eval_samples": len(val_ds), "eval_tokens": final_eval["eval_tokens"],
+            "eval_runtime": timeline.events[-1]["seconds"], "epoch": train_results.get("epoch")})
+    write_json(run_dir / "timeline.json", {"events": timeline.events})
+    write_json(run_dir / "environment.json", environment(cfg, backends, world))
+    (run_dir / "README.md").write_text(model_card(cfg, base, train_results, final_eval, data_stats), encoding="utf-8")
+    for stray in ("all_results.json", "training_args.bin"):
+        (run_dir / stray).unlink(missing_ok=True)
+    write_json(manifest_path, {**read_json(manifest_path, {}), "status": "completed",
+                               "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+    say(f"train: done in {result.metrics.get('train_runtime', 0):.0f} s: train loss {train_results['train_loss']:.4f} "
+        f"(run average; last logged {train_results.get('last_logged_loss')})"
+        + (f", eval loss {final_eval['eval_loss']:.4f}, perplexity {math.exp(final_eval['eval_loss']):.3f}"
+           if final_eval else "") + f"; adapter in {run_dir}")
+    return train_results
+
+
+def _wait_for_base(cfg: Config, run_dir: Path) -> str:
+    """Non-zero ranks: the builtin base model is written by rank 0; wait until it is there."""
+    from medtune.config import BUILTIN_TINY_QWEN3
+
+    if cfg.model.name_or_path != BUILTIN_TINY_QWEN3:
+        return cfg.model.name_or_path
+    target = run_dir / "base_model" / "config.json"
+    for _ in range(600):
+        if target.exists():
+            return str(target.parent.resolve())
+        time.sleep(0.5)
+    raise TrainingError(f"{target} did not appear: rank 0 failed to create the builtin base model")
+
+
+def _choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None, force: bool, say):
+    if resume:
+        path = Path(resume).resolve()
+        if path not in {c.resolve() for c in complete_checkpoints(path.parent)}:
+            raise TrainingError(f"--resume {resume}: not a complete checkpoint directory (it has no "
+                                f"{COMPLETE_MARKER}, or files listed there are missing)")
+        return path
+    if force:
+        return None
+    checkpoints = complete_checkpoints(run_dir)
+    if not checkpoints or recorded.get("status") == "completed":
+        return None
+    if recorded.get("fingerprint") != fp:
+        raise TrainingError(f"{run_dir} has checkpoints from a different config or data (fingerprint "
+                            f"{recorded.get('fingerprint')} vs {fp}); rerun with --force to start over "
+                            "(it deletes them) or use another output_dir")
+    say(f"train: resuming from the latest complete checkpoint {checkpoints[-1]}")
+    return checkpoints[-1]
+
+
+def _clear_training_outputs(run_dir: Path) -> None:
+    for d in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    for name in ("metrics.jsonl", "train_results.json", "eval_results.json", "trainer_state.json",
+                 "timeline.json", "adapter_model.safetensors", "adapter_config.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _train_results(metrics: dict, trainer, backends: Backends, plan: dict, world: int, n_train: int,
+                   trainable: int, total: int, checkpoint, peak, base: str) -> dict:
+    import torch
+
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    runtime = metrics.get("train_runtime") or 0.0
+    tokens = trainer.state.num_input_tokens_seen
+    devices = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+               if backends.device == "cuda" else ["cpu"])
+    return {
+        **metrics,
+        "train_tokens": tokens,
+        "train_tokens_per_second": round(tokens / runtime, 2) if runtime else None,
+        "first_logged_loss": history[0]["loss"] if history else None,
+        "last_logged_loss": history[-1]["loss"] if history else None,
+        "global_step": trainer.state.global_step,
+        "num_train_samples": n_train,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 4),
+        "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "world_size": world,
+        "effective_batch_size": plan["effective_batch_size"],
+        "planned_steps": plan["total_steps"],
+        "precision": backends.precision,
+        "batching": backends.batching,
+        "attn_implementation": backends.attn_implementation,
+        "liger_kernel": backends.liger_kernel,
+        "device": devices[0] if devices else backends.device,
+        "num_devices": len(devices),
+        "peak_memory_bytes": peak,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "base_model": base,
+    }
+
+
+def environment(cfg: Config, backends: Backends, world: int) -> dict:
+    from importlib import metadata
+
+    packages = {}
+    for name in ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    packages["medtune"] = __version__
+    commit, dirty = _git_state()
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
+            "git_commit": commit, "git_dirty": dirty, "devices": [backends.device], "world_size": world,
+            "seeds": {"data": cfg.data.seed, "train": cfg.train.seed}, "command": " ".join(sys.argv)}
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True,
+                                    text=True, timeout=5).stdout.strip()) if commit else None
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def model_card(cfg: Config, base: str, results: dict, final_eval: dict | None, data_stats: dict) -> str:
+    eval_line = (f"- eval loss {final_eval['eval_loss']:.4f}, perplexity {math.exp(final_eval['eval_loss']):.3f} "
+                 f"on {data_stats.get('val', '?')} held-out dialogues (token-weighted)\n" if final_eval else "")
+    return f"""---
+base_model: {base}
+library_name: peft
+tags: [medtune, lora, medical, sft]
+---
+# LoRA adapter trained with medtune
+
+A LoRA adapter (r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout} on
+{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.train_files)}
+({results.get('num_train_samples', '?')} dialogues, max length {cfg.data.max_length}) for
+{results.get('global_step')} optimizer steps of {results.get('effective_batch_size')} samples.
+
+- train loss {results.get('train_loss', float('nan')):.4f} (run average), last logged {results.get('last_logged_loss')}
+{eval_line}- trainable parameters {results['trainable_params']:,} of {results['total_params']:,} \
+({results['trainable_percent']:.2f}%)
+- trained non-thinking: answers follow `<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n`; use
+  `enable_thinking=False` in the chat template at inference.
+
+## Use
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{base}")
+model = PeftModel.from_pretrained(base, "{cfg.run_dir}")
+tokenizer = AutoTokenizer.from_pretrained("{cfg.run_dir}")
+prompt = tokenizer.apply_chat_template([{{"role": "user", "content": "糖尿病有哪些症状？"}}],
+                                       add_generation_prompt=True, enable_thinking=False, tokenize=False)
+```
+
+Or `medtune chat {cfg.run_dir}` / `medtune serve {cfg.run_dir}`; vLLM loads this directory as a LoRA
+adapter unchanged.
+
+Not a medical device: answers are not medical advice. Made with medtune {__version__}.
+"""

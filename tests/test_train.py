@@ -1,0 +1,296 @@
+"""The train stage: reference parameter counts, outputs, resume after SIGKILL, DDP on 2 CPU processes,
+NaN guard, gradient-accumulation equivalence, packed samples kept apart, backend selection.
+
+Mechanics tests use a small-vocabulary Qwen3-architecture model and synthetic prepared data, so a step
+takes milliseconds; one test trains the builtin tiny model on the real demo data with the real tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medtune.config import config_from_dict
+from medtune.train import (COMPLETE_MARKER, TrainingError, complete_checkpoints, plan_steps, select_backends,
+                           train_model)
+from tests.conftest import ROOT, small_vocab_model, synthetic_prepared_data
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def make_cfg(run_dir: Path, model_dir: Path, **train):
+    base = {"max_steps": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 1,
+            "save_steps": 2, "save_total_limit": 5, "eval_strategy": "steps", "eval_steps": 2, "report_to": ["none"],
+            "gradient_checkpointing": False}
+    base.update(train)
+    return config_from_dict({"output_dir": str(run_dir), "model": {"name_or_path": str(model_dir)},
+                             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": TARGETS},
+                             "train": base})
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    return small_vocab_model(tmp_path_factory.mktemp("model") / "small")
+
+
+def adapter_tensors(path: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_reference_parameter_counts_on_meta_device():
+    """Qwen3-8B + the reference LoRA: 43,646,976 trainable of 8,234,382,336, with no weights (FINDINGS.md)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3ForCausalLM
+
+    from medtune.config import load_config
+    from medtune.modeling import QWEN3_8B, count_parameters, qwen3_config
+
+    cfg = load_config(ROOT / "configs" / "qwen3-8b-huatuo.yaml")
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(qwen3_config(**QWEN3_8B))
+    assert count_parameters(model) == (8_190_735_360, 8_190_735_360)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    trainable, total = count_parameters(get_peft_model(model, lora))
+    assert (trainable, total) == (43_646_976, 8_234_382_336)
+    assert f"{100 * trainable / total:.2f}" == "0.53"
+
+
+def test_plan_steps_matches_reference_arithmetic():
+    cfg = config_from_dict({"output_dir": "x", "train": {"num_train_epochs": 2, "per_device_train_batch_size": 4,
+                                                        "gradient_accumulation_steps": 2}})
+    plan = plan_steps(100_000, cfg, world=4)
+    assert plan == {"effective_batch_size": 32, "steps_per_epoch": 3125, "total_steps": 6250}
+    # The reference report's 12,500 steps are what 16 samples per step give (FINDINGS.md)
+    assert plan_steps(100_000, cfg, world=2)["total_steps"] == 12_500
+
+
+def test_backend_selection():
+    cfg = config_from_dict({"output_dir": "x"})
+    cpu = select_backends(cfg, cuda=False, bf16_supported=False, flash_attn=False, liger=False)
+    assert (cpu.precision, cpu.attn_implementation, cpu.batching, cpu.liger_kernel) == ("fp32", "sdpa",
+                                                                                        "group_by_length", False)
+    gpu = select_backends(cfg, cuda=True, bf16_supported=True, flash_attn=True, liger=True)
+    assert (gpu.precision, gpu.attn_implementation, gpu.batching, gpu.liger_kernel) == ("bf16", "flash_attention_2",
+                                                                                        "packing", True)
+    plain_gpu = select_backends(cfg, cuda=True, bf16_supported=False, flash_attn=False, liger=False)
+    assert (plain_gpu.precision, plain_gpu.attn_implementation, plain_gpu.batching) == ("fp32", "sdpa",
+                                                                                       "group_by_length")
+    assert all(r for r in gpu.reasons) and len(gpu.reasons) == 4
+    forced = config_from_dict({"output_dir": "x", "train": {"batching": "packing", "bf16": False}})
+    assert select_backends(forced, cuda=False, bf16_supported=False, flash_attn=False, liger=False).batching == "packing"
+    with pytest.raises(TrainingError, match="flash-attn is not installed"):
+        select_backends(config_from_dict({"output_dir": "x", "model": {"attn_implementation": "flash_attention_2"}}),
+                        cuda=False, bf16_supported=False, flash_attn=False, liger=False)
+    with pytest.raises(TrainingError, match="liger-kernel is not installed"):
+        select_backends(config_from_dict({"output_dir": "x", "train": {"use_liger_kernel": True}}),
+                        cuda=False, bf16_supported=False, flash_attn=False, liger=False)
+
+
+def test_packed_samples_do_not_attend_to_each_other(small_model):
+    """Padding-free packing on sdpa: the packed logits equal each sample's own logits (FINDINGS: use_cache=False)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(small_model), attn_implementation="sdpa").eval()
+    seqs = [torch.randint(3, 512, (n,)) for n in (7, 12, 5)]
+    with torch.no_grad():
+        alone = [model(input_ids=s[None], use_cache=False).logits[0] for s in seqs]
+        packed = model(input_ids=torch.cat(seqs)[None], position_ids=torch.cat([torch.arange(len(s)) for s in seqs])[None],
+                       use_cache=False).logits[0]
+    assert torch.allclose(packed, torch.cat(alone), atol=1e-5)
+
+
+def test_outputs_adapter_changes_base_does_not(tmp_path, small_model):
+    import torch
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    synthetic_prepared_data(run)
+    base_before = load_file(str(small_model / "model.safetensors"))
+    results = train_model(make_cfg(run, small_model), log=lambda *a: None)
+    names = {p.name for p in run.iterdir()}
+    assert names == {"data", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json",
+                     "tokenizer_config.json", "README.md", "checkpoint-2", "checkpoint-4", "trainer_state.json",
+                     "train_results.json", "eval_results.json", "metrics.jsonl", "timeline.json",
+                     "environment.json", "train_manifest.json"}
+    assert {p.name for p in (run / "checkpoint-4").iterdir()} >= {"adapter_model.safetensors", "optimizer.pt",
+                                                                  "scheduler.pt", "rng_state.pth",
+                                                                  "trainer_state.json", COMPLETE_MARKER}
+    config = json.loads((run / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(small_model) and config["r"] == 4
+    # LoRA B starts at zero: every B matrix trained away from it, the base is untouched on disk and in memory
+    adapter = adapter_tensors(run)
+    assert any(k.endswith("lora_B.weight") for k in adapter)
+    assert all(v.abs().sum() > 0 for k, v in adapter.items() if k.endswith("lora_B.weight"))
+    assert all(torch.equal(v, load_file(str(small_model / "model.safetensors"))[k]) for k, v in base_before.items())
+    ev = json.loads((run / "eval_results.json").read_text())
+    assert ev["perplexity"] == pytest.approx(math.exp(ev["eval_loss"]), rel=1e-12)
+    assert ev["eval_samples"] == 16 and ev["eval_tokens"] > 0
+    assert results["global_step"] == 4 and results["effective_batch_size"] == 4 and results["world_size"] == 1
+    assert results["trainable_params"] > 0 and results["total_params"] > results["trainable_params"]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [x for x in lines if "loss" in x]
+    assert [x["step"] for x in losses] == [1, 2, 3, 4]
+    assert all(x["learning_rate"] is not None and x["tokens_per_second"] > 0 for x in losses)
+    # linear decay without warmup: the rate used at step s is lr * (1 - (s-1)/4)
+    assert [x["learning_rate"] for x in losses] == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3])
+    assert [x["step"] for x in lines if "eval_loss" in x] == [2, 4]
+    timeline = json.loads((run / "timeline.json").read_text())["events"]
+    assert [e["name"] for e in timeline] == ["data_loading", "model_loading", "training", "evaluation"]
+    env = json.loads((run / "environment.json").read_text())
+    assert env["packages"]["torch"] and env["seeds"] == {"data": 42, "train": 42}
+    # a rerun with the same config is skipped
+    logs = []
+    train_model(make_cfg(run, small_model), log=logs.append)
+    assert any("skipping" in m for m in logs)
+
+
+def test_gradient_accumulation_equivalence(tmp_path, small_model):
+    """Batch 4 x accumulation 2 gives the same update as batch 8 (SGD, so the loss scale matters), for padded
+    and for packed batches."""
+    import torch
+
+    for batching in ("padding", "packing"):
+        weights = []
+        for bs, acc in ((8, 1), (4, 2)):
+            run = tmp_path / f"{batching}-{bs}x{acc}"
+            synthetic_prepared_data(run)
+            train_model(make_cfg(run, small_model, max_steps=1, per_device_train_batch_size=bs,
+                                 gradient_accumulation_steps=acc, optim="sgd", learning_rate=1.0, batching=batching,
+                                 eval_strategy="no", save_steps=100), log=lambda *a: None)
+            weights.append(adapter_tensors(run))
+        for k in weights[0]:
+            assert torch.allclose(weights[0][k], weights[1][k], atol=1e-6), (batching, k)
+        assert any(w.abs().sum() > 0 for k, w in weights[0].items() if "lora_B" in k)
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, small_model, monkeypatch):
+    import torch
+
+    import medtune.train as train_module
+
+    calls = {"n": 0}
+    real = train_module._ce_sum
+
+    def poisoned(logits, targets):
+        calls["n"] += 1
+        out = real(logits, targets)
+        # two calls a step (the forward, and its recomputation in backward): call 5 is step 3's forward
+        return out * float("nan") if calls["n"] >= 5 else out
+
+    monkeypatch.setattr(train_module, "_ce_sum", poisoned)
+    run = tmp_path / "run"
+    synthetic_prepared_data(run)
+    with pytest.raises(TrainingError, match=r"step 3: .*NaN.*last good checkpoint is .*checkpoint-2"):
+        train_model(make_cfg(run, small_model, max_steps=6, eval_strategy="no"), log=lambda *a: None)
+    assert [c.name for c in complete_checkpoints(run)] == ["checkpoint-2"]
+    assert not (run / "adapter_model.safetensors").exists()
+    assert all(torch.isfinite(v).all() for v in adapter_tensors(run / "checkpoint-2").values())
+    assert json.loads((run / "train_manifest.json").read_text())["status"] == "failed"
+
+
+def test_half_written_checkpoint_is_never_picked(tmp_path):
+    run = tmp_path / "run"
+    good, half = run / "checkpoint-2", run / "checkpoint-4"
+    good.mkdir(parents=True)
+    half.mkdir()
+    (good / "adapter_model.safetensors").write_bytes(b"x" * 10)
+    (good / COMPLETE_MARKER).write_text(json.dumps({"files": {"adapter_model.safetensors": 10}}))
+    (half / "adapter_model.safetensors").write_bytes(b"x" * 3)  # killed while saving: no marker
+    assert complete_checkpoints(run) == [good]
+    (half / COMPLETE_MARKER).write_text(json.dumps({"files": {"adapter_model.safetensors": 10}}))  # truncated file
+    assert complete_checkpoints(run) == [good]
+
+
+def _medtune(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "medtune", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _write_yaml(path: Path, cfg) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True))
+    return path
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, small_model):
+    """Tolerance: 1e-6 absolute on every adapter weight (fp32 CPU; data order, RNG and optimizer state restored)."""
+    import torch
+
+    kw = dict(max_steps=24, save_steps=3, eval_strategy="no", per_device_train_batch_size=8, batching="group_by_length")
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    for run in (straight, broken):
+        synthetic_prepared_data(run, n_train=200, max_len=200)
+    train_model(make_cfg(straight, small_model, **kw), log=lambda *a: None)
+
+    config = _write_yaml(tmp_path / "broken.yaml", make_cfg(broken, small_model, **kw))
+    proc = _medtune("train", str(config))
+    deadline = time.time() + 120
+    while not (broken / "checkpoint-6" / COMPLETE_MARKER).exists():
+        assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (broken / "adapter_model.safetensors").exists()
+    resumed = _medtune("train", str(config))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "resuming from the latest complete checkpoint" in out
+    a, b = adapter_tensors(straight), adapter_tensors(broken)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    results = json.loads((broken / "train_results.json").read_text())
+    assert results["resumed_from"] and results["global_step"] == 24
+
+
+def test_two_process_ddp_on_cpu(tmp_path, small_model):
+    run = tmp_path / "run"
+    synthetic_prepared_data(run)
+    config = _write_yaml(tmp_path / "ddp.yaml", make_cfg(run, small_model, max_steps=3, eval_steps=3, save_steps=3))
+    proc = _medtune("train", str(config), "--nproc-per-node", "2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "torch.distributed.run" in out
+    results = json.loads((run / "train_results.json").read_text())
+    assert results["world_size"] == 2 and results["effective_batch_size"] == 8
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines if "loss" in json.loads(x)] == [1, 2, 3]  # rank 0 only
+    assert (run / "adapter_model.safetensors").exists()
+    assert out.count("parameters:") == 1  # only rank 0 prints
+
+
+def test_demo_data_loss_falls_with_real_tokenizer(tmp_path):
+    """The builtin tiny Qwen3 with the real Qwen3 tokenizer, on data/demo: the loss visibly falls."""
+    from medtune.prepare import prepare_dataset
+
+    cfg = config_from_dict({
+        "output_dir": str(tmp_path / "run"),
+        "data": {"train_files": [str(ROOT / "data" / "demo" / "huatuo_style_dialogues.jsonl")], "val_size": 8,
+                 "max_length": 256, "max_samples": 96},
+        "lora": {"modules_to_save": ["lm_head"]},  # as configs/demo.yaml: the random base's head must learn too
+        "train": {"max_steps": 24, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 4,
+                  "save_steps": 100, "report_to": ["none"], "gradient_checkpointing": False},
+    })
+    prepare_dataset(cfg, log=lambda *a: None)
+    results = train_model(cfg, log=lambda *a: None)
+    assert results["first_logged_loss"] > 11.5  # ln(151936) = 11.93 at random init
+    assert results["last_logged_loss"] < results["first_logged_loss"] - 2.0  # seen: 11.96 -> 7.47
+    assert (tmp_path / "run" / "base_model" / "config.json").exists()
+    assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        (tmp_path / "run" / "base_model").resolve())
