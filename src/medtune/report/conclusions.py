@@ -36,10 +36,13 @@ DATA_SHARE = 0.05
 """Rejected + duplicate records, or truncated samples, above this share of what was read are flagged."""
 
 
+VERDICTS = ("flag", "supported", "not_supported", "too_few", "no_evidence", "info")
+
+
 @dataclass
 class Finding:
     verdict: str
-    """flag | supported | not_supported | too_few | no_evidence | info"""
+    """One of VERDICTS: flag (needs attention), supported, not_supported, too_few, no_evidence, info (a fact)."""
     key: str
     params: dict = field(default_factory=dict)
 
@@ -156,7 +159,8 @@ def rule_judge_pair(pair: dict) -> list[Finding]:
         out = [Finding("not_supported", "c.judge.tie", params)]
     oc = num(pair, "order_consistency")
     if oc is not None and oc < ORDER_CONSISTENCY_MIN:
-        out.append(Finding("flag", "c.judge.order", {**params, "oc": f_pct(oc), "oc_min": _rule(ORDER_CONSISTENCY_MIN)}))
+        out.append(Finding("flag", "c.judge.order",
+                           {**params, "oc": f_pct(oc), "oc_min": _rule(ORDER_CONSISTENCY_MIN)}))
     return out
 
 

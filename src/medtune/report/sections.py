@@ -95,7 +95,7 @@ def hardware(c: Ctx) -> str:
         what = f"{f_int(n)} × {device}" if n and n > 1 else device
         return c.t.clauses([what, text(tr, "precision")])
     devices = env.get("devices") if isinstance(env.get("devices"), list) else None
-    return ", ".join(map(str, devices)) if devices else NA
+    return count_same([str(d) for d in devices]) if devices else NA
 
 
 def count_same(items: list[str]) -> str:
@@ -109,20 +109,23 @@ def count_same(items: list[str]) -> str:
 def stage_rows(c: Ctx) -> list[list[str]]:
     t, run = c.t, c.run
     rows = []
-    if run.stats.ok:
-        rows.append(["prepare", t("status.done"), code(run.stats.rel)])
-    else:
-        rows.append(["prepare", t(f"status.{run.stats.state}"), code(run.stats.rel)])
+    rows.append(["prepare", t("status.done") if run.stats.ok else t(f"status.{run.stats.state}"),
+                 code(run.stats.rel)])
     if run.train_results.ok:
         rows.append(["train", t("status.done"), code(run.train_results.rel)])
     elif run.train_results.state == "unreadable":
         rows.append(["train", t("status.unreadable"), code(run.train_results.rel)])
-    elif run.checkpoints or run.trainer_state.ok or (run.metrics.ok and run.metrics.data):
-        found = [code(p) for p in (run.checkpoints[-1:] + [run.trainer_state.rel] * run.trainer_state.ok
-                                   + [run.metrics.rel] * bool(run.metrics.ok and run.metrics.data))]
-        rows.append(["train", t("status.incomplete"), t("status.incomplete_why", found=", ".join(found))])
     else:
-        rows.append(["train", t("status.missing"), code(run.train_results.rel)])
+        # No results, but a crashed or running train leaves checkpoints and logs behind.
+        found = [code(name) for name in run.checkpoints[-1:]]
+        if run.trainer_state.ok:
+            found.append(code(run.trainer_state.rel))
+        if run.metrics.ok and run.metrics.data:
+            found.append(code(run.metrics.rel))
+        if found:
+            rows.append(["train", t("status.incomplete"), t("status.incomplete_why", found=", ".join(found))])
+        else:
+            rows.append(["train", t("status.missing"), code(run.train_results.rel)])
     parts = [(run.perplexity, "ev.perplexity"), (run.compare_summary, "ev.compare"),
              (run.judge, "ev.judge"), (run.eval_metrics, "ev.metrics"), (run.safety, "ev.safety")]
     done = [t(key) for rf, key in parts if rf.state != "missing"]
@@ -134,9 +137,6 @@ def stage_rows(c: Ctx) -> list[list[str]]:
 
 
 # ---- conclusions and self-checks ------------------------------------------------------------------
-
-VERDICTS = ("flag", "supported", "not_supported", "too_few", "no_evidence", "info")
-
 
 def sec_conclusions(c: Ctx) -> list[Section]:
     t = c.t
@@ -179,9 +179,8 @@ def sec_data(c: Ctx) -> list[Section]:
     s.blocks.append(Table([t("col.item"), t("col.count"), t("col.share_of_read")], rows))
     reasons = st.get("rejected_reasons")
     if isinstance(reasons, dict) and reasons:
-        s.blocks.append(Table([t("data.reason"), t("col.count")],
-                              [[str(k), f_int(v if isinstance(v, (int, float)) else None)]
-                               for k, v in sorted(reasons.items(), key=lambda kv: -(kv[1] if isinstance(kv[1], (int, float)) else 0))]))
+        counted = sorted(((str(k), num(reasons, k)) for k in reasons), key=lambda kv: -(kv[1] or 0))
+        s.blocks.append(Table([t("data.reason"), t("col.count")], [[k, f_int(v)] for k, v in counted]))
     tl = st.get("token_length") if isinstance(st.get("token_length"), dict) else {}
     s.blocks.append(Table([t("data.tokens"), t("col.value")], [
         [t("data.len_mean"), f_num(num(tl, "mean"), 1)],
@@ -193,7 +192,9 @@ def sec_data(c: Ctx) -> list[Section]:
     ]))
     hist = st.get("length_histogram") if isinstance(st.get("length_histogram"), dict) else {}
     edges, counts = hist.get("edges"), hist.get("counts")
-    if isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1 and counts:
+    numbers = isinstance(edges, list) and isinstance(counts, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in edges + counts)
+    if numbers and len(edges) == len(counts) + 1 and counts:
         pt = c.pt
         max_length = num(st, "max_length")
         path = c.plotter.histogram("token_lengths", pt("plot.len.title"), pt("plot.len.x"), pt("plot.len.y"),
@@ -392,8 +393,8 @@ def lr_blocks(c: Ctx) -> list:
         out.append(Para(t("tr.lr_agree", n=f_int(len(lr.points)), tol=f_pct(LR_TOLERANCE, 0))))
         return out
     ranges = step_ranges([p[0] for p in lr.mismatches], [p[0] for p in lr.points])
-    out.append(Para(t("tr.lr_disagree", bad=f_int(len(lr.mismatches)), n=f_int(len(lr.points)), tol=f_pct(LR_TOLERANCE, 0),
-                      ranges=f_ranges(ranges)), "warn"))
+    out.append(Para(t("tr.lr_disagree", bad=f_int(len(lr.mismatches)), n=f_int(len(lr.points)),
+                      tol=f_pct(LR_TOLERANCE, 0), ranges=f_ranges(ranges)), "warn"))
     shown = sorted({*lr.mismatches[:3], lr.largest, lr.mismatches[-1]}, key=lambda p: p[0])
     out.append(Table([t("col.step"), t("tr.lr_logged"), t("tr.lr_expected"), t("tr.lr_diff")],
                      [[f_int(s), f_sig(a), f_sig(e), f_pct((a - e) / lr.peak)] for s, a, e in shown]))
@@ -479,7 +480,7 @@ def sec_params(c: Ctx) -> list[Section]:
         targets = ac.get("target_modules")
         s.blocks.append(Para(t("p.adapter", r=f_int(r), alpha=f_int(alpha),
                                scale=f_num(alpha / r, 2) if r and alpha is not None else NA,
-                               dropout=num(ac, "lora_dropout"),
+                               dropout=text(ac, "lora_dropout") or NA,
                                targets=[str(x) for x in targets] if isinstance(targets, list) else str(targets),
                                base=code(text(ac, "base_model_name_or_path") or NA))))
     if run.adapter_header.ok:

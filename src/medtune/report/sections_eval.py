@@ -34,7 +34,8 @@ def sec_compare(c: Ctx) -> list[Section]:
     if note:
         s.blocks.append(note)
     summary = run.compare_summary.data if run.compare_summary.ok else {}
-    arms = [a for a in summary.get("arms") or [] if isinstance(a, dict)] if isinstance(summary.get("arms"), list) else []
+    listed = summary.get("arms")
+    arms = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
     if arms:
         questions = max((num(a, "questions") or 0) for a in arms)
         s.blocks.append(Para(t("cmp.intro", engine=code(text(summary, "engine") or NA), arms=f_int(len(arms)),

@@ -151,7 +151,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "c.overfit.none": ("过拟合：缺少验证损失或最后记录的训练损失，无法判断。规则：验证损失比最后记录的训练损失高出 {margin} "
                        "以上时判为可能过拟合。",
                        "Overfitting: the eval loss or the last logged train loss is missing, so it cannot be judged. "
-                       "Rule: eval loss more than {margin} above the last logged train loss means possible overfitting."),
+                       "Rule: eval loss more than {margin} above the last logged train loss means possible "
+                       "overfitting."),
     "c.overfit.flag": ("可能过拟合：验证损失 {eval} 比最后记录的训练损失 {train} 高 {gap}，超过 {margin}。",
                        "Possible overfitting: eval loss {eval} is {gap} against the last logged train loss {train}, "
                        "beyond {margin}."),
@@ -322,7 +323,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "data.of_kept": ("占保留数 {share}", "{share} of kept"),
     "data.train": ("训练集", "train split"),
     "data.val": ("验证集", "validation split"),
-    "data.reason": ("拒绝原因", "Rejection reason"),
+    "data.reason": ("未保留的原因", "Why not kept"),
     "data.tokens": ("token 长度（每个样本）", "Token length (per sample)"),
     "data.len_mean": ("平均", "mean"),
     "data.len_pct": ("p50 / p90 / p99 / 最大", "p50 / p90 / p99 / max"),
@@ -355,8 +356,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                              "The timings give the same figure: train_samples_per_second / train_steps_per_second = "
                              "{sps} / {steps} = {batch}."),
     "cfg.batch_agree": ("配置值 {configured} 意味着每个 epoch {low}–{high} 个优化步（最后一批可能不满），实际是 {ran} 步：一致。",
-                        "The configured {configured} means {low}–{high} optimizer steps per epoch (the last batch may be "
-                        "partial); the run made {ran}: consistent."),
+                        "The configured {configured} means {low}–{high} optimizer steps per epoch (the last batch "
+                        "may be partial); the run made {ran}: consistent."),
     "cfg.batch_disagree": ("配置值 {configured} 意味着每个 epoch {low}–{high} 个优化步，而实际是 {ran} 步："
                            "实际每步只有 {batch} 个样本，与配置不一致。按配置值推算的步数、学习率调度和吞吐量都不适用于这次运行。",
                            "The configured {configured} means {low}–{high} optimizer steps per epoch, but the run made "
@@ -376,7 +377,8 @@ STRINGS: dict[str, tuple[str, str]] = {
 
     # ---- training
     "tr.no_points": ("没有训练日志点（`metrics.jsonl` 或 `trainer_state.json`）：训练阶段没有运行。",
-                     "No logged training points (`metrics.jsonl` or `trainer_state.json`): the train stage has not run."),
+                     "No logged training points (`metrics.jsonl` or `trainer_state.json`): the train stage has not "
+                     "run."),
     "tr.source": ("曲线来自 `{file}`：{n} 个训练记录点（步 {first}–{last}），{evals} 次评估。",
                   "Curves from `{file}`: {n} logged training points (steps {first}–{last}) and {evals} evaluations."),
     "tr.loss_labels": ("两个“训练损失”不是同一个数：全程平均 `train_loss` = {avg} 是整个训练所有步的平均，"
@@ -390,7 +392,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "tr.lr_unmodelled": ("学习率调度 `{scheduler}` 不在本报告能复算的范围内；图中是记录的实际值。",
                          "This report cannot recompute the `{scheduler}` schedule; the plot shows the logged rate."),
     "tr.lr_noconfig": ("没有 `config.yaml`，无法按配置复算学习率；图中是记录的实际值。",
-                       "No `config.yaml`, so the configured schedule cannot be recomputed; the plot shows the logged rate."),
+                       "No `config.yaml`, so the configured schedule cannot be recomputed; the plot shows the logged "
+                       "rate."),
     "tr.lr_schedule": ("图中实线是训练实际使用并记录的学习率。虚线是按配置复算的期望值：{scheduler} 调度，峰值 {peak}，{how}。",
                        "The solid line is the learning rate training used and logged. The dashed line is what the "
                        "configuration gives: {scheduler} schedule, peak {peak}, {how}."),
@@ -579,7 +582,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plot.len.y": ("样本数", "samples"),
     "plot.len.max": ("最大长度", "max length"),
     "plot.len.caption": ("样本 token 长度直方图（来自 `data/stats.json`）；虚线为最大长度。",
-                         "Histogram of sample token lengths (from `data/stats.json`); the dashed line is the max length."),
+                         "Histogram of sample token lengths (from `data/stats.json`); the dashed line is the max "
+                         "length."),
     "plot.loss.title": ("训练与验证损失", "Train and eval loss"),
     "plot.loss.y": ("损失", "loss"),
     "plot.loss.train": ("训练损失（每个记录窗口）", "train loss (per logging window)"),
