@@ -53,35 +53,40 @@ def text(obj: Any, key: str) -> str | None:
     return str(value)
 
 
-def read_json(run_dir: Path, rel: str, expect: type = dict) -> RunFile:
-    path = run_dir / rel
+def _read_text(run_dir: Path, rel: str) -> tuple[RunFile, str | None]:
+    """The file's text, or None with the RunFile saying missing or unreadable."""
     rf = RunFile(rel)
+    path = run_dir / rel
     if not path.is_file():
+        return rf, None
+    try:
+        return rf, path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return _unreadable(rf, str(e)), None
+
+
+def read_json(run_dir: Path, rel: str) -> RunFile:
+    """A JSON object (every JSON file in the run-directory contract is one)."""
+    rf, raw = _read_text(run_dir, rel)
+    if raw is None:
         return rf
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw)
     except json.JSONDecodeError as e:
         return _unreadable(rf, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})")
-    except (OSError, UnicodeDecodeError) as e:
-        return _unreadable(rf, str(e))
-    if not isinstance(data, expect):
-        return _unreadable(rf, f"expected a JSON {'object' if expect is dict else 'list'}, got {type(data).__name__}")
+    if not isinstance(data, dict):
+        return _unreadable(rf, f"expected a JSON object, got {type(data).__name__}")
     rf.data, rf.state = data, "ok"
     return rf
 
 
 def read_jsonl(run_dir: Path, rel: str) -> RunFile:
     """One JSON object per line; bad lines are skipped and named, the good ones used."""
-    path = run_dir / rel
-    rf = RunFile(rel)
-    if not path.is_file():
+    rf, raw = _read_text(run_dir, rel)
+    if raw is None:
         return rf
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        return _unreadable(rf, str(e))
     rows = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -99,20 +104,18 @@ def read_jsonl(run_dir: Path, rel: str) -> RunFile:
 
 def read_config(run_dir: Path) -> RunFile:
     """config.yaml as the typed Config (what ran); unreadable when it no longer loads."""
-    path = run_dir / "config.yaml"
-    rf = RunFile("config.yaml")
-    if not path.is_file():
+    rf, raw = _read_text(run_dir, "config.yaml")
+    if raw is None:
         return rf
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            return _unreadable(rf, "the top level is not a mapping")
-        rf.data, rf.state = config_from_dict(raw, source=rf.rel), "ok"
+        parsed = yaml.safe_load(raw)
     except yaml.YAMLError as e:
         return _unreadable(rf, f"not valid YAML: {e}")
+    if not isinstance(parsed, dict):
+        return _unreadable(rf, "the top level is not a mapping")
+    try:
+        rf.data, rf.state = config_from_dict(parsed, source=rf.rel), "ok"
     except ConfigError as e:
-        return _unreadable(rf, str(e))
-    except (OSError, UnicodeDecodeError) as e:
         return _unreadable(rf, str(e))
     return rf
 
