@@ -240,6 +240,15 @@ def test_malformed_files_cost_only_their_section(tmp_path):
     assert "cmmlu-medical" in md and "## 15. Reproducibility" in md
 
 
+def test_a_config_this_medtune_cannot_load(tmp_path):
+    run = reference_run(tmp_path / "run", stages=("prepare", "train"))
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("  seed: 42\n", "  sead: 42\n", 1))
+    md = write_report(run, lang="en", generated_at=GENERATED_AT, cjk_font=None).markdown.read_text()
+    assert "Could not read `config.yaml`: unknown key 'data.sead'; did you mean data.seed?" in md
+    assert "| Learning-rate schedule | cannot check |" in md  # needs the configured schedule
+    assert "| Effective batch size | **disagrees** |" in md  # train_results.json records the configured batch
+
+
 def test_a_section_that_fails_does_not_stop_the_report(tmp_path, monkeypatch, capsys):
     import medtune.report.write as write
 

@@ -115,8 +115,8 @@ def read_config(run_dir: Path) -> RunFile:
         return _unreadable(rf, "the top level is not a mapping")
     try:
         rf.data, rf.state = config_from_dict(parsed, source=rf.rel), "ok"
-    except ConfigError as e:
-        return _unreadable(rf, str(e))
+    except ConfigError as e:  # e.g. a key this medtune no longer knows
+        return _unreadable(rf, str(e).removeprefix(f"{rf.rel}: "))
     return rf
 
 
