@@ -67,8 +67,10 @@ def sec_overview(c: Ctx) -> list[Section]:
     base = cfg.model.name_or_path if cfg else text(adapter, "base_model_name_or_path")
     files = cfg.data.train_files if cfg else []
     s = Section("overview", t("sec.overview"))
-    s.blocks.append(Para(t("ov.goal", base=code(base) if base else NA,
-                           data=", ".join(code(f) for f in files) if files else NA)))
+    if base:
+        s.blocks.append(Para(t("ov.goal", base=code(base), data=", ".join(code(f) for f in files) if files else NA)))
+    else:
+        s.blocks.append(Para(t("ov.goal_unknown"), "missing"))
     rows = [[t("ov.base"), code(base) if base else NA]]
     if cfg:
         rows.append([t("ov.method"), t("ov.lora", r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,

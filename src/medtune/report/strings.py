@@ -97,6 +97,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     # ---- overview
     "ov.goal": ("目标：用 LoRA 把 {base} 微调成医疗问答助手，训练数据来自 {data}。",
                 "Goal: fine-tune {base} with LoRA into a medical question-answering assistant, on data from {data}."),
+    "ov.goal_unknown": ("目标：未知（没有 `config.yaml` 也没有 `adapter_config.json`，不知道基座模型和数据）。",
+                        "Goal: unknown (no `config.yaml` and no `adapter_config.json`, so neither the base model "
+                        "nor the data is known)."),
     "ov.base": ("基座模型", "Base model"),
     "ov.method": ("方法", "Method"),
     "ov.lora": ("LoRA（r = {r}，alpha = {alpha}，dropout = {dropout}），目标模块 {targets}",
