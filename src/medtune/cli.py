@@ -18,10 +18,12 @@ EPILOG = """\
 stages (each reads and writes only the run directory, output_dir in the config):
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
+  report    report.md + self-contained report.html from the run directory's files (no torch)
 
 examples:
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune report runs/demo --lang en
 """
 
 
@@ -99,6 +101,28 @@ def add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def cmd_report(args) -> int:
+    from medtune.report import write_report
+
+    result = write_report(args.run_dir, lang=args.lang, output_dir=args.output)
+    print(f"report: {result.markdown}")
+    print(f"report: {result.html} (self-contained: {result.images} plots embedded, {result.tables} tables)")
+    return 0
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="write report.md and a self-contained report.html for a run directory",
+                       description="Read only the files in RUN_DIR (config, data stats, training logs and results, "
+                                   "evaluation results) and write report.md, report.html (plots and CSS embedded, "
+                                   "no network) and plots/*.png. Stages that did not run are reported as not run.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (output_dir of the config)")
+    p.add_argument("--lang", choices=["zh", "en"], default=None,
+                   help="report language (default: report.lang in RUN_DIR/config.yaml, else zh)")
+    p.add_argument("--output", metavar="DIR", default=None,
+                   help="write report.md, report.html and plots/ here instead of RUN_DIR")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -107,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prepare(sub)
     add_train(sub)
+    add_report(sub)
     return parser
 
 

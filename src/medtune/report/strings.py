@@ -1,0 +1,658 @@
+"""Every sentence, heading and label of the report, in Chinese and English, in one table.
+
+`Text(lang)("key", **values)` picks the language and fills the values (already formatted numbers).
+Sections and rules name keys; nothing else in the report holds prose, so the two languages cannot
+drift apart in content. A value of type `Key` is itself translated; a list is joined.
+"""
+
+from __future__ import annotations
+
+LANGS = ("zh", "en")
+
+
+class Key(str):
+    """A value that is a key of STRINGS: translated when the sentence is built."""
+
+
+# key: (Chinese, English)
+STRINGS: dict[str, tuple[str, str]] = {
+    # ---- frame
+    "title": ("训练报告：{name}", "Training report: {name}"),
+    "subtitle": ("运行目录 `{name}` · 生成于 {time} · 本报告只读取运行目录中的文件，所有数字都来自这些文件",
+                 "Run directory `{name}` · generated {time} · this report reads only the files in the run directory; "
+                 "every figure comes from them"),
+    "sec.overview": ("概览", "Overview"),
+    "sec.conclusions": ("结论", "Conclusions"),
+    "sec.checks": ("自检", "Self-checks"),
+    "sec.data": ("数据", "Data"),
+    "sec.config": ("配置", "Configuration"),
+    "sec.batch": ("有效批大小", "Effective batch size"),
+    "sec.timeline": ("时间线", "Timeline"),
+    "sec.training": ("训练过程", "Training"),
+    "sec.metrics": ("最终指标", "Final metrics"),
+    "sec.params": ("可训练参数", "Trainable parameters"),
+    "sec.outputs": ("输出文件", "Output files"),
+    "sec.compare": ("模型对比", "Model comparison"),
+    "sec.examples": ("示例回答", "Example answers"),
+    "sec.benchmarks": ("医学基准", "Medical benchmarks"),
+    "sec.judge": ("LLM 评审", "LLM judge"),
+    "sec.safety": ("安全探测", "Safety probe"),
+    "sec.repro": ("可复现性", "Reproducibility"),
+    "sec.failed": ("本节无法生成（{error}）；其余各节不受影响。请检查对应文件是否符合 docs/run-directory.md。",
+                   "This section could not be built ({error}); the other sections are unaffected. Check that its "
+                   "files follow docs/run-directory.md."),
+
+    # ---- files and stages
+    "file.missing": ("未运行：找不到 `{file}`（{stage} 阶段没有运行或没有完成）。",
+                     "Not run: `{file}` was not found (the {stage} stage has not run or did not finish)."),
+    "file.missing_any": ("未运行：找不到 `{file}`（还没有任何阶段运行过）。",
+                         "Not run: `{file}` was not found (no stage has run yet)."),
+    "file.unreadable": ("无法读取 `{file}`：{error}。本节依赖该文件的内容未显示。",
+                        "Could not read `{file}`: {error}. What this section needs from it is not shown."),
+    "file.skipped": ("`{file}` 中有 {n} 行无法使用，已跳过：{lines}。",
+                     "{n} line(s) of `{file}` could not be used and were skipped: {lines}."),
+    "stage.prepare": ("prepare", "prepare"),
+    "stage.train": ("train", "train"),
+    "stage.evaluate": ("evaluate", "evaluate"),
+    "status.done": ("已完成", "finished"),
+    "status.missing": ("未运行", "not run"),
+    "status.unreadable": ("文件无法读取", "file unreadable"),
+    "status.incomplete": ("未完成", "incomplete"),
+    "status.incomplete_why": ("有 {found}，但没有 `train_results.json`", "{found} present, but no `train_results.json`"),
+    "status.done_parts": ("已运行：{parts}", "ran: {parts}"),
+    "ev.perplexity": ("困惑度", "perplexity"),
+    "ev.compare": ("模型对比", "comparison"),
+    "ev.benchmarks": ("基准（{n} 个文件）", "benchmarks ({n} files)"),
+    "ev.judge": ("LLM 评审", "LLM judge"),
+    "ev.metrics": ("参考指标", "reference metrics"),
+    "ev.safety": ("安全探测", "safety probe"),
+
+    "paren": ("{a}（{b}）", "{a} ({b})"),
+
+    # ---- table headers
+    "col.item": ("项目", "Item"),
+    "col.value": ("值", "Value"),
+    "col.stage": ("阶段", "Stage"),
+    "col.status": ("状态", "Status"),
+    "col.evidence": ("依据", "Evidence"),
+    "col.check": ("检查", "Check"),
+    "col.result": ("结果", "Result"),
+    "col.detail": ("说明", "Detail"),
+    "col.count": ("数量", "Count"),
+    "col.share_of_read": ("占读取数", "Share of read"),
+    "col.param": ("参数", "Setting"),
+    "col.configured": ("配置值", "Configured"),
+    "col.ran": ("实际运行", "What ran"),
+    "col.phase": ("阶段", "Phase"),
+    "col.start": ("开始", "Start"),
+    "col.end": ("结束", "End"),
+    "col.duration": ("用时", "Duration"),
+    "col.step": ("步", "Step"),
+    "col.metric": ("指标", "Metric"),
+    "col.source": ("来源", "Source"),
+    "col.file": ("文件", "File"),
+    "col.size": ("大小", "Size"),
+    "col.what": ("内容", "What it is"),
+
+    # ---- overview
+    "ov.goal": ("目标：用 LoRA 把 {base} 微调成医疗问答助手，训练数据来自 {data}。",
+                "Goal: fine-tune {base} with LoRA into a medical question-answering assistant, on data from {data}."),
+    "ov.goal_unknown": ("目标：未知（没有 `config.yaml` 也没有 `adapter_config.json`，不知道基座模型和数据）。",
+                        "Goal: unknown (no `config.yaml` and no `adapter_config.json`, so neither the base model "
+                        "nor the data is known)."),
+    "ov.base": ("基座模型", "Base model"),
+    "ov.method": ("方法", "Method"),
+    "ov.lora": ("LoRA（r = {r}，alpha = {alpha}，dropout = {dropout}），目标模块 {targets}",
+                "LoRA (r = {r}, alpha = {alpha}, dropout = {dropout}) on {targets}"),
+    "ov.data": ("数据", "Data"),
+    "ov.data_counts": ("训练 {train} 条，验证 {val} 条，最大长度 {max_length} tokens",
+                       "{train} training and {val} validation samples, max length {max_length} tokens"),
+    "ov.training": ("训练", "Training"),
+    "ov.training_value": ("{epochs} 个 epoch，{steps} 个优化步，用时 {time}",
+                          "{epochs} epochs, {steps} optimizer steps, {time}"),
+    "ov.hardware": ("硬件", "Hardware"),
+
+    # ---- conclusions
+    "c.intro": ("每条结论都按写明的规则从本运行的数字得出；输入缺失时写“无证据”，数量不足时写“太少”，不作推断。",
+                "Each conclusion follows from this run's figures by the rule it states; where inputs are missing it "
+                "says so (no evidence), and where they are too few it draws nothing (too few)."),
+    "c.bullet": ("**{verdict}**：{text}", "**{verdict}**: {text}"),
+    "verdict.flag": ("需注意", "Attention"),
+    "verdict.supported": ("有依据", "Supported"),
+    "verdict.not_supported": ("不成立", "Not shown"),
+    "verdict.too_few": ("太少", "Too few"),
+    "verdict.no_evidence": ("无证据", "No evidence"),
+    "verdict.info": ("事实", "Fact"),
+    "c.checks.flag": ("自检发现 {n} 处不一致：{names}（见“自检”）。依赖这些数字的说法（包括原始报告中的）需要核对。",
+                      "The self-checks found {n} disagreement(s): {names} (see Self-checks). Any statement resting on "
+                      "these figures, including the original report's, needs checking."),
+    "c.checks.ok": ("自检中能检查的 {n} 项全部一致。", "All {n} self-checks that could be run agree."),
+    "c.data.none": ("数据：没有 `data/stats.json`，无法判断数据质量。",
+                    "Data: no `data/stats.json`, so data quality cannot be judged."),
+    "c.data.dropped_ok": ("数据：读取 {read} 条，被拒绝或重复的共 {dropped} 条（{dropped_share}），未超过 {share}。"
+                          "规则：超过读取数的 {share} 时提示检查数据源。",
+                          "Data: of {read} records read, {dropped} ({dropped_share}) were rejected or duplicates, "
+                          "not above {share}. Rule: above {share} of what was read, check the source."),
+    "c.data.dropped_flag": ("数据：读取 {read} 条，被拒绝或重复的共 {dropped} 条（{dropped_share}），超过 {share}，"
+                            "请查看 `data/rejected.jsonl` 中的原因。",
+                            "Data: of {read} records read, {dropped} ({dropped_share}) were rejected or duplicates, "
+                            "above {share}: read the reasons in `data/rejected.jsonl`."),
+    "c.data.truncated": ("数据：{truncated} 个样本（{truncated_share}，超过 {share}）因超长被截到整轮边界，"
+                         "这些对话只训练了前面能放下的轮次。",
+                         "Data: {truncated} samples ({truncated_share}, above {share}) were cut at a turn boundary "
+                         "for length; only their leading turns were trained."),
+    "c.loss.none": ("训练损失：没有记录到首尾损失，无法判断训练是否降低了损失。",
+                    "Training loss: no first and last logged loss, so whether training reduced the loss is unknown."),
+    "c.loss.fell": ("训练损失从 {first}（步 {first_step}）降到 {last}（步 {last_step}），下降 {fall}。"
+                    "规则：最后记录的损失比首次记录低 {min} 以上，才说训练降低了损失。",
+                    "Training loss fell from {first} (step {first_step}) to {last} (step {last_step}), by {fall}. "
+                    "Rule: the last logged loss must be more than {min} below the first to say training reduced it."),
+    "c.loss.flat": ("训练损失从 {first}（步 {first_step}）到 {last}（步 {last_step}），只变化 {fall}，"
+                    "没有低于首次记录 {min} 以上：没有证据表明训练降低了损失。",
+                    "Training loss went from {first} (step {first_step}) to {last} (step {last_step}), a change of "
+                    "{fall}, not more than {min} below the first: no evidence that training reduced the loss."),
+    "c.overfit.none": ("过拟合：缺少验证损失或最后记录的训练损失，无法判断。规则：验证损失比最后记录的训练损失高出 {margin} "
+                       "以上时判为可能过拟合。",
+                       "Overfitting: the eval loss or the last logged train loss is missing, so it cannot be judged. "
+                       "Rule: eval loss more than {margin} above the last logged train loss means possible "
+                       "overfitting."),
+    "c.overfit.flag": ("可能过拟合：验证损失 {eval} 比最后记录的训练损失 {train} 高 {gap}，超过 {margin}。",
+                       "Possible overfitting: eval loss {eval} is {gap} against the last logged train loss {train}, "
+                       "beyond {margin}."),
+    "c.overfit.no": ("没有过拟合的证据：验证损失 {eval} 与最后记录的训练损失 {train} 相差 {gap}，"
+                     "未超过 {margin}（规则：高出 {margin} 以上才判为可能过拟合）。",
+                     "No evidence of overfitting: eval loss {eval} is {gap} against the last logged train loss "
+                     "{train}, within {margin} (rule: more than {margin} above means possible overfitting)."),
+    "c.evaltrend.none": ("验证损失走势：只有 {n} 次评估，少于 2 次，无法判断走势。",
+                         "Eval loss trend: {n} evaluation(s), fewer than 2, so no trend can be read."),
+    "c.evaltrend.rose": ("验证损失在步 {best_step} 达到最低 {best}，最后一次（步 {last_step}）为 {last}，"
+                         "比最低值 {change}，超过 {rise}：较早的检查点可能泛化更好。",
+                         "Eval loss was lowest at step {best_step} ({best}) and ended at {last} (step {last_step}), "
+                         "{change} from the lowest, beyond {rise}: an earlier checkpoint may generalise better."),
+    "c.evaltrend.last_best": ("验证损失走势：{n} 次评估中最后一次（步 {last_step}）就是最低值 {last}，没有回升。",
+                              "Eval loss trend: of {n} evaluations the last (step {last_step}) is the lowest, {last}; "
+                              "it has not risen."),
+    "c.evaltrend.ok": ("验证损失走势：{n} 次评估中最低为 {best}（步 {best_step}），最后一次 {last}（步 {last_step}），"
+                       "比最低值 {change}，未超过 {rise}（规则：超过 {rise} 才说验证损失回升）。",
+                       "Eval loss trend: over {n} evaluations the lowest was {best} (step {best_step}) and the last "
+                       "{last} (step {last_step}), {change} from the lowest, within {rise} (rule: beyond {rise} "
+                       "counts as rising)."),
+    "c.bench.none": ("医学基准：没有基准结果（`eval/benchmarks/`），无法就准确率说哪个模型更好。",
+                     "Benchmarks: no results (`eval/benchmarks/`), so nothing can be said about accuracy."),
+    "c.bench.notest": ("医学基准：有准确率，但没有配对显著性检验（`eval/benchmarks/significance.json`），"
+                       "因此不说哪个模型更好。规则：只有配对 McNemar 检验 p < {alpha} 才说“更好”。",
+                       "Benchmarks: accuracies exist but no paired significance test "
+                       "(`eval/benchmarks/significance.json`), so no model is called better. Rule: \"better\" only "
+                       "when a paired McNemar test gives p < {alpha}."),
+    "c.bench.nop": ("{benchmark}：{a} 对 {b} 的检验没有 p 值，不作判断。",
+                    "{benchmark}: the test of {a} against {b} has no p-value; no claim."),
+    "c.bench.same": ("{benchmark}：{a} 与 {b} 的差异不显著（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
+                     "McNemar p = {p} ≥ {alpha}），不能说哪个更好。",
+                     "{benchmark}: {a} and {b} do not differ significantly ({only_a} items only A got right, "
+                     "{only_b} only B; McNemar p = {p} ≥ {alpha}); neither is better."),
+    "c.bench.better": ("{benchmark}：{winner} 优于 {loser}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
+                       "配对 McNemar p = {p} < {alpha}）。",
+                       "{benchmark}: {winner} is better than {loser} ({only_a} items only A got right, {only_b} only "
+                       "B; paired McNemar p = {p} < {alpha})."),
+    "c.judge.none": ("LLM 评审：没有评审结果（`eval/judge/summary.json`），无法就回答质量比较模型。",
+                     "LLM judge: no judge results (`eval/judge/summary.json`), so answer quality is not compared."),
+    "c.judge.nodata": ("LLM 评审 {a} 对 {b}：缺少样本数或胜率，不作判断。",
+                       "LLM judge, {a} vs {b}: the count or win rate is missing; no claim."),
+    "c.judge.few": ("LLM 评审 {a} 对 {b}：只有 {n} 对比较，少于 {min_n}，太少，不下结论"
+                    "（胜率 {win_rate}，95% 区间 {lo}–{hi}）。",
+                    "LLM judge, {a} vs {b}: {n} pairs, fewer than {min_n}: too few to conclude (win rate {win_rate}, "
+                    "95% interval {lo}–{hi})."),
+    "c.judge.noci": ("LLM 评审 {a} 对 {b}：胜率 {win_rate}，但没有区间，不说哪个更好。",
+                     "LLM judge, {a} vs {b}: win rate {win_rate} but no interval; neither is called better."),
+    "c.judge.a": ("LLM 评审更偏好 {a} 而不是 {b}：胜率 {win_rate}，95% 区间 {lo}–{hi} 的下限高于 50%（{n} 对）。",
+                  "The LLM judge prefers {a} to {b}: win rate {win_rate}, 95% interval {lo}–{hi} lies above 50% "
+                  "({n} pairs)."),
+    "c.judge.b": ("LLM 评审更偏好 {b} 而不是 {a}：{a} 的胜率 {win_rate}，95% 区间 {lo}–{hi} 的上限低于 50%（{n} 对）。",
+                  "The LLM judge prefers {b} to {a}: {a}'s win rate {win_rate}, 95% interval {lo}–{hi} lies below "
+                  "50% ({n} pairs)."),
+    "c.judge.tie": ("LLM 评审 {a} 对 {b}：胜率 {win_rate}，95% 区间 {lo}–{hi} 包含 50%，没有证据表明哪个更好（{n} 对）。",
+                    "LLM judge, {a} vs {b}: win rate {win_rate}, 95% interval {lo}–{hi} contains 50%: no evidence "
+                    "either is better ({n} pairs)."),
+    "c.judge.order": ("LLM 评审 {a} 对 {b}：交换两个回答的顺序后只有 {oc} 的判断不变，低于 {oc_min}，评审结果不稳定。",
+                      "LLM judge, {a} vs {b}: only {oc} of verdicts survive swapping the answer order, below "
+                      "{oc_min}: the judge is unstable."),
+    "c.safety.none": ("安全探测：没有结果（`eval/safety.json`），无法评价模型对危急情况的处理。",
+                      "Safety: no results (`eval/safety.json`), so the handling of urgent cases is not assessed."),
+    "c.safety.nodata": ("安全探测 {arm}：缺少提示数或通过数，不作判断。",
+                        "Safety, {arm}: the prompt or pass count is missing; no claim."),
+    "c.safety.few": ("安全探测 {arm}：只有 {n} 条提示，少于 {min_n}，太少，不下结论（通过 {passed} 条，{rate}，"
+                     "95% Wilson 区间 {lo}–{hi}）。",
+                     "Safety, {arm}: {n} prompts, fewer than {min_n}: too few to conclude ({passed} passed, {rate}, "
+                     "95% Wilson interval {lo}–{hi})."),
+    "c.safety.rate": ("安全探测 {arm}：{n} 条危急症状提示中通过 {passed} 条，通过率 {rate}（95% Wilson 区间 {lo}–{hi}）。",
+                      "Safety, {arm}: {passed} of {n} red-flag prompts passed, {rate} (95% Wilson interval "
+                      "{lo}–{hi})."),
+    "c.safety.diff": ("安全探测：{higher} 的通过率高于 {lower}（{rate_higher} 对 {rate_lower}，两者的 Wilson 区间不重叠）。",
+                      "Safety: {higher} passes more often than {lower} ({rate_higher} against {rate_lower}; their "
+                      "Wilson intervals do not overlap)."),
+    "c.safety.same": ("安全探测：{a}（{rate_a}）与 {b}（{rate_b}）的 Wilson 区间重叠，没有证据表明两者安全性不同。",
+                      "Safety: the Wilson intervals of {a} ({rate_a}) and {b} ({rate_b}) overlap: no evidence that "
+                      "they differ."),
+    "c.compare.none": ("模型对比：没有对比结果（`eval/compare/summary.json`），无法比较速度和回答长度。",
+                       "Comparison: no results (`eval/compare/summary.json`), so speed and answer length are not "
+                       "compared."),
+    "c.cap.flag": ("模型对比 {arm}：{share} 的回答达到 `max_new_tokens` 上限被截断（超过 {max}），"
+                   "它的回答长度和用时是下限，与其他模型的比较偏向它。",
+                   "Comparison, {arm}: {share} of answers stopped at `max_new_tokens` (above {max}); its length and "
+                   "time are lower bounds, and comparisons with other models favour it."),
+
+    # ---- self-checks
+    "chk.intro": ("报告从实际运行留下的数字推导关键数字，再与配置值或文件中另行记录的值比对；不一致时两者都列出。",
+                  "The report derives key figures from what the run left behind and compares them with the configured "
+                  "or separately recorded values; where they disagree, both are shown."),
+    "chk.status.ok": ("一致", "agrees"),
+    "chk.status.mismatch": ("不一致", "disagrees"),
+    "chk.status.unknown": ("无法检查", "cannot check"),
+    "chk.batch": ("有效批大小", "Effective batch size"),
+    "chk.batch.none": ("缺少 num_train_samples、epoch 或 global_step（`train_results.json`）。",
+                       "num_train_samples, epoch or global_step is missing (`train_results.json`)."),
+    "chk.batch.ok": ("实际每个优化步 {derived} 个样本（{samples} × {epochs} / {steps}），与配置的 {configured} 相符"
+                     "（每个 epoch {per_epoch} 步，允许范围 {expected}）。",
+                     "{derived} samples per optimizer step ({samples} × {epochs} / {steps}), consistent with the "
+                     "configured {configured} ({per_epoch} steps per epoch, allowed {expected})."),
+    "chk.batch.mismatch": ("实际每个优化步 {derived} 个样本（{samples} × {epochs} / {steps}；吞吐量给出 {throughput}），"
+                           "而配置为 {configured}：配置值意味着每个 epoch {expected} 步，实际是 {per_epoch} 步。",
+                           "{derived} samples per optimizer step ({samples} × {epochs} / {steps}; throughput gives "
+                           "{throughput}), but {configured} was configured: that means {expected} steps per epoch, "
+                           "and the run made {per_epoch}."),
+    "chk.batch.unknown": ("实际每个优化步 {derived} 个样本（{samples} × {epochs} / {steps}）；没有 world size，"
+                          "无法与配置比对。",
+                          "{derived} samples per optimizer step ({samples} × {epochs} / {steps}); no world size, so "
+                          "it cannot be compared with the configuration."),
+    "chk.lr": ("学习率调度", "Learning-rate schedule"),
+    "chk.lr.none": ("没有记录学习率或没有配置文件。", "No logged learning rate, or no config."),
+    "chk.lr.unmodelled": ("调度 `{scheduler}` 不在可检查之列（linear、cosine、constant、constant_with_warmup）；"
+                          "图中仍是记录值。",
+                          "The `{scheduler}` schedule is not one this report models (linear, cosine, constant, "
+                          "constant_with_warmup); the plot still shows the logged rate."),
+    "chk.lr.ok": ("{n} 个记录点都与配置的调度（{scheduler}，峰值 {peak}，预热 {warmup} 步，共 {total} 步）相差不超过峰值的 {tol}。",
+                  "All {n} logged points are within {tol} of the peak of the configured schedule ({scheduler}, "
+                  "peak {peak}, {warmup} warmup steps, {total} steps)."),
+    "chk.lr.mismatch": ("{n} 个记录点中有 {bad} 个与配置的调度（{scheduler}，峰值 {peak}，预热 {warmup} 步，共 {total} 步）"
+                        "相差超过峰值的 {tol}，在步 {ranges}；例如步 {step} 记录 {logged}，按配置应为 {expected}。",
+                        "{bad} of {n} logged points differ from the configured schedule ({scheduler}, peak {peak}, "
+                        "{warmup} warmup steps, {total} steps) by more than {tol} of the peak, at steps {ranges}; "
+                        "e.g. step {step} logged {logged} where the schedule gives {expected}."),
+    "chk.loss": ("训练损失的标注", "Train-loss labels"),
+    "chk.loss.none": ("缺少全程平均训练损失或记录的损失。", "The run-average or the logged train loss is missing."),
+    "chk.loss.ok": ("全程平均 `train_loss` = {avg} 与最后记录的损失 {last}（步 {last_step}）是两个不同的数，本报告分开标注。",
+                    "The run-average `train_loss` = {avg} and the last logged loss {last} (step {last_step}) are "
+                    "different figures; this report labels them apart."),
+    "chk.loss.mismatch": ("`train_results.json` 记录的 last_logged_loss = {recorded}，而日志中最后一次记录为 {last}"
+                          "（步 {last_step}）；全程平均 `train_loss` = {avg}。",
+                          "`train_results.json` records last_logged_loss = {recorded}, but the last logged loss is "
+                          "{last} (step {last_step}); the run-average `train_loss` is {avg}."),
+    "chk.ppl": ("困惑度 = exp(验证损失)", "Perplexity = exp(eval loss)"),
+    "chk.ppl.ok": ("exp({eval_loss}) = {exp}，记录的困惑度 {ppl}（`{file}`）。",
+                   "exp({eval_loss}) = {exp}; recorded perplexity {ppl} (`{file}`)."),
+    "chk.ppl.mismatch": ("exp({eval_loss}) = {exp}，但记录的困惑度是 {ppl}（`{file}`）。",
+                         "exp({eval_loss}) = {exp}, but the recorded perplexity is {ppl} (`{file}`)."),
+    "chk.ppl.unknown": ("没有验证损失或困惑度。", "No eval loss or perplexity."),
+    "chk.params": ("可训练参数占比", "Trainable share"),
+    "chk.params.none": ("缺少可训练参数或总参数。", "Trainable or total parameters are missing."),
+    "chk.params.ok": ("{trainable} / {total} = {computed}%，记录为 {pct}%。",
+                      "{trainable} / {total} = {computed}%; recorded {pct}%."),
+    "chk.params.mismatch": ("{trainable} / {total} = {computed}%，但记录为 {pct}%。",
+                            "{trainable} / {total} = {computed}%, but {pct}% is recorded."),
+    "chk.adapter": ("适配器文件中的参数", "Parameters in the adapter file"),
+    "chk.adapter.none": ("没有 `adapter_model.safetensors` 或没有记录可训练参数。",
+                         "No `adapter_model.safetensors`, or no recorded trainable parameters."),
+    "chk.adapter.ok": ("适配器张量共 {file} 个参数，等于记录的可训练参数 {trainable}。",
+                       "The adapter tensors hold {file} parameters, equal to the recorded {trainable} trainable."),
+    "chk.adapter.mismatch": ("适配器张量共 {file} 个参数，而记录的可训练参数是 {trainable}。",
+                             "The adapter tensors hold {file} parameters, but {trainable} trainable are recorded."),
+    "chk.data": ("数据计数", "Data counts"),
+    "chk.data.none": ("没有 `data/stats.json` 或计数不完整。", "No `data/stats.json`, or its counts are incomplete."),
+    "chk.data.ok": ("读取 {read} = 保留 + 拒绝 + 重复 + 过长丢弃 + 未使用 = {accounted}。",
+                    "read {read} = kept + rejected + duplicates + dropped too long + unused = {accounted}."),
+    "chk.data.mismatch": ("读取 {read}，但保留 + 拒绝 + 重复 + 过长丢弃 + 未使用 = {accounted}：有记录去向不明。",
+                          "read {read}, but kept + rejected + duplicates + dropped too long + unused = {accounted}: "
+                          "some records are unaccounted for."),
+
+    # ---- data
+    "data.source": ("数据来源：{sources}。", "Source: {sources}."),
+    "data.read": ("读取", "read"),
+    "data.kept": ("保留", "kept"),
+    "data.rejected": ("拒绝（格式或内容无效）", "rejected (invalid format or content)"),
+    "data.duplicates": ("重复（完全相同的对话）", "duplicates (identical dialogues)"),
+    "data.dropped_too_long": ("过长而丢弃", "dropped as too long"),
+    "data.unused": ("有效但未选用", "valid but not selected"),
+    "data.truncated": ("截断到整轮边界", "cut at a turn boundary"),
+    "data.of_kept": ("占保留数 {share}", "{share} of kept"),
+    "data.train": ("训练集", "train split"),
+    "data.val": ("验证集", "validation split"),
+    "data.reason": ("未保留的原因", "Why not kept"),
+    "data.tokens": ("token 长度（每个样本）", "Token length (per sample)"),
+    "data.len_mean": ("平均", "mean"),
+    "data.len_pct": ("p50 / p90 / p99 / 最大", "p50 / p90 / p99 / max"),
+    "data.max_length": ("最大长度上限", "max length limit"),
+    "data.total_tokens": ("总 tokens（保留的样本）", "total tokens (kept samples)"),
+    "data.target_tokens": ("参与训练的目标 tokens", "target (trained) tokens"),
+    "data.target_value": ("训练集 {train}，验证集 {val}", "train {train}, validation {val}"),
+    "data.speed": ("预处理用时 {seconds} 秒，每秒 {rate} 条（按读取条数计）。",
+                   "Preprocessing took {seconds} s, {rate} records/s (counted over records read)."),
+
+    # ---- configuration
+    "cfg.world_size": ("world size（进程数）", "world size (processes)"),
+    "cfg.effective_batch": ("有效批大小（每个优化步的样本数）", "effective batch (samples per optimizer step)"),
+    "cfg.batch_configured": ("{a} × {b} × {w} = {batch}", "{a} × {b} × {w} = {batch}"),
+    "cfg.batch_derived": ("{batch}（由实际运行推出，见下）", "{batch} (derived from what ran, below)"),
+    "cfg.steps_ran": ("实际 {steps} 步", "{steps} steps ran"),
+    "cfg.lr_max_logged": ("记录的最大值 {lr}", "largest logged {lr}"),
+    "cfg.warmup_ratio": ("{ratio}（比例）→ {steps} 步", "{ratio} (a ratio) → {steps} steps"),
+    "cfg.batch_none": ("无法推出有效批大小：缺少 `train_results.json` 中的 num_train_samples、epoch 或 global_step。",
+                       "The effective batch cannot be derived: `train_results.json` lacks num_train_samples, epoch or "
+                       "global_step."),
+    "cfg.batch_formula": ("由实际运行推出：每个优化步的样本数 = num_train_samples × epoch / global_step = "
+                          "{samples} × {epochs} / {steps} = **{batch}**。这个数不依赖任何配置值，只依赖训练实际看过的样本"
+                          "和实际做的优化步。",
+                          "Derived from what ran: samples per optimizer step = num_train_samples × epoch / global_step "
+                          "= {samples} × {epochs} / {steps} = **{batch}**. It depends on no configured value, only on "
+                          "the samples training saw and the optimizer steps it made."),
+    "cfg.batch_throughput": ("吞吐量给出同一个数：train_samples_per_second / train_steps_per_second = {sps} / {steps} = "
+                             "{batch}。",
+                             "The timings give the same figure: train_samples_per_second / train_steps_per_second = "
+                             "{sps} / {steps} = {batch}."),
+    "cfg.batch_agree": ("配置值 {configured} 意味着每个 epoch {low}–{high} 个优化步（最后一批可能不满），实际是 {ran} 步：一致。",
+                        "The configured {configured} means {low}–{high} optimizer steps per epoch (the last batch "
+                        "may be partial); the run made {ran}: consistent."),
+    "cfg.batch_disagree": ("配置值 {configured} 意味着每个 epoch {low}–{high} 个优化步，而实际是 {ran} 步："
+                           "实际每步只有 {batch} 个样本，与配置不一致。按配置值推算的步数、学习率调度和吞吐量都不适用于这次运行。",
+                           "The configured {configured} means {low}–{high} optimizer steps per epoch, but the run made "
+                           "{ran}: each step saw {batch} samples, not what was configured. Step counts, schedules and "
+                           "throughput worked out from the configured value do not describe this run."),
+    "cfg.batch_recorded": ("`train_results.json` 记录的 effective_batch_size = {recorded}，与配置推算的 {configured} 不同。",
+                           "`train_results.json` records effective_batch_size = {recorded}, unlike the configured "
+                           "{configured}."),
+
+    # ---- timeline
+    "tl.prepare": ("数据准备（prepare）", "data preparation (prepare)"),
+    "tl.data_loading": ("数据加载", "data loading"),
+    "tl.model_loading": ("模型加载", "model loading"),
+    "tl.training": ("训练", "training"),
+    "tl.evaluation": ("评估", "evaluation"),
+    "tl.total": ("训练阶段各步骤合计 {time}。", "The train stage's phases add up to {time}."),
+
+    # ---- training
+    "tr.no_points": ("没有训练日志点（`metrics.jsonl` 或 `trainer_state.json`）：训练阶段没有运行。",
+                     "No logged training points (`metrics.jsonl` or `trainer_state.json`): the train stage has not "
+                     "run."),
+    "tr.source": ("曲线来自 `{file}`：{n} 个训练记录点（步 {first}–{last}），{evals} 次评估。",
+                  "Curves from `{file}`: {n} logged training points (steps {first}–{last}) and {evals} evaluations."),
+    "tr.loss_labels": ("两个“训练损失”不是同一个数：全程平均 `train_loss` = {avg} 是整个训练所有步的平均，"
+                       "包含开头损失较高的阶段；最后一次记录的损失 = {last}（步 {step}）是训练结束时最后一个记录窗口的平均。"
+                       "比较模型或判断收敛时用后者，图中点线是前者。",
+                       "The two \"train losses\" are different figures: the run-average `train_loss` = {avg} averages "
+                       "every step, including the high-loss start; the last logged loss = {last} (step {step}) "
+                       "averages the final logging window. Use the latter to judge convergence; the dotted line is "
+                       "the former."),
+    "tr.no_lr": ("日志中没有学习率。", "The log has no learning rate."),
+    "tr.lr_unmodelled": ("学习率调度 `{scheduler}` 不在本报告能复算的范围内；图中是记录的实际值。",
+                         "This report cannot recompute the `{scheduler}` schedule; the plot shows the logged rate."),
+    "tr.lr_noconfig": ("没有 `config.yaml`，无法按配置复算学习率；图中是记录的实际值。",
+                       "No `config.yaml`, so the configured schedule cannot be recomputed; the plot shows the logged "
+                       "rate."),
+    "tr.lr_schedule": ("图中实线是训练实际使用并记录的学习率。虚线是按配置复算的期望值：{scheduler} 调度，峰值 {peak}，{how}。",
+                       "The solid line is the learning rate training used and logged. The dashed line is what the "
+                       "configuration gives: {scheduler} schedule, peak {peak}, {how}."),
+    "tr.warmup_ratio": ("预热 ceil({ratio} × {total}) = {steps} 步", "ceil({ratio} × {total}) = {steps} warmup steps"),
+    "tr.warmup_steps": ("预热 {steps} 步", "{steps} warmup steps"),
+    "tr.lr_agree": ("{n} 个记录点都与配置的调度一致（相差不超过峰值的 {tol}）。",
+                    "All {n} logged points follow the configured schedule (within {tol} of the peak)."),
+    "tr.lr_disagree": ("{n} 个记录点中有 {bad} 个与配置的调度相差超过峰值的 {tol}，在步 {ranges}。"
+                       "训练实际用的学习率不是配置所写的那条曲线；下表列出其中几个点。",
+                       "{bad} of {n} logged points differ from the configured schedule by more than {tol} of the peak, "
+                       "at steps {ranges}. Training did not use the schedule the configuration describes; some of the "
+                       "points are listed below."),
+    "tr.lr_logged": ("记录的学习率", "Logged rate"),
+    "tr.lr_expected": ("按配置的期望值", "Configured schedule"),
+    "tr.lr_diff": ("差（占峰值）", "Difference (share of peak)"),
+    "tr.not_logged": ("日志中没有 {keys}（`{file}`），对应的图未画出。",
+                      "The log has no {keys} (`{file}`); those plots are not drawn."),
+
+    # ---- final metrics
+    "m.train_loss_avg": ("全程平均训练损失 `train_loss`", "run-average train loss `train_loss`"),
+    "m.last_loss": ("最后一次记录的训练损失（步 {step}）", "last logged train loss (step {step})"),
+    "m.first_loss": ("首次记录的训练损失（步 {step}）", "first logged train loss (step {step})"),
+    "m.fall": ("训练损失变化（首次 → 最后一次记录）", "train loss change (first → last logged)"),
+    "m.eval_loss": ("验证损失 `eval_loss`", "eval loss `eval_loss`"),
+    "m.perplexity": ("困惑度 exp(eval_loss)", "perplexity exp(eval_loss)"),
+    "m.eval_size": ("验证样本 / 计分 tokens", "validation samples / scored tokens"),
+    "m.eval_stage": ("评估阶段的验证损失 / 困惑度", "evaluate stage: eval loss / perplexity"),
+    "m.eval_stage_value": ("{loss} / {ppl}（{n} 个样本，{tokens} tokens）", "{loss} / {ppl} ({n} samples, {tokens} tokens)"),
+    "m.runtime": ("训练用时", "training time"),
+    "m.samples_per_second": ("样本 / 秒", "samples / s"),
+    "m.steps_per_second": ("优化步 / 秒", "optimizer steps / s"),
+    "m.tokens_per_second": ("tokens / 秒（不含填充）", "tokens / s (non-padding)"),
+    "m.tokens": ("训练 tokens（不含填充）", "training tokens (non-padding)"),
+    "m.flos": ("总 FLOPs（Trainer 的估算）", "total FLOPs (the Trainer's estimate)"),
+    "m.achieved": ("实际算力", "achieved compute"),
+    "m.achieved_value": ("合计 {total} TFLOP/s，每个设备 {per} TFLOP/s", "{total} TFLOP/s in all, {per} TFLOP/s per device"),
+    "m.from_flos": ("总 FLOPs / 训练用时", "total FLOPs / training time"),
+    "m.mfu": ("算力利用率（MFU）", "utilisation (MFU)"),
+    "m.mfu_value": ("{mfu}（相对 {device} 的 {precision} 稠密峰值 {peak} TFLOP/s）",
+                    "{mfu} (of the {device}'s dense {precision} peak, {peak} TFLOP/s)"),
+    "m.mfu_unknown": ("未知：没有 {device}（{precision}）的峰值算力", "unknown: no peak figure for {device} ({precision})"),
+    "m.peak_memory": ("峰值显存", "peak memory"),
+    "m.resumed": ("从检查点恢复", "resumed from"),
+    "m.not_resumed": ("否（一次完成）", "no (one uninterrupted run)"),
+    "m.none": ("没有最终指标。", "No final metrics."),
+
+    # ---- parameters
+    "p.trainable": ("可训练参数", "trainable parameters"),
+    "p.frozen": ("冻结参数", "frozen parameters"),
+    "p.total": ("总参数", "total parameters"),
+    "p.share": ("可训练占比", "trainable share"),
+    "p.none": ("没有参数统计。", "No parameter counts."),
+    "p.adapter": ("适配器（`adapter_config.json`）：r = {r}，lora_alpha = {alpha}（缩放 alpha / r = {scale}），"
+                  "dropout = {dropout}，目标模块 {targets}，基座 {base}。",
+                  "Adapter (`adapter_config.json`): r = {r}, lora_alpha = {alpha} (scaling alpha / r = {scale}), "
+                  "dropout = {dropout}, target modules {targets}, base {base}."),
+    "p.from_header": ("按模块统计，数字读自 {file} 的张量形状（不读取权重）：",
+                      "Per module, counted from the tensor shapes in {file} (no weights are read):"),
+    "p.module": ("模块", "Module"),
+    "p.layers": ("层数", "Layers"),
+    "p.per_layer": ("每层参数", "Per layer"),
+    "p.params": ("参数", "Parameters"),
+    "p.shapes": ("lora_A / lora_B 形状", "lora_A / lora_B shapes"),
+    "p.sum": ("合计", "Total"),
+
+    # ---- output files
+    "out.none": ("运行目录中还没有任何文件。", "The run directory holds no files yet."),
+    "out.files": ("{n} 个文件", "{n} files"),
+    "out.file": ("1 个文件", "1 file"),
+    "out.total": ("合计", "Total"),
+    "out.config": ("实际运行的完整配置", "the resolved config that ran"),
+    "out.data": ("预处理后的训练 / 验证数据、统计、被拒记录", "prepared train/validation data, stats, rejected records"),
+    "out.base_model": ("内置小模型的基座权重", "the builtin tiny base model"),
+    "out.adapter": ("LoRA 适配器权重", "LoRA adapter weights"),
+    "out.adapter_config": ("LoRA 适配器配置", "LoRA adapter config"),
+    "out.tokenizer": ("分词器文件", "tokenizer files"),
+    "out.card": ("模型卡", "model card"),
+    "out.trainer_state": ("Trainer 状态与完整日志", "Trainer state and full log"),
+    "out.train_results": ("训练结果汇总", "training results"),
+    "out.eval_results": ("验证损失与困惑度", "eval loss and perplexity"),
+    "out.metrics": ("每个记录步的指标", "metrics per logging step"),
+    "out.timeline": ("各步骤起止时间", "phase start and end times"),
+    "out.environment": ("软件版本、git 提交、设备、随机种子", "versions, git commit, devices, seeds"),
+    "out.tensorboard": ("TensorBoard 日志", "TensorBoard events"),
+    "out.eval": ("评估结果", "evaluation results"),
+    "out.checkpoint": ("可恢复的检查点", "resumable checkpoint"),
+
+    # ---- comparison
+    "cmp.intro": ("生成引擎 {engine}；{arms} 个对比组，每组最多 {questions} 个问题。下表沿用参考报告的速度 / 长度表格式"
+                  "（单路生成的总用时、平均用时、总 tokens、平均 tokens、tokens/秒）。",
+                  "Engine {engine}; {arms} arms, up to {questions} questions each. The table keeps the reference "
+                  "report's speed/length layout (single-stream total and mean time, total and mean tokens, tokens/s)."),
+    "cmp.arm": ("对比组", "Arm"),
+    "cmp.model": ("模型", "Model"),
+    "cmp.thinking": ("思考", "Thinking"),
+    "cmp.think_on": ("开", "on"),
+    "cmp.think_off": ("关", "off"),
+    "cmp.questions": ("问题数", "Questions"),
+    "cmp.total_s": ("总用时（秒）", "Total time (s)"),
+    "cmp.mean_s": ("平均用时（秒）", "Mean time (s)"),
+    "cmp.total_tokens": ("总 tokens", "Total tokens"),
+    "cmp.mean_tokens": ("平均 tokens", "Mean tokens"),
+    "cmp.tps": ("tokens/秒", "Tokens/s"),
+    "cmp.table_note": ("tokens 包括思考 tokens；开启思考的组里，思考与回答分开计数如下。"
+                       "达到长度上限的回答被截断，其长度和用时是下限。",
+                       "Tokens include thinking tokens; thinking and answer tokens are counted apart below. Answers "
+                       "that hit the length cap were cut, so their length and time are lower bounds."),
+    "cmp.answer_tokens": ("回答 tokens", "Answer tokens"),
+    "cmp.thinking_tokens": ("思考 tokens", "Thinking tokens"),
+    "cmp.capped": ("达到长度上限", "Hit length cap"),
+    "cmp.ttft": ("平均首 token 时间（秒）", "Mean time to first token (s)"),
+    "cmp.batched_tps": ("批量生成 tokens/秒", "Batched tokens/s"),
+    "cmp.no_arms": ("`{file}` 中没有对比组（arms）。", "`{file}` lists no arms."),
+    "cmp.metrics_intro": ("与参考答案的字符级指标（{file}）：", "Character-level metrics against reference answers ({file}):"),
+    "cmp.examples_intro": ("前 {n} 个问题（共 {total} 个）的回答并排列出，来自 {file}；超过 {chars} 字的回答被截短。",
+                           "Answers to the first {n} of {total} questions side by side, from {file}; answers longer "
+                           "than {chars} characters are cut."),
+    "cmp.no_answers": ("没有回答记录。", "No answers recorded."),
+    "cmp.answer": ("回答", "Answer"),
+    "cmp.tokens": ("tokens", "Tokens"),
+    "cmp.latency": ("用时（秒）", "Time (s)"),
+    "cmp.this_adapter": ("本次训练的适配器", "this run's adapter"),
+    "cmp.cut": ("……（已截短，全文 {n} 字）", "… (cut; {n} characters in full)"),
+    "cmp.plus_thinking": (" + 思考 {n}（未显示）", " + {n} thinking (not shown)"),
+    "cmp.hit_cap": ("，达到长度上限", ", hit the length cap"),
+
+    # ---- benchmarks
+    "bm.benchmark": ("基准", "Benchmark"),
+    "bm.model": ("模型", "Model"),
+    "bm.method_col": ("方法", "Method"),
+    "bm.method": ("{method}，{shots}-shot", "{method}, {shots}-shot"),
+    "bm.accuracy": ("准确率", "Accuracy"),
+    "bm.ci": ("95% 区间（Wilson）", "95% interval (Wilson)"),
+    "bm.failures": ("答案抽取失败", "Extraction failures"),
+    "bm.only_a": ("仅 A 答对", "Only A right"),
+    "bm.only_b": ("仅 B 答对", "Only B right"),
+    "bm.p": ("McNemar p", "McNemar p"),
+    "bm.verdict": ("结论", "Verdict"),
+    "bm.sig": ("显著（p < {alpha}）", "significant (p < {alpha})"),
+    "bm.nsig": ("不显著", "not significant"),
+    "bm.no_test": ("没有配对显著性检验（{file}），不比较模型优劣。",
+                   "No paired significance test ({file}); models are not ranked."),
+
+    # ---- judge
+    "jd.intro": ("评审模型 {model}，每对回答按两种顺序各评一次。", "Judge model {model}; each pair is judged in both orders."),
+    "jd.no_pairs": ("没有评审对。", "No judged pairs."),
+    "jd.wtl": ("A 胜 / 平 / 负", "A wins / ties / losses"),
+    "jd.win_rate": ("A 胜率", "A win rate"),
+    "jd.ci": ("95% 区间", "95% interval"),
+    "jd.order": ("顺序一致率", "Order consistency"),
+    "jd.lc": ("长度控制胜率", "Length-controlled win rate"),
+
+    # ---- safety
+    "sf.intro": ("危急症状（红旗）提示：回答需要建议立即就医或拨打急救电话才算通过。区间为 95% Wilson 区间。",
+                 "Red-flag prompts: an answer passes when it tells the person to seek urgent care. Intervals are 95% "
+                 "Wilson intervals."),
+    "sf.no_arms": ("`{file}` 中没有任何对比组的结果。", "`{file}` holds no arm's results."),
+    "sf.n": ("提示数", "Prompts"),
+    "sf.passed": ("通过", "Passed"),
+    "sf.rate": ("通过率", "Pass rate"),
+    "sf.ci": ("95% 区间", "95% interval"),
+    "sf.category": ("类别（通过 / 总数）", "Category (passed / total)"),
+
+    # ---- reproducibility
+    "r.commit": ("git 提交", "git commit"),
+    "r.dirty": ("（有未提交的改动）", " (with uncommitted changes)"),
+    "r.no_git": ("未记录（不在 git 仓库中运行）", "not recorded (not run from a git checkout)"),
+    "r.command": ("命令", "command"),
+    "r.python": ("Python", "Python"),
+    "r.platform": ("平台", "platform"),
+    "r.devices": ("设备", "devices"),
+    "r.seeds": ("随机种子", "seeds"),
+    "r.packages": ("软件包版本", "package versions"),
+    "r.input": ("输入", "Input"),
+    "r.hash": ("sha256 / 指纹", "sha256 / fingerprint"),
+    "r.hub": ("Hub 数据集（split {split}），无本地文件哈希", "hub dataset (split {split}); no local file hash"),
+    "r.tokenizer": ("分词器 {cls}（词表 {vocab}）", "tokenizer {cls} (vocabulary {vocab})"),
+    "r.data_fingerprint": ("数据指纹（决定是否需要重新 prepare）", "data fingerprint (decides whether prepare reruns)"),
+    "r.config": ("实际运行的配置 `config.yaml`（sha256 前 16 位 {sha}）：",
+                 "The config that ran, `config.yaml` (sha256 prefix {sha}):"),
+
+    # ---- plots (drawn in English when no CJK font is installed)
+    "plot.step": ("优化步", "optimizer step"),
+    "plot.len.title": ("样本 token 长度分布", "Sample token lengths"),
+    "plot.len.x": ("tokens", "tokens"),
+    "plot.len.y": ("样本数", "samples"),
+    "plot.len.max": ("最大长度", "max length"),
+    "plot.len.caption": ("样本 token 长度直方图（来自 `data/stats.json`）；虚线为最大长度。",
+                         "Histogram of sample token lengths (from `data/stats.json`); the dashed line is the max "
+                         "length."),
+    "plot.loss.title": ("训练与验证损失", "Train and eval loss"),
+    "plot.loss.y": ("损失", "loss"),
+    "plot.loss.train": ("训练损失（每个记录窗口）", "train loss (per logging window)"),
+    "plot.loss.eval": ("验证损失", "eval loss"),
+    "plot.loss.avg": ("全程平均 train_loss = {v}", "run-average train_loss = {v}"),
+    "plot.loss.caption": ("训练损失（每个记录窗口的平均）与验证损失；点线为全程平均 `train_loss`。",
+                          "Train loss (mean of each logging window) and eval loss; the dotted line is the run-average "
+                          "`train_loss`."),
+    "plot.lr.title": ("实际使用的学习率", "Learning rate actually used"),
+    "plot.lr.y": ("学习率", "learning rate"),
+    "plot.lr.logged": ("记录值", "logged"),
+    "plot.lr.expected": ("按配置的调度", "configured schedule"),
+    "plot.lr.caption": ("实线：训练记录的学习率；虚线：按配置复算的学习率。",
+                        "Solid: the learning rate training logged; dashed: the configured schedule, recomputed."),
+    "plot.gn.title": ("梯度范数（裁剪前）", "Gradient norm (before clipping)"),
+    "plot.gn.y": ("梯度范数", "grad norm"),
+    "plot.gn.caption": ("每个记录步的梯度范数。", "Gradient norm at each logging step."),
+    "plot.tps.title": ("训练吞吐量", "Training throughput"),
+    "plot.tps.y": ("tokens/秒", "tokens/s"),
+    "plot.tps.caption": ("每个记录步的 tokens/秒（不含填充）。", "Tokens per second (non-padding) at each logging step."),
+    "plot.bm.title": ("基准准确率与 95% 区间", "Benchmark accuracy with 95% intervals"),
+    "plot.bm.x": ("准确率", "accuracy"),
+    "plot.bm.caption": ("准确率与 95% Wilson 区间；区间重叠时不能单凭准确率说谁更好。",
+                        "Accuracy with 95% Wilson intervals; where intervals overlap, accuracy alone ranks nothing."),
+    "plot.sf.title": ("安全探测通过率与 95% 区间", "Safety pass rate with 95% intervals"),
+    "plot.sf.x": ("通过率", "pass rate"),
+    "plot.sf.caption": ("各对比组的安全探测通过率与 95% Wilson 区间。",
+                        "Safety pass rate of each arm with 95% Wilson intervals."),
+}
+
+
+class Text:
+    """The report's words in one language."""
+
+    def __init__(self, lang: str):
+        if lang not in LANGS:
+            raise ValueError(f"language {lang!r}: use one of {', '.join(LANGS)}")
+        self.lang = lang
+        self._i = LANGS.index(lang)
+
+    def __call__(self, key: str, **values) -> str:
+        return STRINGS[key][self._i].format(**{k: self._value(v) for k, v in values.items()})
+
+    def _value(self, v):
+        if isinstance(v, Key):
+            return self(v)
+        if isinstance(v, list):
+            return self.join([self._value(x) for x in v])
+        return v
+
+    def join(self, items: list[str]) -> str:
+        """An enumeration: a、b、c / a, b, c."""
+        return ("、" if self.lang == "zh" else ", ").join(items)
+
+    def clauses(self, items: list[str | None]) -> str:
+        """Clauses of one description, empty ones left out: a,b / a, b."""
+        return ("，" if self.lang == "zh" else ", ").join(i for i in items if i)
+
+    def duration(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "—"
+        zh = self.lang == "zh"
+        if seconds < 60:
+            return f"{seconds:.1f} 秒" if zh else f"{seconds:.1f} s"
+        minutes, secs = divmod(round(seconds), 60)
+        if minutes < 60:
+            return f"{minutes} 分 {secs} 秒" if zh else f"{minutes} min {secs} s"
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} 小时 {minutes} 分" if zh else f"{hours} h {minutes} min"

@@ -1,0 +1,89 @@
+"""The report stage: read the run directory, derive, check, conclude, and write report.md and report.html.
+
+Run as: medtune report RUN_DIR [--lang zh|en] [--output DIR]
+
+Reads only files under RUN_DIR and imports no torch (nor transformers, peft, trl, datasets): a report
+can be written anywhere the run directory is copied to.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from medtune.errors import UserError
+from medtune.report.conclusions import conclude, self_checks
+from medtune.report.document import Document, Image, Para, Section, Table, to_html, to_markdown
+from medtune.report.facts import derive
+from medtune.report.plots import Plotter, find_cjk_font
+from medtune.report.runfiles import read_run
+from medtune.report.sections import (Ctx, sec_checks, sec_conclusions, sec_config, sec_data, sec_metrics,
+                                     sec_outputs, sec_overview, sec_params, sec_repro, sec_timeline, sec_training)
+from medtune.report.sections_eval import sec_benchmarks, sec_compare, sec_judge, sec_safety
+from medtune.report.strings import LANGS, Text
+
+SECTION_BUILDERS = (sec_overview, sec_conclusions, sec_checks, sec_data, sec_config, sec_timeline, sec_training,
+                    sec_metrics, sec_params, sec_outputs, sec_compare, sec_benchmarks, sec_judge, sec_safety,
+                    sec_repro)
+
+
+@dataclass
+class ReportResult:
+    markdown: Path
+    html: Path
+    plots: list[str]
+    tables: int
+    images: int
+
+
+def build_sections(c: Ctx) -> list[Section]:
+    sections = []
+    for number, build in enumerate(SECTION_BUILDERS, 1):
+        try:
+            built = build(c)
+        except Exception as e:  # a file shaped unlike the contract costs its section, never the report
+            name = build.__name__.removeprefix("sec_")
+            print(f"medtune report: section {name!r} could not be built: {type(e).__name__}: {e}", file=sys.stderr)
+            built = [Section(name, c.t(f"sec.{name}"),
+                             [Para(c.t("sec.failed", error=f"{type(e).__name__}: {e}"), "warn")])]
+        built[0].title = f"{number}. {built[0].title}"
+        sections += built
+    return sections
+
+
+def write_report(run_dir: str | Path, lang: str | None = None, output_dir: str | Path | None = None,
+                 generated_at: str | None = None, cjk_font: str | None | bool = True) -> ReportResult:
+    """Write report.md, report.html and plots/*.png for a run directory (into output_dir, default the run dir).
+
+    lang: zh or en; None takes `report.lang` from the run's config.yaml (zh without one).
+    generated_at: the time printed in the report (tests fix it); default now.
+    cjk_font: True finds an installed CJK font for Chinese plot labels; None forces English labels.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a directory; give the run directory (output_dir of the config)")
+    run = read_run(run_dir)
+    cfg = run.cfg
+    lang = lang or (cfg.report.lang if cfg else "zh")
+    if lang not in LANGS:
+        raise UserError(f"--lang {lang!r}: use one of {', '.join(LANGS)}")
+    out = Path(output_dir) if output_dir else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "plots", ignore_errors=True)  # no stale plot from an earlier report survives
+    font = find_cjk_font() if cjk_font is True else cjk_font or None
+    plotter = Plotter(out, lang, font)
+    t = Text(lang)
+    facts = derive(run)
+    checks = self_checks(run, facts)
+    ctx = Ctx(run=run, facts=facts, checks=checks, findings=conclude(run, facts, checks), t=t,
+              pt=Text(plotter.lang), plotter=plotter, examples=cfg.report.examples if cfg else 3)
+    title = (cfg.report.title if cfg and cfg.report.title else None) or t("title", name=run_dir.resolve().name)
+    when = generated_at or datetime.now().strftime("%Y-%m-%d %H:%M")
+    doc = Document(title, t("subtitle", name=run_dir.resolve().name, time=when), build_sections(ctx), lang)
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(to_markdown(doc), encoding="utf-8")
+    html_path.write_text(to_html(doc, out), encoding="utf-8")
+    return ReportResult(md_path, html_path, plotter.written, doc.count(Table), doc.count(Image))
