@@ -60,7 +60,7 @@ EMPTY_ANSWER = "（空回答）"
 OUTCOME_RULE = ("A wins only if both orders prefer A, loses only if both prefer B, otherwise tie; a question with an "
                 "unparsable or failed judgement in either order is left out")
 LENGTH_CONTROL = ("logistic regression of the score (1/0.5/0) on (len_a-len_b)/(len_a+len_b) in characters, "
-                  "ridge 1.0 on the slope and 0.01 on the intercept, read at zero length difference")
+                  "ridge 0.1 on the slope and 0.01 on the intercept, read at zero length difference")
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -164,7 +164,7 @@ def length_controlled_win_rate(scores: list[float], length_diffs: list[float]) -
         return None
     y, x = np.asarray(scores, float), np.asarray(length_diffs, float)
     features = np.column_stack([np.ones_like(x), x])
-    penalty = np.diag([0.01, 1.0])  # keeps the fit finite when the judge follows length (or A) perfectly
+    penalty = np.diag([0.01, 0.1])  # keeps the fit finite when the judge follows length (or A) perfectly
     w = np.zeros(2)
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-features @ w))
@@ -236,10 +236,11 @@ def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url
             return None, str(e)
 
     client = JudgeClient(base_url, model, api_key, timeout=timeout, retries=retries, backoff=backoff, seed=seed)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))  # bounded: endpoints rate-limit
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            replies = dict(zip(jobs, pool.map(run, jobs)))
-    finally:
+        replies = dict(zip(jobs, pool.map(run, jobs)))
+    finally:  # on a UserError (wrong key, URL or model) the queued requests are dropped, not sent
+        pool.shutdown(cancel_futures=True)
         client.close()
 
     rows_by_pair = {}
