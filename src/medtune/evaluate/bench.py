@@ -34,6 +34,7 @@ from itertools import combinations
 from pathlib import Path
 
 from medtune.errors import UserError
+from medtune.evaluate.judge import strip_thinking
 from medtune.evaluate.mcq_data import CMMLU_SUBJECTS_ZH, FORMATS, Item, load_items
 from medtune.evaluate.stats import mcnemar, wilson_interval
 from medtune.rundir import write_json
@@ -155,8 +156,10 @@ def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, 
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
         else tokenizer.eos_token_id
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                              pad_token_id=tokenizer.pad_token_id)
+    # Greedy. The sampling knobs are set to their neutral values because generate() fills unset ones from
+    # the model's own config (Qwen3: temperature 0.7, ...) and then warns that greedy ignores them.
+    config = GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=50, max_new_tokens=max_new_tokens,
+                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     replies = [""] * len(prompts)
@@ -194,8 +197,6 @@ def extract_choice(reply: str, letters: str = "ABCD") -> str | None:
     found decides; when its mentions disagree, or name a letter that is not an option, the reply is not
     read (None): a failure is counted, never guessed. Thinking text is removed first.
     """
-    from medtune.evaluate.judge import strip_thinking
-
     text = unicodedata.normalize("NFKC", strip_thinking(reply))  # full-width Ｂ（）： -> B():
     for pattern in (_CUE, _CHOOSE, _LEADING):
         found = {"".join(sorted(set(re.sub(r"[^A-J]", "", m.group(1))))) for m in pattern.finditer(text)}

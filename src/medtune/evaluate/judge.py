@@ -91,7 +91,7 @@ class JudgeClient:
     """POST /chat/completions with a timeout, retries with exponential backoff on transient errors."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float = 120.0, retries: int = 4,
-                 backoff: float = 1.0, max_tokens: int = 1024, seed: int = 0):
+                 backoff: float = 1.0, max_tokens: int = 2048, seed: int = 0):
         import httpx
 
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -212,7 +212,7 @@ def pair_summary(a: str, b: str, rows: list[dict], seed: int) -> dict:
 def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url: str, model: str,
                    api_key: str | None, output_dir: Path, pairs: list[tuple[str, str]] | None = None,
                    seed: int = 0, question_ids: list[str] | None = None, workers: int = 4,
-                   timeout: float = 120.0, retries: int = 4, backoff: float = 1.0) -> dict:
+                   timeout: float = 120.0, retries: int = 4, backoff: float = 1.0, max_tokens: int = 2048) -> dict:
     """Judge every pair of arms on every question in both orders; write summary.json and judgements.jsonl."""
     for arm, arm_answers in answers.items():
         if len(arm_answers) != len(questions):
@@ -235,7 +235,8 @@ def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url
         except RuntimeError as e:
             return None, str(e)
 
-    client = JudgeClient(base_url, model, api_key, timeout=timeout, retries=retries, backoff=backoff, seed=seed)
+    client = JudgeClient(base_url, model, api_key, timeout=timeout, retries=retries, backoff=backoff,
+                         max_tokens=max_tokens, seed=seed)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))  # bounded: endpoints rate-limit
     try:
         replies = dict(zip(jobs, pool.map(run, jobs)))
@@ -330,6 +331,8 @@ def add_judge_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="concurrent requests (default: 4)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
     p.add_argument("--retries", type=int, default=4, help="retries of a transient failure (default: 4)")
+    p.add_argument("--max-tokens", type=int, default=2048,
+                   help="judge reply length cap; leave room for a thinking judge's reasoning (default: 2048)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap and request seed (default: 0)")
     p.set_defaults(func=cmd_judge)
     return p
@@ -345,7 +348,7 @@ def cmd_judge(args) -> int:
     ids, questions, answers = read_answers(args.answers, arms)
     summary = judge_pairwise(questions, answers, args.base_url, args.judge_model, api_key, args.output,
                              seed=args.seed, question_ids=ids, workers=args.workers, timeout=args.timeout,
-                             retries=args.retries)
+                             retries=args.retries, max_tokens=args.max_tokens)
     for p in summary["pairs"]:
         def fmt(v):
             return "n/a" if v is None else f"{v:.3f}"

@@ -20,6 +20,7 @@ Layouts (as published):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import unicodedata
@@ -74,7 +75,7 @@ class Item:
     multi: bool | None
     """What the file says about the question type: True multi-answer, False single, None not stated."""
     source: str
-    """'<file path>:<line>' for messages."""
+    """'<absolute file path>:<line>': where it came from (a few-shot example is never also scored)."""
 
 
 class RowError(ValueError):
@@ -102,7 +103,7 @@ def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:
             try:
                 if isinstance(row, RowError):
                     raise row
-                items.append(_validated(row, format, f"{name}:{line}", f"{file}:{line}", file.stem))
+                items.append(_validated(row, format, f"{name}:{line}", f"{file.resolve()}:{line}", file.stem))
             except RowError as e:
                 rejected.append({"file": str(file), "line": line, "reason": str(e)})
     return items, rejected
@@ -119,7 +120,7 @@ def _open_text(file: Path) -> str:
 
 def _csv_rows(file: Path):
     """(line, {column: value}) for every record; a record's line is where it starts (quoted fields span lines)."""
-    reader = csv.reader(_open_text(file).splitlines(keepends=True))
+    reader = csv.reader(io.StringIO(_open_text(file), newline=""))  # as open(newline=""): quoted newlines kept
     try:
         header = next(reader)
     except StopIteration:
