@@ -353,3 +353,18 @@ def test_loglik_accuracy_equals_lm_eval_cmmlu(tiny_model, tmp_path, monkeypatch)
             assert ours_item["correct"] == bool(sample["acc"])
             predictions.append(ours_item["predicted"])
     assert len(predictions) == 21 and len(set(predictions)) > 1  # not a model that always says the same letter
+
+
+def test_bench_loglik_benchmark_script_smoke(tiny_model, monkeypatch, capsys):
+    """benchmarks/bench_loglik.py at a tiny size (in this process: torch is imported already): it runs, and
+    its last line is the JSON it promises."""
+    import runpy
+
+    pytest.importorskip("lm_eval")
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_loglik.py"
+    monkeypatch.setattr("sys.argv", [str(script), "--model", tiny_model, "--data", str(CMMLU_FIXTURE),
+                                     "--shots", "1", "--repeat", "1", "--batch-size", "4"])
+    runpy.run_path(str(script), run_name="__main__")
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["requests"] == 32 and result["same_predictions"] is True
+    assert result["max_abs_logprob_difference"] < 1e-4 and result["speedup"] > 0
