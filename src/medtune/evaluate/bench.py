@@ -90,6 +90,19 @@ def select_shots(items: list[Item], dev_items: list[Item] | None, shots: int, wh
 
 # -- scoring --
 
+def left_padded(rows: list, pad_id: int | None):
+    """(input_ids, attention_mask) tensors for token lists, padded on the left to the longest."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[r, width - len(row):] = 1
+    return ids, mask
+
+
 def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 8) -> list[float]:
     """Sum of log-probabilities of each continuation given its context, tokenized as lm-eval's HF model does.
 
@@ -119,16 +132,10 @@ def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], bat
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     logprobs: dict[int, torch.Tensor] = {}
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            width = len(rows[batch[0]])
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):  # left padding: the positions to score line up at the end
-                ids[r, width - len(rows[i]):] = torch.tensor(rows[i])
-                mask[r, width - len(rows[i]):] = 1
+            ids, mask = left_padded([rows[i] for i in batch], tokenizer.pad_token_id)  # scored positions line up
             k = max(keep[i] for i in batch)
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                         position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), logits_to_keep=k, use_cache=False)
@@ -166,12 +173,8 @@ def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, 
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            width = len(encoded[batch[0]])
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
+            ids, mask = left_padded([encoded[i] for i in batch], tokenizer.pad_token_id)
+            width = ids.shape[1]
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
             for r, i in enumerate(batch):
                 replies[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)

@@ -208,35 +208,33 @@ def _json_records(file: Path):
                 yield line, RowError(f"invalid JSON: {e.msg}")
 
 
-def _read_cmb(file: Path):
+def _json_objects(file: Path):
     for line, obj in _json_records(file):
+        yield line, obj if isinstance(obj, (dict, RowError)) else RowError("not a JSON object")
+
+
+def _read_cmb(file: Path):
+    for line, obj in _json_objects(file):
         if not isinstance(obj, RowError):
-            if not isinstance(obj, dict):
-                obj = RowError("not a JSON object")
-            else:
-                qtype = obj.get("question_type")
-                options = obj.get("option")
-                if isinstance(options, dict):  # CMB pads some questions with empty trailing options ("E": "")
-                    options = dict(sorted(options.items()))
-                    while options and not str(options[next(reversed(options))] or "").strip():
-                        options.popitem()
-                obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer"),
-                       "subject": obj.get("exam_subject") or obj.get("exam_class"),
-                       "multi": {"多项选择题": True, "单项选择题": False}.get(qtype)}
+            options = obj.get("option")
+            if isinstance(options, dict):  # CMB pads some questions with empty trailing options ("E": "")
+                options = dict(sorted(options.items()))
+                while options and not str(options[next(reversed(options))] or "").strip():
+                    options.popitem()
+            obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer"),
+                   "subject": obj.get("exam_subject") or obj.get("exam_class"),
+                   "multi": {"多项选择题": True, "单项选择题": False}.get(obj.get("question_type"))}
         yield line, obj
 
 
 def _read_medqa(file: Path):
-    for line, obj in _json_records(file):
+    for line, obj in _json_objects(file):
         if not isinstance(obj, RowError):
-            if not isinstance(obj, dict):
-                obj = RowError("not a JSON object")
-            else:
-                options = obj.get("options")
-                if isinstance(options, list):  # some MedQA exports list the options in letter order
-                    options = dict(zip(LETTERS, options))
-                obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer_idx"),
-                       "answer_text": obj.get("answer"), "subject": obj.get("meta_info"), "multi": False}
+            options = obj.get("options")
+            if isinstance(options, list):  # some MedQA exports list the options in letter order
+                options = dict(zip(LETTERS, options))
+            obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer_idx"),
+                   "answer_text": obj.get("answer"), "subject": obj.get("meta_info"), "multi": False}
         yield line, obj
 
 
