@@ -153,7 +153,8 @@ def test_shots_from_a_dev_file_are_not_excluded_and_must_suffice(tmp_path):
 
 @pytest.mark.parametrize("reply, expected", [
     ("答案是B", "B"), ("答案：B", "B"), ("B. 肺胸膜", "B"), ("选B", "B"), ("(C)", "C"), ("（Ｃ）", "C"),
-    ("Ｂ", "B"), ("正确答案：A、C", "AC"), ("正确答案是A和C。", "AC"), ("答案是C和A", "AC"),  # sorted, as gold sets ("ACD", "ACD"), ("A, C", "AC"),
+    ("Ｂ", "B"), ("正确答案：A、C", "AC"), ("正确答案是A和C。", "AC"), ("ACD", "ACD"), ("A, C", "AC"),
+    ("答案是C和A", "AC"),  # sorted, as gold sets are: a multi-answer item needs exactly the gold set
     ("答案是B。因为A不对", "B"), ("**答案：B**", "B"), ("我认为应该选择D。", "D"), ("正确答案为：D.", "D"),
     ("The answer is (C).", "C"), ("Answer: D", "D"), ("C项正确", "C"),
     ("<think>可能是A</think>\n\n答案是C", "C"),  # thinking is stripped first
