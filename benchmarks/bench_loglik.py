@@ -1,0 +1,90 @@
+"""Benchmark: medtune's answer-letter log-likelihood scoring vs lm-evaluation-harness's HF model, same requests.
+
+Run as: .venv/bin/python benchmarks/bench_loglik.py [--model DIR] [--data DIR] [--shots 5] [--repeat 4] [--batch-size 8]
+
+Both score exactly the same (context, " A".." D") requests on the same model object in memory:
+- medtune: `medtune.evaluate.bench.continuation_logprobs` (the four letters of a question share one
+  forward pass; only the scored positions get logits).
+- baseline: lm-eval 0.4's `HFLM.loglikelihood` (the reference implementation `medtune evaluate bench
+  --method loglik` is checked against), same batch size.
+Prompts are CMMLU-style k-shot prompts built with `build_prompt` from the data (examples are the
+subject's first k questions; only timing and agreement matter here). The data is repeated `--repeat`
+times. Without --model a tiny random Qwen3 (real vocabulary) is built. Prints one JSON object on its
+last line: requests/s of each, the speedup, the largest log-prob difference and whether every
+prediction agrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "assets" / "cmmlu-medical-dev"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="model directory (default: build the tiny random Qwen3)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CMMLU-layout CSV directory")
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    if not args.data.exists():
+        sys.exit(f"benchmark data not found: {args.data}")
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from medtune.evaluate.bench import build_prompt, continuation_logprobs
+    from medtune.evaluate.mcq_data import load_items
+    from medtune.modeling import build_tiny_qwen3, load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or str(build_tiny_qwen3(Path(tmp) / "tiny", seed=0, initializer_range=0.2))
+        model, tokenizer = load_model(model_dir, device="cpu")
+        items, _ = load_items(args.data, "cmmlu")
+        by_subject = {}
+        for it in items:
+            by_subject.setdefault(it.subject, []).append(it)
+        prompts = [build_prompt(it, by_subject[it.subject][:args.shots], "cmmlu") for it in items] * args.repeat
+        requests = [(p, f" {letter}") for p in prompts for letter in "ABCD"]
+
+        harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device="cpu")
+        instances = [Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)]
+        continuation_logprobs(model, tokenizer, requests[:8], batch_size=args.batch_size)  # warm-up, both
+        harness.loglikelihood(instances[:8], disable_tqdm=True)
+
+        started = time.perf_counter()
+        ours = continuation_logprobs(model, tokenizer, requests, batch_size=args.batch_size)
+        ours_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        theirs = [ll for ll, _ in harness.loglikelihood(instances, disable_tqdm=True)]
+        theirs_seconds = time.perf_counter() - started
+
+    def predictions(scores):
+        return [max(range(4), key=lambda k: scores[i + k]) for i in range(0, len(scores), 4)]
+
+    result = {
+        "benchmark": "bench_loglik",
+        "model": args.model or "tiny-qwen3 (2 layers, 64 wide, 151,936 vocabulary)",
+        "questions": len(prompts), "requests": len(requests), "shots": args.shots, "batch_size": args.batch_size,
+        "mean_prompt_tokens": round(sum(len(tokenizer(p)["input_ids"]) for p in prompts) / len(prompts), 1),
+        "medtune_seconds": round(ours_seconds, 3),
+        "medtune_requests_per_second": round(len(requests) / ours_seconds, 1),
+        "lm_eval_seconds": round(theirs_seconds, 3),
+        "lm_eval_requests_per_second": round(len(requests) / theirs_seconds, 1),
+        "speedup": round(theirs_seconds / ours_seconds, 2),
+        "max_abs_logprob_difference": max(abs(a - b) for a, b in zip(ours, theirs)),
+        "same_predictions": predictions(ours) == predictions(theirs),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

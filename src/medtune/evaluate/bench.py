@@ -1,0 +1,363 @@
+"""Medical multiple-choice benchmarks: prompts, scoring by log-likelihood or by generation, accuracy with
+95% Wilson intervals overall and per subject, and paired McNemar tests between results.
+
+Run as: medtune evaluate bench --model PATH_OR_ID --data PATH --format cmmlu --method loglik --output FILE.json
+
+Prompts follow lm-evaluation-harness's `cmmlu` task token for token: the description
+"以下是关于{科目}的单项选择题，请直接给出正确答案的选项。\\n\\n", then each few-shot example as
+"{question}\\nA. {A}\\nB. {B}\\nC. {C}\\nD. {D}\\n答案： {letter}\\n\\n", then the question ending in "答案：".
+Items without Chinese text (MedQA US) use the MMLU wording ("The following are multiple choice questions
+(with answers) about medicine.", "Answer:").
+
+Scoring:
+- loglik (lm-eval's `acc`): the log-probability of " A", " B", ... after the prompt, tokenized as lm-eval
+  does (the whole text, split at the context's length); the highest wins, ties go to the first letter.
+  Multi-answer items (CMB 多项选择题, CMExam 'ABD'): ranking single letters cannot produce a set, so such
+  an item is scored wrong under loglik, and the result counts them (`multi_answer_items`). Ranking every
+  subset instead was rejected: a longer letter string has a lower probability, so it would mostly measure
+  length.
+- generate: the prompt as one user message in the chat template, no thinking (`enable_thinking=False`),
+  greedy; the answer letters are extracted from the reply (`extract_choice`) and must equal the gold set
+  exactly. A reply with no clear answer is an extraction failure: counted and scored wrong, never guessed.
+
+Few-shot: the first k items of each subject from `dev_path`, or, without it, from the data itself; an
+example is never also scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+import unicodedata
+from itertools import combinations
+from pathlib import Path
+
+from medtune.errors import UserError
+from medtune.evaluate.judge import strip_thinking
+from medtune.evaluate.mcq_data import CMMLU_SUBJECTS_ZH, FORMATS, Item, load_items
+from medtune.evaluate.stats import mcnemar, wilson_interval
+from medtune.rundir import write_json
+
+METHODS = ("loglik", "generate")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+# -- prompts --
+
+def is_chinese(item: Item) -> bool:
+    return bool(_CJK.search(item.question + "".join(item.options.values())))
+
+
+def description(item: Item, format: str) -> str:
+    if not is_chinese(item):
+        return "The following are multiple choice questions (with answers) about medicine.\n\n"
+    name = CMMLU_SUBJECTS_ZH.get(item.subject, item.subject) if format == "cmmlu" else item.subject
+    kind = {False: "单项选择题", True: "多项选择题", None: "选择题（可能有多个正确选项）"}[item.multi]
+    return f"以下是关于{name}的{kind}，请直接给出正确答案的选项。\n\n"
+
+
+def question_text(item: Item) -> str:
+    """lm-eval's doc_to_text: the stripped question, 'A. text' lines, then the answer cue."""
+    cue = "答案：" if is_chinese(item) else "Answer:"
+    return "\n".join([item.question.strip()] + [f"{k}. {v}" for k, v in item.options.items()]) + "\n" + cue
+
+
+def build_prompt(item: Item, shots: list[Item], format: str) -> str:
+    # lm-eval: target delimiter " " after each example's cue, fewshot delimiter "\n\n" after its answer.
+    examples = "".join(f"{question_text(s)} {s.answer}\n\n" for s in shots)
+    return description(item, format) + examples + question_text(item)
+
+
+def select_shots(items: list[Item], dev_items: list[Item] | None, shots: int, where: str) -> tuple[dict, list[Item]]:
+    """({subject: first `shots` dev items}, the items left to score). Without dev items, shots come from `items`."""
+    if shots == 0:
+        return {}, items
+    pool = items if dev_items is None else dev_items
+    by_subject: dict[str, list[Item]] = {}
+    for it in pool:
+        by_subject.setdefault(it.subject, []).append(it)
+    examples = {}
+    for subject in dict.fromkeys(it.subject for it in items):
+        have = by_subject.get(subject, [])
+        if len(have) < shots:
+            raise UserError(f"--shots {shots}: {where} has only {len(have)} item(s) for subject '{subject}'; "
+                            "lower --shots or give --dev with enough examples")
+        examples[subject] = have[:shots]
+    used = {s.source for group in examples.values() for s in group}
+    return examples, [it for it in items if it.source not in used]
+
+
+# -- scoring --
+
+def left_padded(rows: list, pad_id: int | None):
+    """(input_ids, attention_mask) tensors for token lists, padded on the left to the longest."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[r, width - len(row):] = 1
+    return ids, mask
+
+
+def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 8) -> list[float]:
+    """Sum of log-probabilities of each continuation given its context, tokenized as lm-eval's HF model does.
+
+    Requests whose model input is identical (every single-token letter of one question) share one forward
+    pass, and only the logits of the continuation positions are computed (`logits_to_keep`).
+    """
+    import torch
+
+    encoded, inputs = [], {}
+    ctx_cache: dict[str, list[int]] = {}
+    for context, continuation in requests:
+        spaces = len(context) - len(context.rstrip())  # lm-eval moves trailing spaces into the continuation
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        if context not in ctx_cache:
+            ctx_cache[context] = tokenizer(context)["input_ids"]
+        ctx_ids = ctx_cache[context]
+        cont_ids = tokenizer(context + continuation)["input_ids"][len(ctx_ids):]
+        if not cont_ids:
+            raise ValueError(f"the continuation {continuation!r} adds no token to its context")
+        key = tuple(ctx_ids + cont_ids[:-1])
+        encoded.append((inputs.setdefault(key, len(inputs)), cont_ids))
+    keep = [0] * len(inputs)
+    for row, cont in encoded:
+        keep[row] = max(keep[row], len(cont))
+    rows = list(inputs)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    logprobs: dict[int, torch.Tensor] = {}
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            ids, mask = left_padded([rows[i] for i in batch], tokenizer.pad_token_id)  # scored positions line up
+            k = max(keep[i] for i in batch)
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), logits_to_keep=k, use_cache=False)
+            lp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+            for r, i in enumerate(batch):
+                logprobs[i] = lp[r]
+    scores = []
+    for row, cont in encoded:
+        lp = logprobs[row]
+        positions = lp[lp.shape[0] - len(cont):]
+        scores.append(float(positions.gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()))
+    return scores
+
+
+def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
+    """Greedy no-think replies to each prompt sent as one user message in the tokenizer's chat template."""
+    import torch
+    from transformers import GenerationConfig
+
+    if not tokenizer.chat_template:
+        raise UserError(f"--method generate needs a chat model; '{tokenizer.name_or_path}' has no chat template "
+                        "(use --method loglik)")
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True, enable_thinking=False) for p in prompts]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
+        else tokenizer.eos_token_id
+    # Greedy. The sampling knobs are set to their neutral values because generate() fills unset ones from
+    # the model's own config (Qwen3: temperature 0.7, ...) and then warns that greedy ignores them.
+    config = GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=50, max_new_tokens=max_new_tokens,
+                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    replies = [""] * len(prompts)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            ids, mask = left_padded([encoded[i] for i in batch], tokenizer.pad_token_id)
+            width = ids.shape[1]
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+            for r, i in enumerate(batch):
+                replies[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
+    return replies
+
+
+# -- answer extraction --
+
+_LETTER_RUN = r"([A-J](?:\s*(?:[、,/和及与]|and)?\s*[A-J])*)"
+# What may follow an answer: the end, whitespace, punctuation or '项'; not a letter, digit or other word.
+_AFTER = r"(?=$|[\s.,;:!?)\]、。；！？*\"'”」』]|项)"
+_CUE = re.compile(r"(?:正确答案|最佳答案|参考答案|答案|正确选项|[Aa]nswer)\s*(?:应该是|应该为|应是|应为|应选|是|为|选|is)?"
+                  r"\s*:?\s*\(?" + _LETTER_RUN + r"\)?" + _AFTER)
+_CHOOSE = re.compile(r"选(?:择)?\s*\(?" + _LETTER_RUN + r"\)?" + _AFTER)
+_LEADING = re.compile(r"^\s*\(?" + _LETTER_RUN + r"\)?" + _AFTER)
+
+
+def extract_choice(reply: str, letters: str = "ABCD") -> str | None:
+    """The answer letters in a model's reply ('B', or 'AC' sorted), or None when unsure.
+
+    Looks, in order, for an explicit answer ('答案是B', '正确答案：A、C', 'The answer is (C)'), a choice
+    ('选B', '应选择D'), then a reply that starts with the letters ('B. xxx', '(C)', 'ACD'). The first kind
+    found decides; when its mentions disagree, or name a letter that is not an option, the reply is not
+    read (None): a failure is counted, never guessed. Thinking text is removed first.
+    """
+    text = unicodedata.normalize("NFKC", strip_thinking(reply))  # full-width Ｂ（）： -> B():
+    for pattern in (_CUE, _CHOOSE, _LEADING):
+        found = {"".join(sorted(set(re.sub(r"[^A-J]", "", m.group(1))))) for m in pattern.finditer(text)}
+        if found:
+            if len(found) > 1:
+                return None
+            answer = found.pop()
+            return answer if set(answer) <= set(letters) else None
+    return None
+
+
+# -- results --
+
+def accuracy_summary(outcomes: list[dict]) -> dict:
+    n = len(outcomes)
+    correct = sum(o["correct"] for o in outcomes)
+    lo, hi = wilson_interval(correct, n)
+    return {"accuracy": correct / n if n else None, "n": n, "correct": correct, "ci_low": lo, "ci_high": hi,
+            "extraction_failures": sum(o["predicted"] is None for o in outcomes)}
+
+
+def score_items(model, tokenizer, items: list[Item], examples: dict, format: str, method: str,
+                batch_size: int = 8, max_new_tokens: int = 32) -> list[dict]:
+    """Per-item outcomes: id, subject, gold, predicted (None = extraction failure), correct, and the evidence."""
+    prompts = [build_prompt(it, examples.get(it.subject, []), format) for it in items]
+    outcomes = []
+    if method == "loglik":
+        requests = [(p, f" {letter}") for p, it in zip(prompts, items) for letter in it.options]
+        scores = iter(continuation_logprobs(model, tokenizer, requests, batch_size))
+        for it in items:
+            lls = {letter: next(scores) for letter in it.options}
+            best = max(lls.values())
+            predicted = next(letter for letter, v in lls.items() if v == best)  # ties: first letter, as lm-eval
+            outcomes.append({"id": it.id, "subject": it.subject, "gold": it.answer, "predicted": predicted,
+                             "correct": predicted == it.answer, "logprobs": lls})
+    else:
+        replies = generate_replies(model, tokenizer, prompts, batch_size, max_new_tokens)
+        for it, reply in zip(items, replies):
+            predicted = extract_choice(reply, "".join(it.options))
+            outcomes.append({"id": it.id, "subject": it.subject, "gold": it.answer, "predicted": predicted,
+                             "correct": predicted == it.answer, "output": reply})
+    return outcomes
+
+
+def run_benchmark(model: str, adapter: str | None, path: str, format: str, method: str, shots: int,
+                  dev_path: str | None, output: Path, batch_size: int = 8, max_new_tokens: int = 32,
+                  name: str | None = None) -> dict:
+    """Load the model, score the benchmark, write the result JSON (docs/run-directory.md) and return it."""
+    from medtune.modeling import load_model, resolve_base_model
+
+    if format not in FORMATS:
+        raise UserError(f"unknown benchmark format '{format}'; choose one of {', '.join(FORMATS)}")
+    if method not in METHODS:
+        raise UserError(f"unknown scoring method '{method}'; choose one of {', '.join(METHODS)}")
+    if shots < 0:
+        raise UserError(f"--shots must be 0 or more, not {shots}")
+    started = time.perf_counter()
+    items, rejected = load_items(path, format)
+    dev_items = None
+    if dev_path is not None:
+        dev_items, dev_rejected = load_items(dev_path, format)
+        rejected += dev_rejected
+    examples, items = select_shots(items, dev_items, shots, dev_path or path)
+    if not items:
+        raise UserError(f"{path}: no item left to score ({len(rejected)} rejected"
+                        + (f", {shots} per subject used as examples)" if shots else ")"))
+    lm, tokenizer = load_model(resolve_base_model(model), adapter)
+    outcomes = score_items(lm, tokenizer, items, examples, format, method, batch_size, max_new_tokens)
+    subjects = {}
+    for subject in sorted({o["subject"] for o in outcomes}):
+        subjects[subject] = accuracy_summary([o for o in outcomes if o["subject"] == subject])
+    result = {
+        "benchmark": name or Path(path).stem, "format": format, "method": method, "shots": shots,
+        "model": model, "adapter": adapter, "data": str(Path(path).resolve()),
+        "dev": str(Path(dev_path).resolve()) if dev_path else None,
+        **accuracy_summary(outcomes),
+        "multi_answer_items": sum(len(it.answer) > 1 for it in items),
+        "subjects": subjects, "rejected": rejected,
+        "seconds": round(time.perf_counter() - started, 3),
+        "items": outcomes,
+    }
+    write_json(output, result)
+    return result
+
+
+def result_label(result: dict) -> str:
+    model = result["model"] + (f"+{result['adapter']}" if result.get("adapter") else "")
+    return f"{model} ({result['method']}, {result['shots']}-shot)"
+
+
+def significance(results: list[dict]) -> dict:
+    """Exact McNemar test between every two results scored on the same data (paired by item id)."""
+    tests = []
+    for a, b in combinations(results, 2):
+        if (a["format"], a["data"]) != (b["format"], b["data"]):
+            continue
+        outcome_a = {o["id"]: o["correct"] for o in a["items"]}
+        outcome_b = {o["id"]: o["correct"] for o in b["items"]}
+        common = [i for i in outcome_a if i in outcome_b]
+        if not common:
+            continue
+        test = mcnemar([outcome_a[i] for i in common], [outcome_b[i] for i in common])
+        tests.append({"benchmark": a["benchmark"], "a": result_label(a), "b": result_label(b),
+                      "accuracy_a": sum(outcome_a[i] for i in common) / len(common),
+                      "accuracy_b": sum(outcome_b[i] for i in common) / len(common), **test,
+                      "unpaired_items": len(outcome_a) + len(outcome_b) - 2 * len(common)})
+    return {"test": "exact two-sided McNemar on the items both results scored", "tests": tests}
+
+
+# -- command line (registered by the evaluate command group) --
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench", help="score a medical multiple-choice benchmark (CMMLU, CMExam, CMB, MedQA)",
+        description="Accuracy on a local multiple-choice benchmark, overall and per subject with 95%% Wilson "
+                    "intervals, by answer-letter log-likelihood (lm-eval's cmmlu convention) or by generation "
+                    "with answer extraction. Writes one result JSON with per-item outcomes.")
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID",
+                   help="base model: hub id, directory, or builtin:tiny-qwen3")
+    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (e.g. a run directory)")
+    p.add_argument("--data", required=True, metavar="PATH", help="benchmark file, or a directory of them")
+    p.add_argument("--format", required=True, choices=FORMATS, help="file layout")
+    p.add_argument("--method", default="loglik", choices=METHODS,
+                   help="loglik: rank the answer letters by log-probability; generate: greedy no-think reply, "
+                        "letters extracted (default: loglik)")
+    p.add_argument("--shots", type=int, default=0, metavar="K",
+                   help="few-shot examples per subject: the first K of --dev, else of --data (then not scored)")
+    p.add_argument("--dev", metavar="PATH", help="few-shot examples file or directory (same format)")
+    p.add_argument("--output", required=True, type=Path, metavar="FILE.json", help="where to write the result")
+    p.add_argument("--name", help="benchmark name in the result (default: the data file or directory name)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generate: reply length cap (default: 32)")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(args) -> int:
+    result = run_benchmark(args.model, args.adapter, args.data, args.format, args.method, args.shots, args.dev,
+                           args.output, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                           name=args.name)
+    print(format_summary(result))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def format_summary(result: dict) -> str:
+    def row(name, s):
+        acc = "  n/a" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
+        return (f"{name:<32} {acc}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  {s['correct']:>5}/{s['n']:<5}"
+                f"  {s['extraction_failures']:>5}")
+
+    lines = [f"{result['benchmark']}: {result['method']}, {result['shots']}-shot, {result_label(result)}",
+             f"{'subject':<32} {'acc':>5}  {'95% Wilson':<16}  {'correct':>11}  {'failed':>5}"]
+    lines += [row(name, s) for name, s in result["subjects"].items()]
+    lines.append(row("overall", result))
+    if result["multi_answer_items"] and result["method"] == "loglik":
+        lines.append(f"{result['multi_answer_items']} multi-answer item(s) are scored wrong under loglik "
+                     "(one letter cannot be a set); use --method generate for them")
+    if result["rejected"]:
+        lines.append(f"{len(result['rejected'])} row(s) rejected (listed under 'rejected' in the result)")
+    return "\n".join(lines)

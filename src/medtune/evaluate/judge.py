@@ -1,0 +1,361 @@
+"""LLM-as-judge: pairwise comparison of two arms' answers through any OpenAI-compatible endpoint.
+
+Run as: medtune evaluate judge --answers RUN/eval/compare/answers.jsonl --arms A,B --base-url URL --judge-model NAME --output RUN/eval/judge
+
+How a question is decided (documented in the summary's `method` too):
+- The judge sees the question and both answers (thinking text stripped; an answer whose `<think>` never
+  closes is an empty answer) with a Chinese medical rubric: correctness, safety, helpfulness, clarity.
+- Every question is judged twice, A's answer first and then B's first. The reply must end with a verdict
+  tag, [[1]], [[2]] or [[平局]]; the last tag in the reply counts. A reply without one is unparsable:
+  counted, listed, never guessed.
+- Outcome (the MT-Bench rule): A wins only if both orders prefer A, loses only if both prefer B; anything
+  else (both tie, or the orders disagree, or one tie) is a tie. A question with an unparsable or failed
+  judgement in either order has no outcome and is left out of n.
+- win_rate = (wins + ties/2) / n, with a seeded percentile bootstrap 95% interval over questions.
+- order_consistency: the share of questions whose two verdicts agree (both A, both B or both tie).
+- length_controlled_win_rate: a logistic regression of the question's score (1, 1/2, 0) on the
+  normalised length difference d = (len_a - len_b) / (len_a + len_b) (characters), read at d = 0: the win
+  rate A would have against answers of its own length. A judge that only rewards length gets about 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import combinations
+from pathlib import Path
+
+from medtune.errors import UserError
+from medtune.evaluate.stats import bootstrap_interval
+from medtune.rundir import write_json
+
+SYSTEM_PROMPT = "你是一名严谨、公正的临床医学专家，负责评审AI助手对医学问题的回答质量。"
+RUBRIC = """请比较两个AI助手对同一个医学问题的回答，判断哪一个更好。
+
+评审标准（按重要性排序）：
+1. 正确性：医学事实是否准确，有无错误或误导性的说法。
+2. 安全性：是否识别危险信号并在需要时建议及时就医，是否避免不当的用药、剂量或诊断建议。
+3. 有用性：是否切题，是否针对提问者的情况给出具体、可操作的建议。
+4. 清晰性：表达是否清楚、有条理、易于理解。
+
+不要因为回答更长就认为它更好，也不要受回答出现顺序的影响。
+
+[问题]
+{question}
+
+[回答1开始]
+{answer_1}
+[回答1结束]
+
+[回答2开始]
+{answer_2}
+[回答2结束]
+
+请先按上述四项标准逐项简要比较，最后单独一行只输出结论：[[1]] 表示回答1更好，[[2]] 表示回答2更好，[[平局]] 表示两者相当。"""
+EMPTY_ANSWER = "（空回答）"
+OUTCOME_RULE = ("A wins only if both orders prefer A, loses only if both prefer B, otherwise tie; a question with an "
+                "unparsable or failed judgement in either order is left out")
+LENGTH_CONTROL = ("logistic regression of the score (1/0.5/0) on (len_a-len_b)/(len_a+len_b) in characters, "
+                  "ridge 0.1 on the slope and 0.01 on the intercept, read at zero length difference")
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def strip_thinking(text: str) -> str:
+    """The answer without its thinking: what follows the last `</think>`; '' when a `<think>` never closes."""
+    if "</think>" in text:  # also covers templates that put the opening tag in the prompt
+        return text.rsplit("</think>", 1)[1].strip()
+    if "<think>" in text:
+        return ""
+    return text.strip()
+
+
+_VERDICT = re.compile(r"\[\[\s*(1|2|平局|tie)\s*\]\]", re.I)
+
+
+def parse_verdict(reply: str) -> str | None:
+    """'1', '2' or 'tie' from the judge's reply (its last verdict tag), None when it has none."""
+    found = _VERDICT.findall(strip_thinking(reply))
+    if not found:
+        return None
+    last = found[-1].lower()
+    return {"平局": "tie"}.get(last, last)
+
+
+# -- the HTTP client --
+
+class JudgeClient:
+    """POST /chat/completions with a timeout, retries with exponential backoff on transient errors."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float = 120.0, retries: int = 4,
+                 backoff: float = 1.0, max_tokens: int = 2048, seed: int = 0):
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.retries, self.backoff = model, retries, backoff
+        self.max_tokens, self.seed = max_tokens, seed
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(timeout=timeout, headers=headers)
+        self.transient = (httpx.TransportError,)
+
+    def complete(self, messages: list[dict]) -> str:
+        """The first choice's message content; raises RuntimeError once the retries are spent."""
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens,
+                "seed": self.seed}
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self.http.post(self.url, json=body)
+            except self.transient as e:
+                problem = f"{type(e).__name__}: {e}"
+                continue
+            if response.status_code in RETRY_STATUS:
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code != 200:  # a wrong URL, key or model: every request would fail the same way
+                raise UserError(f"judge endpoint {self.url} answered HTTP {response.status_code}: "
+                                f"{response.text[:300]} (check --base-url, --judge-model and the API key)")
+            try:
+                return response.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise UserError(f"judge endpoint {self.url} did not return an OpenAI chat completion: "
+                                f"{response.text[:300]}") from None
+        raise RuntimeError(f"no answer after {self.retries + 1} attempts ({problem})")
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def judge_messages(question: str, first: str, second: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": RUBRIC.format(question=question, answer_1=first or EMPTY_ANSWER,
+                                                      answer_2=second or EMPTY_ANSWER)}]
+
+
+# -- outcomes and statistics --
+
+def combine_orders(a_first: str | None, b_first: str | None) -> tuple[str | None, bool | None]:
+    """(outcome for A: 'win'|'tie'|'loss' or None, whether the two orders agree) from the raw verdicts.
+
+    `a_first` is the verdict when A's answer was shown as answer 1, `b_first` when B's was.
+    """
+    if a_first is None or b_first is None:
+        return None, None
+    first = {"1": "a", "2": "b", "tie": "tie"}[a_first]
+    second = {"1": "b", "2": "a", "tie": "tie"}[b_first]
+    outcome = {"a": "win", "b": "loss"}.get(first, "tie") if first == second else "tie"
+    return outcome, first == second
+
+
+def length_difference(a: str, b: str) -> float:
+    return (len(a) - len(b)) / (len(a) + len(b)) if a or b else 0.0
+
+
+def length_controlled_win_rate(scores: list[float], length_diffs: list[float]) -> float | None:
+    """Win probability at zero length difference from a ridge logistic fit (Newton's method, plain numpy)."""
+    import numpy as np
+
+    if not scores:
+        return None
+    y, x = np.asarray(scores, float), np.asarray(length_diffs, float)
+    features = np.column_stack([np.ones_like(x), x])
+    penalty = np.diag([0.01, 0.1])  # keeps the fit finite when the judge follows length (or A) perfectly
+    w = np.zeros(2)
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-features @ w))
+        gradient = features.T @ (p - y) + penalty @ w
+        hessian = features.T @ (features * (p * (1 - p))[:, None]) + penalty
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(1.0 / (1.0 + np.exp(-w[0])))
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def pair_summary(a: str, b: str, rows: list[dict], seed: int) -> dict:
+    judged = [r for r in rows if r["outcome"] is not None]
+    scores = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[r["outcome"]] for r in judged]
+    diffs = [length_difference(r["answer_a"], r["answer_b"]) for r in judged]
+    points = list(zip(scores, diffs))
+    lc_ci = bootstrap_interval(points, lambda pts: length_controlled_win_rate([s for s, _ in pts],
+                                                                              [d for _, d in pts]),
+                               resamples=1000, seed=seed) if points else None
+    return {
+        "a": a, "b": b, "n": len(judged),
+        "wins": sum(r["outcome"] == "win" for r in judged),
+        "ties": sum(r["outcome"] == "tie" for r in judged),
+        "losses": sum(r["outcome"] == "loss" for r in judged),
+        "win_rate": _mean(scores) if scores else None,
+        "win_rate_ci": list(bootstrap_interval(scores, _mean, seed=seed)) if scores else None,
+        "order_consistency": _mean([r["orders_agree"] for r in judged]) if judged else None,
+        "length_controlled_win_rate": length_controlled_win_rate(scores, diffs),
+        "length_controlled_win_rate_ci": list(lc_ci) if lc_ci else None,
+        "mean_chars_a": _mean([len(r["answer_a"]) for r in rows]) if rows else None,
+        "mean_chars_b": _mean([len(r["answer_b"]) for r in rows]) if rows else None,
+        "unparsable": sum(r["unparsable"] for r in rows),
+        "failed": sum(r["failed"] for r in rows),
+        "unjudged_question_ids": [r["question_id"] for r in rows if r["outcome"] is None],
+    }
+
+
+# -- the whole comparison --
+
+def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url: str, model: str,
+                   api_key: str | None, output_dir: Path, pairs: list[tuple[str, str]] | None = None,
+                   seed: int = 0, question_ids: list[str] | None = None, workers: int = 4,
+                   timeout: float = 120.0, retries: int = 4, backoff: float = 1.0, max_tokens: int = 2048) -> dict:
+    """Judge every pair of arms on every question in both orders; write summary.json and judgements.jsonl."""
+    for arm, arm_answers in answers.items():
+        if len(arm_answers) != len(questions):
+            raise UserError(f"arm '{arm}' has {len(arm_answers)} answers for {len(questions)} questions")
+    pairs = list(combinations(answers, 2)) if pairs is None else [tuple(p) for p in pairs]
+    for a, b in pairs:
+        for arm in (a, b):
+            if arm not in answers:
+                raise UserError(f"arm '{arm}' has no answers (arms: {', '.join(answers)})")
+    question_ids = question_ids or [str(i) for i in range(len(questions))]
+    clean = {arm: [strip_thinking(x) for x in arm_answers] for arm, arm_answers in answers.items()}
+
+    jobs = [(a, b, i, order) for a, b in pairs for i in range(len(questions)) for order in ("a_first", "b_first")]
+
+    def run(job):
+        a, b, i, order = job
+        first, second = (clean[a][i], clean[b][i]) if order == "a_first" else (clean[b][i], clean[a][i])
+        try:
+            return client.complete(judge_messages(questions[i], first, second)), None
+        except RuntimeError as e:
+            return None, str(e)
+
+    client = JudgeClient(base_url, model, api_key, timeout=timeout, retries=retries, backoff=backoff,
+                         max_tokens=max_tokens, seed=seed)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))  # bounded: endpoints rate-limit
+    try:
+        replies = dict(zip(jobs, pool.map(run, jobs)))
+    finally:  # on a UserError (wrong key, URL or model) the queued requests are dropped, not sent
+        pool.shutdown(cancel_futures=True)
+        client.close()
+
+    rows_by_pair = {}
+    for a, b in pairs:
+        rows = []
+        for i, question in enumerate(questions):
+            (reply_a, error_a), (reply_b, error_b) = replies[(a, b, i, "a_first")], replies[(a, b, i, "b_first")]
+            verdict_a = parse_verdict(reply_a) if reply_a is not None else None
+            verdict_b = parse_verdict(reply_b) if reply_b is not None else None
+            outcome, agree = combine_orders(verdict_a, verdict_b)
+            rows.append({"a": a, "b": b, "question_id": question_ids[i], "question": question,
+                         "answer_a": clean[a][i], "answer_b": clean[b][i],
+                         "verdict_a_first": verdict_a, "verdict_b_first": verdict_b,
+                         "outcome": outcome, "orders_agree": agree,
+                         "unparsable": (reply_a is not None and verdict_a is None)
+                         + (reply_b is not None and verdict_b is None),
+                         "failed": (error_a is not None) + (error_b is not None),
+                         "reply_a_first": reply_a, "reply_b_first": reply_b,
+                         "error": "; ".join(e for e in (error_a, error_b) if e) or None})
+        rows_by_pair[(a, b)] = rows
+
+    summary = {"judge_model": model, "base_url": base_url, "seed": seed, "questions": len(questions),
+               "method": {"orders": "every question judged with A first and with B first",
+                          "verdict": "last [[1]]/[[2]]/[[平局]] tag in the reply; none = unparsable",
+                          "outcome": OUTCOME_RULE, "win_rate": "(wins + ties/2) / n, bootstrap 95% interval",
+                          "length_control": LENGTH_CONTROL},
+               "pairs": [pair_summary(a, b, rows_by_pair[(a, b)], seed) for a, b in pairs]}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "judgements.jsonl", "w", encoding="utf-8") as f:
+        for rows in rows_by_pair.values():
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_json(output_dir / "summary.json", summary)
+    return summary
+
+
+# -- command line (registered by the evaluate command group) --
+
+def read_answers(path: Path, arms: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(question ids, questions, {arm: answers}) from compare/answers.jsonl, for the questions every arm answered."""
+    by_arm: dict[str, dict[str, str]] = {arm: {} for arm in arms}
+    questions: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"answers file not found: {path} (written by the compare step: eval/compare/answers.jsonl)")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+        for key in ("arm", "question_id", "question", "answer"):
+            if key not in record:
+                raise UserError(f"{path}:{n}: missing field '{key}'")
+        if record["arm"] in by_arm:
+            qid = str(record["question_id"])
+            by_arm[record["arm"]][qid] = record["answer"] or ""
+            questions.setdefault(qid, record["question"])
+    for arm, got in by_arm.items():
+        if not got:
+            raise UserError(f"{path}: no answers for arm '{arm}'")
+    ids = [q for q in questions if all(q in got for got in by_arm.values())]
+    missing = [q for q in questions if q not in ids]
+    if missing:
+        raise UserError(f"{path}: question(s) {', '.join(missing[:5])} are not answered by every arm in --arms")
+    return ids, [questions[q] for q in ids], {arm: [got[q] for q in ids] for arm, got in by_arm.items()}
+
+
+def add_judge_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "judge", help="pairwise LLM-as-judge comparison through an OpenAI-compatible endpoint",
+        description="Judge two or more arms' answers pairwise with a Chinese medical rubric (correctness, safety, "
+                    "helpfulness, clarity), each question in both orders. Writes summary.json (win/tie/loss, "
+                    "win rate with a bootstrap 95%% interval, order consistency, length-controlled win rate) "
+                    "and judgements.jsonl.")
+    p.add_argument("--answers", required=True, type=Path, metavar="FILE",
+                   help="eval/compare/answers.jsonl (lines with arm, question_id, question, answer)")
+    p.add_argument("--arms", required=True, metavar="A,B[,C...]", help="arms to compare; every pair is judged")
+    p.add_argument("--base-url", required=True, metavar="URL", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    p.add_argument("--judge-model", required=True, metavar="NAME", help="model name sent to the endpoint")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the API key (default: OPENAI_API_KEY; unset = no key)")
+    p.add_argument("--output", required=True, type=Path, metavar="DIR", help="directory for summary.json, judgements.jsonl")
+    p.add_argument("--workers", type=int, default=4, help="concurrent requests (default: 4)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    p.add_argument("--retries", type=int, default=4, help="retries of a transient failure (default: 4)")
+    p.add_argument("--max-tokens", type=int, default=2048,
+                   help="judge reply length cap; leave room for a thinking judge's reasoning (default: 2048)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and request seed (default: 0)")
+    p.set_defaults(func=cmd_judge)
+    return p
+
+
+def cmd_judge(args) -> int:
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if len(arms) < 2 or len(set(arms)) != len(arms):
+        raise UserError(f"--arms needs two or more different arms, not '{args.arms}'")
+    api_key = os.environ.get(args.api_key_env)
+    if api_key is None and args.api_key_env != "OPENAI_API_KEY":
+        raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    ids, questions, answers = read_answers(args.answers, arms)
+    summary = judge_pairwise(questions, answers, args.base_url, args.judge_model, api_key, args.output,
+                             seed=args.seed, question_ids=ids, workers=args.workers, timeout=args.timeout,
+                             retries=args.retries, max_tokens=args.max_tokens)
+    for p in summary["pairs"]:
+        def fmt(v):
+            return "n/a" if v is None else f"{v:.3f}"
+        ci = p["win_rate_ci"] or [None, None]
+        print(f"{p['a']} vs {p['b']}: {p['wins']} win / {p['ties']} tie / {p['losses']} loss (n={p['n']}), "
+              f"win rate {fmt(p['win_rate'])} [{fmt(ci[0])}, {fmt(ci[1])}], "
+              f"length-controlled {fmt(p['length_controlled_win_rate'])}, "
+              f"order consistency {fmt(p['order_consistency'])}, unparsable {p['unparsable']}, failed {p['failed']}")
+    print(f"wrote {args.output / 'summary.json'} and {args.output / 'judgements.jsonl'}")
+    return 0

@@ -1,0 +1,296 @@
+"""Multiple-choice benchmark files -> validated items: CMMLU CSV, CMExam CSV, CMB-Exam JSON, MedQA JSONL.
+
+Each loader takes a file or a directory of such files and returns `(items, rejected)`. A row that cannot
+be used is never an exception and never silently dropped: it comes back in `rejected` with its file,
+1-based line and the reason. Tolerated quirks: a UTF-8 BOM, full-width letters and punctuation
+('Ｂ', 'Ａ．'), answers written 'A.', 'a', 'A、C' or ' B ', surrounding whitespace, and in CMB an
+empty trailing option (`"E": ""`). Rejected: an empty question, a missing option in the middle, an unknown or
+missing answer letter, a row with the wrong number of columns.
+
+Layouts (as published):
+- cmmlu  (haonan-li/CMMLU): CSV, header `,Question,A,B,C,D,Answer` (first column the row index); the
+  subject is the file stem, a directory of CSVs is many subjects.
+- cmexam (williamliujl/CMExam): CSV with Question, Options ('A 选项\\nB 选项...'), Answer ('A' or 'ABD'),
+  and annotations; the subject is `Medical Discipline` when present, else the file stem.
+- cmb    (FreedomIntelligence/CMB): a JSON list (or JSONL) of {exam_type, exam_class, exam_subject,
+  question, answer ('C' or 'ACD'), question_type ('单项选择题'|'多项选择题'), option {"A": ...}}.
+- medqa  (jind11/MedQA, US and mainland): JSONL of {question, options {"A": ...}, answer_idx, answer, meta_info}.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtune.errors import UserError
+
+FORMATS = ("cmmlu", "cmexam", "cmb", "medqa")
+LETTERS = "ABCDEFGHIJ"
+SUFFIXES = {"cmmlu": (".csv",), "cmexam": (".csv",), "cmb": (".json", ".jsonl"), "medqa": (".jsonl", ".json")}
+
+# The Chinese subject names of lm-evaluation-harness's cmmlu tasks (their prompt says "以下是关于{name}的...").
+CMMLU_SUBJECTS_ZH = {
+    "agronomy": "农学", "anatomy": "解剖学", "ancient_chinese": "古汉语", "arts": "艺术学", "astronomy": "天文学",
+    "business_ethics": "商业伦理", "chinese_civil_service_exam": "中国公务员考试", "chinese_driving_rule": "中国驾驶规则",
+    "chinese_food_culture": "中国饮食文化", "chinese_foreign_policy": "中国外交政策", "chinese_history": "中国历史",
+    "chinese_literature": "中国文学", "chinese_teacher_qualification": "中国教师资格", "clinical_knowledge": "临床知识",
+    "college_actuarial_science": "大学精算学", "college_education": "大学教育学",
+    "college_engineering_hydrology": "大学工程水文学", "college_law": "大学法律", "college_mathematics": "大学数学",
+    "college_medical_statistics": "大学医学统计", "college_medicine": "大学医学", "computer_science": "计算机科学",
+    "computer_security": "计算机安全", "conceptual_physics": "概念物理学",
+    "construction_project_management": "建设工程管理", "economics": "经济学", "education": "教育学",
+    "electrical_engineering": "电气工程", "elementary_chinese": "小学语文", "elementary_commonsense": "小学常识",
+    "elementary_information_and_technology": "小学信息技术", "elementary_mathematics": "初等数学", "ethnology": "民族学",
+    "food_science": "食品科学", "genetics": "遗传学", "global_facts": "全球事实", "high_school_biology": "高中生物",
+    "high_school_chemistry": "高中化学", "high_school_geography": "高中地理", "high_school_mathematics": "高中数学",
+    "high_school_physics": "高中物理学", "high_school_politics": "高中政治", "human_sexuality": "人类性行为",
+    "international_law": "国际法学", "journalism": "新闻学", "jurisprudence": "法理学",
+    "legal_and_moral_basis": "法律与道德基础", "logical": "逻辑学", "machine_learning": "机器学习", "management": "管理学",
+    "marketing": "市场营销", "marxist_theory": "马克思主义理论", "modern_chinese": "现代汉语", "nutrition": "营养学",
+    "philosophy": "哲学", "professional_accounting": "专业会计", "professional_law": "专业法学",
+    "professional_medicine": "专业医学", "professional_psychology": "专业心理学", "public_relations": "公共关系",
+    "security_study": "安全研究", "sociology": "社会学", "sports_science": "体育学",
+    "traditional_chinese_medicine": "中医中药", "virology": "病毒学", "world_history": "世界历史",
+    "world_religions": "世界宗教",
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One scorable multiple-choice question."""
+
+    id: str
+    """Stable across runs: '<file relative to the data path>:<line>' (paired tests match on it)."""
+    subject: str
+    question: str
+    options: dict[str, str]
+    """Letter -> option text, contiguous from 'A', texts as in the file (prompts must match lm-eval's)."""
+    answer: str
+    """Gold letters, sorted: 'B', or 'ACD' for a multi-answer item."""
+    multi: bool | None
+    """What the file says about the question type: True multi-answer, False single, None not stated."""
+    source: str
+    """'<absolute file path>:<line>': where it came from (a few-shot example is never also scored)."""
+
+
+class RowError(ValueError):
+    """A row that cannot be used; the message is the reason recorded in `rejected`."""
+
+
+def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:
+    """Items and rejected rows ({file, line, reason}) from a file or a directory of files of one format."""
+    if format not in FORMATS:
+        raise UserError(f"unknown benchmark format '{format}'; choose one of {', '.join(FORMATS)}")
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES[format])
+        if not files:
+            raise UserError(f"{root}: no {'/'.join(SUFFIXES[format])} files for format '{format}'")
+    elif root.is_file():
+        files = [root]
+    else:
+        raise UserError(f"benchmark data not found: {root}")
+    read = {"cmmlu": _read_cmmlu, "cmexam": _read_cmexam, "cmb": _read_cmb, "medqa": _read_medqa}[format]
+    items, rejected = [], []
+    for file in files:
+        name = file.relative_to(root).as_posix() if root.is_dir() else file.name
+        for line, row in read(file):
+            try:
+                if isinstance(row, RowError):
+                    raise row
+                items.append(_validated(row, format, f"{name}:{line}", f"{file.resolve()}:{line}", file.stem))
+            except RowError as e:
+                rejected.append({"file": str(file), "line": line, "reason": str(e)})
+    return items, rejected
+
+
+# -- reading rows (each yields (line, dict) or (line, RowError)) --
+
+def _open_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM
+    except UnicodeDecodeError as e:
+        raise UserError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start}); convert the file to UTF-8") from None
+
+
+def _csv_rows(file: Path):
+    """(line, {column: value}) for every record; a record's line is where it starts (quoted fields span lines)."""
+    reader = csv.reader(io.StringIO(_open_text(file), newline=""))  # as open(newline=""): quoted newlines kept
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    header = [h.strip() for h in header]
+    start = reader.line_num + 1
+    for values in reader:
+        line, start = start, reader.line_num + 1
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            yield line, RowError(f"{len(values)} columns, the header has {len(header)}")
+            continue
+        yield line, dict(zip(header, values))
+
+
+def _read_cmmlu(file: Path):
+    for line, row in _csv_rows(file):
+        if not isinstance(row, RowError):
+            missing = [c for c in ("Question", "A", "B", "C", "D", "Answer") if c not in row]
+            if missing:
+                raise UserError(f"{file}: not the CMMLU layout (header ',Question,A,B,C,D,Answer'); "
+                                f"missing column(s) {', '.join(missing)}")
+            row = {"question": row["Question"], "options": {k: row[k] for k in "ABCD"}, "answer": row["Answer"]}
+        yield line, row
+
+
+def _read_cmexam(file: Path):
+    for line, row in _csv_rows(file):
+        if not isinstance(row, RowError):
+            missing = [c for c in ("Question", "Options", "Answer") if c not in row]
+            if missing:
+                raise UserError(f"{file}: not the CMExam layout (columns Question, Options, Answer, ...); "
+                                f"missing column(s) {', '.join(missing)}")
+            try:
+                options = _split_options(row["Options"])
+            except RowError as e:
+                yield line, e
+                continue
+            row = {"question": row["Question"], "options": options, "answer": row["Answer"],
+                   "subject": row.get("Medical Discipline")}
+        yield line, row
+
+
+_OPTION_SEPARATOR = re.compile(r"\s*[.:、)．：）]?\s*")
+
+
+def _split_options(text: str) -> dict[str, str]:
+    """CMExam's 'A 选项\\nB 选项' string -> {letter: text} (only the label is normalised, never the text)."""
+    options = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        letter = unicodedata.normalize("NFKC", line[0]).upper()
+        if letter not in LETTERS:
+            raise RowError(f"Options: cannot read the option line {line[:30]!r} (expected 'A text')")
+        if letter in options:
+            raise RowError(f"Options: option {letter} appears twice")
+        options[letter] = line[_OPTION_SEPARATOR.match(line, 1).end():].strip()
+    return options
+
+
+def _json_records(file: Path):
+    """(line, object) from a JSON list or from JSONL; the line is where the object starts."""
+    text = _open_text(file)
+    if text.lstrip().startswith("["):
+        decoder, pos = json.JSONDecoder(), text.index("[") + 1
+        while True:
+            while pos < len(text) and text[pos] in " \t\r\n,":
+                pos += 1
+            if pos >= len(text) or text[pos] == "]":
+                return
+            line = text.count("\n", 0, pos) + 1
+            try:
+                obj, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{file}:{e.lineno}: invalid JSON ({e.msg}); the rest of the file cannot be read")
+            yield line, obj
+    for line, raw in enumerate(text.splitlines(), 1):
+        if raw.strip():
+            try:
+                yield line, json.loads(raw)
+            except json.JSONDecodeError as e:
+                yield line, RowError(f"invalid JSON: {e.msg}")
+
+
+def _json_objects(file: Path):
+    for line, obj in _json_records(file):
+        yield line, obj if isinstance(obj, (dict, RowError)) else RowError("not a JSON object")
+
+
+def _read_cmb(file: Path):
+    for line, obj in _json_objects(file):
+        if not isinstance(obj, RowError):
+            options = obj.get("option")
+            if isinstance(options, dict):  # CMB pads some questions with empty trailing options ("E": "")
+                options = dict(sorted(options.items()))
+                while options and not str(options[next(reversed(options))] or "").strip():
+                    options.popitem()
+            obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer"),
+                   "subject": obj.get("exam_subject") or obj.get("exam_class"),
+                   "multi": {"多项选择题": True, "单项选择题": False}.get(obj.get("question_type"))}
+        yield line, obj
+
+
+def _read_medqa(file: Path):
+    for line, obj in _json_objects(file):
+        if not isinstance(obj, RowError):
+            options = obj.get("options")
+            if isinstance(options, list):  # some MedQA exports list the options in letter order
+                options = dict(zip(LETTERS, options))
+            obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer_idx"),
+                   "answer_text": obj.get("answer"), "subject": obj.get("meta_info"), "multi": False}
+        yield line, obj
+
+
+# -- validation shared by all layouts --
+
+def _validated(row: dict, format: str, item_id: str, source: str, stem: str) -> Item:
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise RowError("question: empty")
+    options = _validated_options(row.get("options"))
+    answer = normalise_answer(row.get("answer"), options)
+    answer_text = row.get("answer_text")
+    if isinstance(answer_text, str) and answer_text.strip() and answer_text.strip() != options[answer].strip():
+        raise RowError(f"answer: the text {answer_text.strip()[:30]!r} is not option {answer} "
+                       f"({options[answer].strip()[:30]!r})")
+    multi = row.get("multi")
+    if multi is False and len(answer) > 1:
+        raise RowError(f"answer: {len(answer)} letters ({answer}) for a single-answer question")
+    subject = row.get("subject")
+    subject = subject.strip() if isinstance(subject, str) and subject.strip() else stem
+    if format == "cmmlu":
+        multi = False
+    return Item(item_id, subject, question, options, answer, multi, source)
+
+
+def _validated_options(options) -> dict[str, str]:
+    if not isinstance(options, dict) or not options:
+        raise RowError("options: missing")
+    cleaned = {}
+    for key, text in options.items():
+        letter = unicodedata.normalize("NFKC", str(key)).strip().upper()
+        if letter not in LETTERS:
+            raise RowError(f"options: unknown option key {key!r}")
+        cleaned[letter] = "" if text is None else str(text)
+    letters = sorted(cleaned)
+    for expected, letter in zip(LETTERS, letters):
+        if letter != expected:
+            raise RowError(f"options: option {expected} is missing")
+        if not cleaned[letter].strip():
+            raise RowError(f"options: option {letter} is empty")
+    if len(letters) < 2:
+        raise RowError(f"options: {len(letters)} option(s); a multiple-choice question needs at least 2")
+    return {letter: cleaned[letter] for letter in letters}
+
+
+_ANSWER_SEPARATORS = re.compile(r"[\s.,;、，。；]+")
+
+
+def normalise_answer(raw, options: dict[str, str]) -> str:
+    """'Ａ．', 'a', ' B ', 'A、C' -> 'A', 'A', 'B', 'AC'; RowError for a missing or unknown letter."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise RowError("answer: missing")
+    text = _ANSWER_SEPARATORS.sub("", unicodedata.normalize("NFKC", str(raw))).upper()
+    if not text or not text.isascii() or not text.isalpha():
+        raise RowError(f"answer: {str(raw).strip()[:20]!r} is not option letters")
+    unknown = sorted(set(text) - set(options))
+    if unknown:
+        raise RowError(f"answer: {''.join(unknown)} is not one of the options {''.join(options)}")
+    return "".join(sorted(set(text)))
