@@ -161,6 +161,7 @@ OK = {"role": "user", "content": "hi"}
     (b"[1, 2]", None),
     (b"", None),
     (b"\xff\xfe not utf-8", None),
+    (b"[" * 30000 + b"]" * 30000, None),  # nested deeper than Python's JSON parser goes
     ({}, "messages"),
     ({"messages": "hi"}, "messages"),
     ({"messages": []}, "messages"),
@@ -177,6 +178,7 @@ OK = {"role": "user", "content": "hi"}
     ({"messages": [OK], "stream": "yes"}, "stream"),
     ({"messages": [OK], "n": 2}, "n"),
     ({"messages": [OK], "seed": 1.5}, "seed"),
+    ({"messages": [OK], "seed": -1}, "seed"),
     ({"messages": [OK], "model": 7}, "model"),
     ({"messages": [OK], "enable_thinking": "true"}, "enable_thinking"),
     ({"messages": [OK], "chat_template_kwargs": {"add_vision_id": True}}, "chat_template_kwargs"),

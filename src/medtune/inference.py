@@ -201,7 +201,13 @@ class GenerationResult:
 
 
 class TransformersEngine:
-    """One model on one device; generations run one at a time (see `generate`)."""
+    """One model on one device; generations run one at a time, in arrival order.
+
+    A lock rather than a batcher: each request keeps its own sampling, seed, streaming and cancellation,
+    exactly as if it were alone. Batching would raise throughput (FINDINGS.md: batched greedy generate
+    gave 4-6x the tokens/s on CPU), but this engine is the CPU and no-vLLM fallback; on GPUs the vLLM
+    engine batches continuously. The server bounds the queue with its concurrency limit.
+    """
 
     name = "transformers"
 
@@ -213,8 +219,6 @@ class TransformersEngine:
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_token_ids = sorted(set(eos) | ({tokenizer.eos_token_id} - {None}))
-        # transformers' generate() on one model is not meant to be run from several threads at once, and on
-        # one device concurrent generations would only share the same compute: one at a time, in order.
         self._lock = threading.Lock()
 
     @classmethod
@@ -223,7 +227,8 @@ class TransformersEngine:
 
         model, tokenizer = load_model(source.base, adapter=source.adapter, dtype=dtype, device=device)
         if source.adapter is not None:
-            # Merged weights decode faster than base + LoRA; they agree within ~1e-6 in fp32 (FINDINGS.md).
+            # Merged weights decode faster than base + LoRA (benchmarks/serve_decode.py: 1.6x on CPU) and agree
+            # within ~1e-6 in fp32 (FINDINGS.md).
             model = model.merge_and_unload()
         return cls(model, tokenizer, source.model_id)
 

@@ -112,7 +112,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=-1)
     """vLLM's extension; -1 or 0: no top-k filtering."""
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     n: int = Field(1, ge=1, le=1)
     enable_thinking: bool | None = None
     """Qwen3 thinking for this request (default off); `chat_template_kwargs: {"enable_thinking": true}` also works."""
@@ -169,7 +169,7 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise ApiError(400, "the request body is empty; send a JSON object", code="json_invalid")
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         where = f" at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
         raise ApiError(400, f"the request body is not valid JSON{where}: {getattr(e, 'msg', e)}",
                        code="json_invalid") from None
