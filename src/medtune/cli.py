@@ -62,6 +62,13 @@ def add_prepare(sub) -> None:
 DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def cmd_merge(args) -> int:
     from medtune.merge import merge_adapter
 
@@ -97,7 +104,7 @@ def add_chat(sub) -> None:
                                    "an answer; Ctrl-D quits.")
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run directory (adapter), model directory or hub id")
     p.add_argument("--think", action="store_true", help="start with thinking on")
-    p.add_argument("--max-tokens", type=int, default=1024, help="most tokens per answer (default 1024)")
+    p.add_argument("--max-tokens", type=_positive_int, default=1024, help="most tokens per answer (default 1024)")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: Qwen3's, 0.7 or 0.6 when thinking)")
@@ -115,13 +122,6 @@ def cmd_serve(args) -> int:
     serve_model(args.model, host=args.host, port=args.port, engine=args.engine, dtype=args.dtype, settings=settings,
                 model_id=args.model_id, max_input_tokens=args.max_input_tokens)
     return 0
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def add_serve(sub) -> None:

@@ -169,10 +169,11 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise ApiError(400, "the request body is empty; send a JSON object", code="json_invalid")
     try:
         obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        where = f" at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise ApiError(400, f"the request body is not valid JSON{where}: {getattr(e, 'msg', e)}",
+    except json.JSONDecodeError as e:
+        raise ApiError(400, f"the request body is not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}",
                        code="json_invalid") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}", code="json_invalid") from None
     if not isinstance(obj, dict):
         raise ApiError(400, f"the request body must be a JSON object, not {type(obj).__name__}", code="json_invalid")
     return obj
@@ -265,7 +266,7 @@ def create_app(engine, settings: ServeSettings) -> FastAPI:
     async def _http_error(request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = f"{request.method} {request.url.path}: {exc.detail}"
-        return error_response(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, message, code=code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
