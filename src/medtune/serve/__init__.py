@@ -8,8 +8,10 @@ is the HTTP API, chat.html the page at `/`.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
+from medtune.errors import UserError
 from medtune.inference import resolve_model_source
 from medtune.serve.api import ServeSettings, create_app
 from medtune.serve.engines import choose_engine, load_engine
@@ -19,8 +21,6 @@ def serve_model(model: str, host: str = "127.0.0.1", port: int = 8000, engine: s
                 settings: ServeSettings | None = None, model_id: str | None = None,
                 max_input_tokens: int | None = None, log=print) -> None:
     """Load the model and serve it until interrupted. `max_input_tokens=None`: the model's context minus max_tokens."""
-    import dataclasses
-
     import uvicorn
 
     settings = settings or ServeSettings()
@@ -44,10 +44,6 @@ def serve_model(model: str, host: str = "127.0.0.1", port: int = 8000, engine: s
 
 
 def _fit_context(settings: ServeSettings, max_model_len: int, max_input_tokens: int | None) -> ServeSettings:
-    import dataclasses
-
-    from medtune.errors import UserError
-
     if settings.max_tokens >= max_model_len:
         raise UserError(f"--max-tokens {settings.max_tokens} leaves no room for a prompt in the model's context of "
                         f"{max_model_len} tokens")
