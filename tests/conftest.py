@@ -73,3 +73,56 @@ def synthetic_prepared_data(run_dir: Path, n_train: int = 64, n_val: int = 16, v
             rows["labels"].append([-100] * p + answer)
             rows["length"].append(p + len(answer))
         datasets.Dataset.from_dict(rows).save_to_disk(str(run_dir / "data" / split))
+
+def make_lora_run(run: Path, seed: int = 0, tied: bool = True, modules_to_save: list[str] | None = None) -> Path:
+    """A run directory as `medtune train` leaves it: base_model/ (the tiny Qwen3; tied embeddings by default,
+    like Qwen3-0.6B..4B, which is the harder case for merging), a LoRA adapter at the top level whose lora_B
+    weights are non-zero (so it changes the outputs), and the tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medtune.config import QWEN3_LORA_TARGETS
+    from medtune.modeling import build_tiny_qwen3
+
+    run.mkdir(parents=True, exist_ok=True)
+    base = build_tiny_qwen3(run / "base_model", seed=seed, tie_word_embeddings=tied)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=QWEN3_LORA_TARGETS,
+                                      modules_to_save=modules_to_save))
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.02, generator=generator)
+            elif "modules_to_save" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    model.save_pretrained(run)
+    AutoTokenizer.from_pretrained(base).save_pretrained(run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory) -> Path:
+    """A tiny run directory with a LoRA adapter (see make_lora_run); treat it as read-only."""
+    return make_lora_run(tmp_path_factory.mktemp("lora") / "tiny-run")
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for the module: on this shared 2-core machine, generation with two contended intra-op
+    threads measured ~10x slower than with one (sampling over the 151,936-token vocabulary)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(lora_run):
+    """The transformers engine serving `lora_run` (fp32, CPU), shared by the chat and serve tests."""
+    from medtune.inference import TransformersEngine, resolve_model_source
+
+    return TransformersEngine.load(resolve_model_source(lora_run), dtype="float32", device="cpu")

@@ -20,10 +20,19 @@ stages (each reads and writes only the run directory, output_dir in the config):
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
+use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
+  merge     merge the LoRA adapter into the base model, verified, saved as safetensors
+  chat      chat in the terminal (streaming, /think, /reset, /exit)
+  serve     OpenAI-compatible API (/v1/chat/completions, /v1/models) and a web chat page at /
+
 examples:
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
   medtune report runs/demo --lang en
+
+  medtune merge runs/demo --output runs/demo-merged --dtype bf16
+  medtune chat runs/demo
+  medtune serve runs/demo --port 8000
 """
 
 
@@ -122,6 +131,96 @@ def add_report(sub) -> None:
                    help="write report.md, report.html and plots/ here instead of RUN_DIR")
     p.set_defaults(func=cmd_report)
 
+DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def cmd_merge(args) -> int:
+    from medtune.merge import merge_adapter
+
+    merge_adapter(args.run_dir, args.output, dtype=args.dtype, force=args.force)
+    return 0
+
+
+def add_merge(sub) -> None:
+    p = sub.add_parser("merge", help="merge the LoRA adapter into the base model (verified)",
+                       description="Merge RUN_DIR's LoRA adapter into its base model and save a standalone model "
+                                   "(safetensors, tokenizer, non-thinking generation_config.json). The merged logits "
+                                   "are checked against base+adapter on real prompts before anything is written.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding adapter_config.json")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write the merged model")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="dtype of the saved weights (default: the base model's, fp32 if it has none)")
+    p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    p.set_defaults(func=cmd_merge)
+
+
+def cmd_chat(args) -> int:
+    from medtune.chat import run_chat
+
+    run_chat(args.model, thinking=args.think, max_tokens=args.max_tokens, system=args.system,
+             temperature=args.temperature, seed=args.seed, dtype=args.dtype)
+    return 0
+
+
+def add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="chat with the model in the terminal",
+                       description="Terminal chat with streamed answers and multi-turn history. Commands: /think "
+                                   "(toggle thinking, off by default), /reset (new conversation), /exit. Ctrl-C stops "
+                                   "an answer; Ctrl-D quits.")
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run directory (adapter), model directory or hub id")
+    p.add_argument("--think", action="store_true", help="start with thinking on")
+    p.add_argument("--max-tokens", type=_positive_int, default=1024, help="most tokens per answer (default 1024)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; 0 = greedy (default: Qwen3's, 0.7 or 0.6 when thinking)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_serve(args) -> int:
+    from medtune.serve import serve_model
+    from medtune.serve.api import ServeSettings
+
+    settings = ServeSettings(api_key=args.api_key or None, max_concurrent=args.max_concurrent,
+                             max_tokens=args.max_tokens)
+    serve_model(args.model, host=args.host, port=args.port, engine=args.engine, dtype=args.dtype, settings=settings,
+                model_id=args.model_id, max_input_tokens=args.max_input_tokens)
+    return 0
+
+
+def add_serve(sub) -> None:
+    import os
+
+    p = sub.add_parser("serve", help="OpenAI-compatible API and web chat page",
+                       description="Serve the model: POST /v1/chat/completions (streaming or not; thinking off unless "
+                                   "a request sets enable_thinking), GET /v1/models, GET /health, and a chat page at /. "
+                                   "Engine: vLLM with the LoRA adapter on a CUDA GPU when vllm is installed, "
+                                   "transformers otherwise.")
+    p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run directory (adapter), model directory or hub id")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=os.environ.get("MEDTUNE_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $MEDTUNE_API_KEY; none if unset)")
+    p.add_argument("--max-concurrent", type=_positive_int, default=4,
+                   help="requests running at once; more get HTTP 429 (default 4)")
+    p.add_argument("--max-tokens", type=_positive_int, default=1024,
+                   help="most tokens one request may generate, and the default (default 1024)")
+    p.add_argument("--max-input-tokens", type=_positive_int, default=None,
+                   help="most prompt tokens after the chat template (default: the model's context minus --max-tokens)")
+    p.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto",
+                   help="auto: vLLM when installed on a CUDA GPU, else transformers")
+    p.add_argument("--model-id", default=None, help="the model name clients use (default: the directory's name)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    p.set_defaults(func=cmd_serve)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -132,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare(sub)
     add_train(sub)
     add_report(sub)
+    add_merge(sub)
+    add_chat(sub)
+    add_serve(sub)
     return parser
 
 

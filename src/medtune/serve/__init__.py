@@ -1,0 +1,65 @@
+"""`medtune serve`: the model behind an OpenAI-compatible API and a web chat page.
+
+Run as: medtune serve RUN_DIR_OR_MODEL [--host 127.0.0.1 --port 8000] [--api-key KEY]
+
+engines.py chooses and loads the engine (vLLM on a GPU when installed, transformers otherwise), api.py
+is the HTTP API, chat.html the page at `/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+from medtune.errors import UserError
+from medtune.inference import resolve_model_source
+from medtune.serve.api import ServeSettings, create_app
+from medtune.serve.engines import choose_engine, load_engine
+
+
+def serve_model(model: str, host: str = "127.0.0.1", port: int = 8000, engine: str = "auto", dtype: str = "auto",
+                settings: ServeSettings | None = None, model_id: str | None = None,
+                max_input_tokens: int | None = None, log=print) -> None:
+    """Load the model and serve it until interrupted. `max_input_tokens=None`: the model's context minus max_tokens."""
+    import uvicorn
+
+    settings = settings or ServeSettings()
+    source = resolve_model_source(model)
+    if model_id:
+        source = dataclasses.replace(source, model_id=model_id)
+    engine_name = choose_engine(engine)
+    log(f"serve: loading {source.base}" + (f" + adapter {source.adapter}" if source.adapter else "")
+        + f" with the {engine_name} engine")
+    loaded = load_engine(source, engine_name, dtype=dtype)
+    settings = _fit_context(settings, loaded.max_model_len, max_input_tokens)
+    app = create_app(loaded, settings)
+    if not _is_loopback(host) and not settings.api_key:
+        log(f"serve: warning: listening on {host} without an API key: anyone who can reach this port can use the "
+            "model (set --api-key or MEDTUNE_API_KEY)")
+    shown = f"[{host}]" if ":" in host else host
+    log(f"serve: model '{loaded.model_id}' at http://{shown}:{port}/v1 (chat page: http://{shown}:{port}/); "
+        f"limits: {settings.max_concurrent} concurrent, {settings.max_input_tokens} input tokens, "
+        f"{settings.max_tokens} max_tokens; thinking is off unless a request sets enable_thinking")
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+def _fit_context(settings: ServeSettings, max_model_len: int, max_input_tokens: int | None) -> ServeSettings:
+    if settings.max_tokens >= max_model_len:
+        raise UserError(f"--max-tokens {settings.max_tokens} leaves no room for a prompt in the model's context of "
+                        f"{max_model_len} tokens")
+    room = max_model_len - settings.max_tokens
+    if max_input_tokens is None:
+        return dataclasses.replace(settings, max_input_tokens=room)
+    if max_input_tokens > room:
+        raise UserError(f"--max-input-tokens {max_input_tokens} plus --max-tokens {settings.max_tokens} is above the "
+                        f"model's context of {max_model_len} tokens")
+    return dataclasses.replace(settings, max_input_tokens=max_input_tokens)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,23 @@
+"""Smoke test: benchmarks/serve_decode.py runs at a tiny size and reports what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def test_serve_decode_benchmark_smoke(lora_run, capsys):
+    spec = importlib.util.spec_from_file_location("serve_decode", ROOT / "benchmarks" / "serve_decode.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--run", str(lora_run), "--prompts", "2", "--tokens", "3"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["same_tokens"] is True  # merging changes the speed, not the tokens
+    assert result["unmerged_tokens_per_second"] > 0 and result["merged_tokens_per_second"] > 0
+    assert result["merged_speedup"] > 0 and result["prompts"] == 2 and result["tokens_per_prompt"] == 3
