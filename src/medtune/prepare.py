@@ -165,7 +165,8 @@ def _prepare_into(cfg: Config, tokenizer, template: ConversationTemplate, inputs
     kept_lengths, target_tokens = [], {}
     for code, name in ((1, "train"), (2, "val")):
         rows = np.flatnonzero(sample_split == code)
-        samples.select(rows).select_columns(["input_ids", "labels", "length"]).save_to_disk(str(tmp / name))
+        if len(rows):  # no val/ when val_size is 0: a zero-row dataset on disk cannot be loaded back
+            samples.select(rows).select_columns(["input_ids", "labels", "length"]).save_to_disk(str(tmp / name))
         setattr(counts, name, len(rows))
         kept_lengths.append(lengths[rows])
         target_tokens[name] = int(n_target[rows].sum())
