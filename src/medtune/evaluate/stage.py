@@ -1,0 +1,167 @@
+"""The evaluate stage: what the config's `evaluate:` section asks for, on the run directory, into eval/.
+
+Run as: medtune evaluate CONFIG.yaml [--set evaluate.max_questions=5] [--force]
+
+In order, each part skipped when eval/manifest.json records the fingerprint of its inputs and its
+outputs exist (`--force` reruns them all):
+- perplexity: the tuned adapter (and its base) on data/val -> eval/perplexity.json
+- comparison: every arm on the question set -> eval/compare/{answers.jsonl, summary.json, table.md}
+- reference metrics: the comparison's answers against the references -> eval/metrics.json
+- safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
+- benchmarks and LLM-as-judge (medtune.evaluate.bench / judge) where configured.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from medtune import __version__
+from medtune.assets import sha256_file
+from medtune.config import Config
+from medtune.errors import UserError
+from medtune.evaluate.arms import Arm, default_models, resolve_arms
+from medtune.evaluate.inputs import load_questions, load_references, load_safety_prompts
+from medtune.modeling import resolve_base_model
+from medtune.rundir import fingerprint, read_json, write_json
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def file_identity(path: str | Path) -> dict:
+    path = Path(path).resolve()
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def model_identity(name_or_path: str) -> dict:
+    """A local model by its files' sizes and times (hashing 16 GB of weights takes minutes), a hub id by name."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return {"hub": name_or_path}
+    return {"path": str(path.resolve()), "files": {
+        f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir())
+        if f.suffix in (".safetensors", ".bin") or f.name == "config.json"}}
+
+
+def arm_identity(arm: Arm) -> dict:
+    return {**arm.describe(), "model": model_identity(arm.model) if not arm.base_url else arm.model,
+            "adapter": [file_identity(Path(arm.adapter) / f) for f in ADAPTER_FILES
+                        if (Path(arm.adapter) / f).exists()] if arm.adapter else None}
+
+
+def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
+    """Run the evaluate stage; returns {part: output path} of what exists under eval/ afterwards."""
+    from medtune.evaluate.engines import Engines
+
+    ev, run_dir = cfg.evaluate, cfg.run_dir
+    eval_dir = run_dir / "eval"
+    manifest_path = eval_dir / "manifest.json"
+    parts: dict[str, str] = (read_json(manifest_path) or {}).get("parts", {})
+    started = time.perf_counter()
+
+    run_base = resolve_base_model(cfg.model.name_or_path, run_dir)
+    models = ev.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
+    arms = resolve_arms(models, ev.generation, run_dir, run_base)
+    engines = Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype)
+    outputs: dict[str, Path] = {}
+
+    def up_to_date(part: str, fp: str, *paths: Path) -> bool:
+        if not force and parts.get(part) == fp and all(p.exists() for p in paths):
+            log(f"evaluate: {part} is up to date (fingerprint {fp}); skipping (--force reruns it)")
+            return True
+        return False
+
+    def done(part: str, fp: str, path: Path) -> None:
+        parts[part] = fp
+        write_json(manifest_path, {"parts": parts, "medtune_version": __version__})
+        outputs[part] = path
+
+    try:
+        # -- perplexity of the tuned adapter on the validation split --
+        val = run_dir / "data" / "val"
+        if ev.perplexity and not (val / "dataset_info.json").is_file():
+            log("evaluate: no validation split (data/val): perplexity skipped; set data.val_size and rerun prepare")
+        elif ev.perplexity:
+            if not (run_dir / ADAPTER_FILES[0]).is_file():
+                raise UserError(f"{run_dir} holds no trained adapter ({ADAPTER_FILES[0]}): run `medtune train "
+                                "CONFIG` first, or set evaluate.perplexity: false")
+            out = eval_dir / "perplexity.json"
+            fp = fingerprint({"part": "perplexity", "model": model_identity(run_base),
+                              "adapter": [file_identity(run_dir / f) for f in ADAPTER_FILES],
+                              "data": (read_json(run_dir / "data" / "manifest.json") or {}).get("fingerprint"),
+                              "dtype": cfg.model.torch_dtype})
+            if not up_to_date("perplexity", fp, out):
+                from medtune.evaluate.perplexity import evaluate_perplexity
+
+                evaluate_perplexity(run_base, str(run_dir), run_dir, out, cfg.train.per_device_eval_batch_size,
+                                    cfg.model.torch_dtype, with_base=True, log=log)
+                done("perplexity", fp, out)
+            outputs["perplexity"] = out
+
+        # -- the comparison, and the reference metrics on its answers --
+        arm_ids = [arm_identity(a) for a in arms]
+        if ev.questions:
+            questions = load_questions(ev.questions, ev.max_questions)
+            compare_dir = eval_dir / "compare"
+            answers = compare_dir / "answers.jsonl"
+            fp = fingerprint({"part": "compare", "arms": arm_ids, "questions": file_identity(ev.questions),
+                              "max_questions": ev.max_questions, "engine": ev.engine, "batch_size": ev.batch_size,
+                              "dtype": cfg.model.torch_dtype})
+            if not up_to_date("compare", fp, answers, compare_dir / "summary.json", compare_dir / "table.md"):
+                from medtune.evaluate.compare import run_comparison
+
+                run_comparison(arms, questions, compare_dir, engines, log=log)
+                done("compare", fp, compare_dir)
+            outputs["compare"] = compare_dir
+
+            references = (load_references(ev.references) if ev.references
+                          else {q.id: q.reference for q in questions if q.reference})
+            metrics = eval_dir / "metrics.json"
+            if not references:
+                log(f"evaluate: {ev.questions} has no `reference` answers and evaluate.references is not set: "
+                    "reference metrics skipped")
+            else:
+                fp = fingerprint({"part": "metrics", "answers": file_identity(answers), "references": references})
+                if not up_to_date("metrics", fp, metrics):
+                    from medtune.evaluate.metrics import evaluate_metrics
+
+                    evaluate_metrics(answers, references, metrics)
+                    done("metrics", fp, metrics)
+                outputs["metrics"] = metrics
+
+        # -- the safety probe, every arm --
+        if ev.safety:
+            prompts = load_safety_prompts(ev.safety)
+            safety = eval_dir / "safety.json"
+            judge = None
+            if ev.judge_base_url and ev.judge_model:
+                judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env))
+            fp = fingerprint({"part": "safety", "arms": arm_ids, "prompts": file_identity(ev.safety),
+                              "judge": judge[:2] if judge else None, "batch_size": ev.batch_size})
+            from medtune.evaluate.safety import answers_path, run_safety
+
+            if not up_to_date("safety", fp, safety, answers_path(safety)):
+                run_safety(arms, prompts, safety, engines, judge, log=log)
+                done("safety", fp, safety)
+            outputs["safety"] = safety
+
+        # -- multiple-choice benchmarks and the pairwise LLM judge: WIRED IN AT MERGE --
+        # For each b in ev.benchmarks, per model (tuned: run_base + adapter run_dir; base: run_base):
+        #   medtune.evaluate.bench.run_benchmark(model, adapter, b.path, b.format, b.method, b.shots, b.dev_path,
+        #       eval_dir / "benchmarks" / f"{name}.json", ev.batch_size)
+        # and, when ev.judge_base_url and ev.judge_model are set, on the comparison's answers.jsonl:
+        #   medtune.evaluate.judge.judge_pairwise([q.question for q in questions], {arm: [answer per question]},
+        #       ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env), eval_dir / "judge")
+        if ev.benchmarks:
+            log(f"evaluate: {len(ev.benchmarks)} benchmark(s) configured, but this build has no benchmark runner "
+                "(medtune.evaluate.bench): skipped")
+    finally:
+        engines.close()
+
+    log(f"evaluate: done in {time.perf_counter() - started:.1f} s; results in {eval_dir}/: "
+        + ", ".join(str(p.relative_to(eval_dir)) for p in outputs.values()))
+    table = eval_dir / "compare" / "table.md"
+    if "compare" in outputs:
+        log("\n" + table.read_text(encoding="utf-8"))
+    return outputs
