@@ -16,10 +16,14 @@ EPILOG = """\
 stages (each reads and writes only the run directory, output_dir in the config):
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results
+  evaluate  perplexity, model comparison, reference metrics, safety probe -> eval/
+            (or ad hoc on any model: medtune evaluate perplexity|compare|metrics|safety ...)
 
 examples:
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune evaluate configs/demo.yaml --set evaluate.max_questions=5
+  medtune evaluate compare --model Qwen/Qwen3-8B --thinking both --output cmp/
 """
 
 
@@ -51,6 +55,40 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def cmd_evaluate(args) -> int:
+    from medtune.evaluate.cli import build_parser as build_evaluations
+
+    evaluations, names = build_evaluations()
+    if args.target in names:  # an ad hoc evaluation, e.g. `medtune evaluate compare --model M ...`
+        sub_args = evaluations.parse_args([args.target, *args.rest])
+        return sub_args.func(sub_args)
+    stage = argparse.ArgumentParser(prog="medtune evaluate", description="Run the evaluate stage of a config.")
+    _add_config_args(stage)
+    stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
+    stage_args = stage.parse_args([args.target, *args.rest])
+    from medtune.evaluate.stage import evaluate_run
+
+    evaluate_run(_load(stage_args), force=stage_args.force)
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    from medtune.evaluate.cli import overview
+
+    p = sub.add_parser(
+        "evaluate", help="perplexity, model comparison, reference metrics, safety probe",
+        usage="medtune evaluate CONFIG [--set SECTION.KEY=VALUE ...] [--force]\n"
+              "       medtune evaluate EVALUATION [options]   (ad hoc, any model, no config)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="With a config: run what its evaluate: section asks for on the run directory, writing\n"
+                    "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
+                    "unchanged are skipped unless --force.",
+        epilog=overview())
+    p.add_argument("target", metavar="CONFIG | EVALUATION", help="a YAML config, or one of the ad hoc evaluations")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -58,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medtune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_prepare(sub)
+    add_evaluate(sub)
     return parser
 
 
