@@ -50,7 +50,7 @@ def build_run_dir(run: Path) -> Path:
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
-                p.copy_(torch.randn_like(p) * 0.05)  # so the adapter changes the output
+                p.copy_(torch.randn_like(p) * 0.3)  # so the adapter changes the output
     peft_model.save_pretrained(str(run))
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(run))
     assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
