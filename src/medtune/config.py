@@ -341,15 +341,19 @@ RENAMED_KEYS = {
 }
 
 
+def _read_yaml(path: Path, what: str):
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply `section.key=value` overrides, and return the checked Config."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = _read_yaml(path, "config file")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -362,12 +366,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def load_compare_models(path: str | Path) -> list[CompareModel]:
     """An arms file (`medtune evaluate compare --arms`): a YAML list of entries shaped like evaluate.compare."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: arms file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = _read_yaml(path, "arms file")
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{path}: expected a non-empty YAML list of models, e.g. '- {{name: base, model: "
                           "Qwen/Qwen3-8B}'")

@@ -117,11 +117,8 @@ def cmd_compare(args) -> int:
 
     arms = _arms(args)
     questions = load_questions(args.questions, args.max_questions)
-    engines = _engines(args, arms)
-    try:
+    with _engines(args, arms) as engines:
         run_comparison(arms, questions, args.output, engines)
-    finally:
-        engines.close()
     print((Path(args.output) / "table.md").read_text(encoding="utf-8"))
     print(f"wrote {args.output}/answers.jsonl, summary.json, table.md")
     return 0
@@ -176,11 +173,8 @@ def cmd_safety(args) -> int:
     prompts = load_safety_prompts(args.prompts)
     judge = (args.judge_base_url, args.judge_model, os.environ.get(args.judge_api_key_env)) \
         if args.judge_base_url else None
-    engines = _engines(args, arms)
-    try:
+    with _engines(args, arms) as engines:
         result = run_safety(arms, prompts, args.output, engines, judge)
-    finally:
-        engines.close()
     for arm, s in result.items():
         print(f"{arm}: {s['passed']}/{s['n']} passed the rules ({s['rate']:.1%}, 95% CI {s['ci_low']:.1%}-"
               f"{s['ci_high']:.1%})" + (f"; judge {s['judge']['rate']:.1%} of {s['judge']['n']}" if "judge" in s else ""))

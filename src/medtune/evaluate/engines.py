@@ -73,6 +73,12 @@ class Engines:
         if self._local is not None:
             self._local.close()
 
+    def __enter__(self) -> "Engines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # frees the loaded model, also when generation failed
+
 
 def stop_ids_of(generation_config, tokenizer) -> set[int]:
     """The model's end-of-sequence ids (generation_config) plus the tokenizer's end-of-turn token."""

@@ -63,7 +63,6 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
     run_base = resolve_base_model(cfg.model.name_or_path, run_dir)
     models = ev.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
     arms = resolve_arms(models, ev.generation, run_dir, run_base)
-    engines = Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype)
     outputs: dict[str, Path] = {}
 
     def up_to_date(part: str, fp: str, *paths: Path) -> bool:
@@ -72,12 +71,11 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
             return True
         return False
 
-    def done(part: str, fp: str, path: Path) -> None:
+    def done(part: str, fp: str) -> None:  # recorded part by part: an interrupted stage keeps what finished
         parts[part] = fp
         write_json(manifest_path, {"parts": parts, "medtune_version": __version__})
-        outputs[part] = path
 
-    try:
+    with Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype) as engines:
         # -- perplexity of the tuned adapter on the validation split --
         val = run_dir / "data" / "val"
         if ev.perplexity and not (val / "dataset_info.json").is_file():
@@ -96,7 +94,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
 
                 evaluate_perplexity(run_base, str(run_dir), run_dir, out, cfg.train.per_device_eval_batch_size,
                                     cfg.model.torch_dtype, with_base=True, log=log)
-                done("perplexity", fp, out)
+                done("perplexity", fp)
             outputs["perplexity"] = out
 
         # -- the comparison, and the reference metrics on its answers --
@@ -112,7 +110,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
                 from medtune.evaluate.compare import run_comparison
 
                 run_comparison(arms, questions, compare_dir, engines, log=log)
-                done("compare", fp, compare_dir)
+                done("compare", fp)
             outputs["compare"] = compare_dir
 
             references = (load_references(ev.references) if ev.references
@@ -127,7 +125,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
                     from medtune.evaluate.metrics import evaluate_metrics
 
                     evaluate_metrics(answers, references, metrics)
-                    done("metrics", fp, metrics)
+                    done("metrics", fp)
                 outputs["metrics"] = metrics
 
         # -- the safety probe, every arm --
@@ -143,7 +141,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
 
             if not up_to_date("safety", fp, safety, answers_path(safety)):
                 run_safety(arms, prompts, safety, engines, judge, log=log)
-                done("safety", fp, safety)
+                done("safety", fp)
             outputs["safety"] = safety
 
         # -- multiple-choice benchmarks and the pairwise LLM judge: WIRED IN AT MERGE --
@@ -156,8 +154,6 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         if ev.benchmarks:
             log(f"evaluate: {len(ev.benchmarks)} benchmark(s) configured, but this build has no benchmark runner "
                 "(medtune.evaluate.bench): skipped")
-    finally:
-        engines.close()
 
     log(f"evaluate: done in {time.perf_counter() - started:.1f} s; results in {eval_dir}/: "
         + ", ".join(str(p.relative_to(eval_dir)) for p in outputs.values()))
