@@ -67,6 +67,20 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     assert (run / "config.yaml").is_file()  # the resolved config of what ran
 
 
+def test_stage_without_validation_samples_skips_perplexity(tiny_run, tmp_path):
+    from medtune.prepare import prepare_dataset
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(run), "data": {"train_files": [str(tiny_run.parent / "train.jsonl")], "max_length": 128},
+        "evaluate": {"questions": None, "safety": None}}))
+    prepare_dataset(load_config(config), force=True, log=lambda *_: None)  # val_size 0: an empty data/val
+    logs: list[str] = []
+    assert evaluate_run(load_config(config), log=logs.append) == {}
+    assert any("no validation samples" in line for line in logs)
+
+
 def test_stage_without_a_trained_adapter(tiny_run, tmp_path):
     config = write_config(tmp_path, json.dumps({"output_dir": str(tmp_path / "empty"),
                                                 "model": {"name_or_path": str(tiny_run / "base_model")}}))

@@ -77,9 +77,10 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
 
     with Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype) as engines:
         # -- perplexity of the tuned adapter on the validation split --
-        val = run_dir / "data" / "val"
-        if ev.perplexity and not (val / "dataset_info.json").is_file():
-            log("evaluate: no validation split (data/val): perplexity skipped; set data.val_size and rerun prepare")
+        val_samples = (read_json(run_dir / "data" / "stats.json") or {}).get("val", 0)
+        if ev.perplexity and not val_samples:
+            log("evaluate: no validation samples in data/ (data.val_size is 0, or prepare has not run): perplexity "
+                "skipped")
         elif ev.perplexity:
             if not (run_dir / ADAPTER_FILES[0]).is_file():
                 raise UserError(f"{run_dir} holds no trained adapter ({ADAPTER_FILES[0]}): run `medtune train "
