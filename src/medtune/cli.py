@@ -62,6 +62,10 @@ def cmd_evaluate(args) -> int:
     if args.target in names:  # an ad hoc evaluation, e.g. `medtune evaluate compare --model M ...`
         sub_args = evaluations.parse_args([args.target, *args.rest])
         return sub_args.func(sub_args)
+    if not Path(args.target).exists() and Path(args.target).suffix not in (".yaml", ".yml"):
+        from medtune.errors import UserError
+
+        raise UserError(f"evaluate: '{args.target}' is neither a config file nor an evaluation ({', '.join(names)})")
     stage = argparse.ArgumentParser(prog="medtune evaluate", description="Run the evaluate stage of a config.")
     _add_config_args(stage)
     stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
