@@ -14,7 +14,7 @@ def test_generate_benchmark_smoke(tiny_run, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = bench.main(["--model", str(tiny_run / "base_model"), "--questions", "3", "--max-new-tokens", "3",
-                         "--batch-size", "2", "--vllm"])
+                         "--batch-size", "2", "--repeats", "1", "--vllm"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["same_outputs"] is True and result["questions"] == 3
     assert result["loop_tokens"] == result["batched_tokens"] > 0
