@@ -237,6 +237,11 @@ class CompareModel:
                              "the adapter there and name it in `model` instead of `adapter`")
 
 
+def repeated_names(models: list[CompareModel]) -> list[str]:
+    names = [m.name for m in models]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 @dataclass
 class BenchmarkSet:
     """A local multiple-choice benchmark."""
@@ -282,8 +287,7 @@ class EvaluateConfig:
             raise ValueError("evaluate.max_questions must be >= 1 or null")
         if self.batch_size < 1:
             raise ValueError("evaluate.batch_size must be >= 1")
-        names = [m.name for m in self.compare]
-        if dupes := sorted({n for n in names if names.count(n) > 1}):
+        if dupes := repeated_names(self.compare):
             raise ValueError(f"evaluate.compare names must be unique; repeated: {', '.join(dupes)}")
         if self.engine == "openai":
             if not self.compare:
@@ -371,8 +375,7 @@ def load_compare_models(path: str | Path) -> list[CompareModel]:
         raise ConfigError(f"{path}: expected a non-empty YAML list of models, e.g. '- {{name: base, model: "
                           "Qwen/Qwen3-8B}'")
     models = _convert(raw, list[CompareModel], str(path), "arms")
-    names = [m.name for m in models]
-    if dupes := sorted({n for n in names if names.count(n) > 1}):
+    if dupes := repeated_names(models):
         raise ConfigError(f"{path}: model names must be unique; repeated: {', '.join(dupes)}")
     return models
 
