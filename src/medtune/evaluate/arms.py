@@ -91,9 +91,14 @@ def resolve_arms(models: list[CompareModel], default_generation: GenerationConfi
     return arms
 
 
+def short_name(model: str) -> str:
+    """A model's name for tables: Qwen/Qwen3-8B -> qwen3-8b, builtin:tiny-qwen3 -> tiny-qwen3."""
+    return model.rstrip("/").split("/")[-1].split(":")[-1].lower()
+
+
 def default_models(base_name: str, system_prompt: str | None) -> list[CompareModel]:
     """The tuned model and its base, thinking off, both with the system prompt training used."""
-    short = base_name.rstrip("/").split("/")[-1].split(":")[-1].lower()
+    short = short_name(base_name)
     return [CompareModel(name=f"{short}-medtune", model="run:base", adapter="run", system_prompt=system_prompt),
             CompareModel(name=short, model="run:base", system_prompt=system_prompt)]
 

@@ -58,7 +58,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
 
 def _arms(args):
     from medtune.config import CompareModel, ConfigError, GenerationConfig, load_compare_models
-    from medtune.evaluate.arms import resolve_arms
+    from medtune.evaluate.arms import resolve_arms, short_name
 
     try:
         generation = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, seed=args.seed)
@@ -70,7 +70,7 @@ def _arms(args):
             raise ConfigError("give --model PATH_OR_ID (or several models with --arms ARMS.yaml)")
         else:
             thinking = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
-            name = args.name or args.model.rstrip("/").split("/")[-1].split(":")[-1]
+            name = args.name or short_name(args.model)
             models = [CompareModel(name=name, model=args.model, adapter=args.adapter, prompt_format=args.prompt_format,
                                    system_prompt=args.system_prompt, thinking=thinking, base_url=args.base_url,
                                    api_key_env=args.api_key_env)]
