@@ -377,6 +377,7 @@ class OpenAIEngine:
         chat = arm.prompt_format == "chat_template"
         text, reasoning = [], []
         chunks = thinking_chunks = 0
+        closed, tail = False, ""
         first = finish = usage = None
         started = time.perf_counter()
         try:
@@ -402,10 +403,13 @@ class OpenAIEngine:
                 if piece or thought:
                     first = first or time.perf_counter()
                     chunks += 1
-                    if thought or (arm.thinking and THINK_CLOSE not in "".join(text)):
+                    if thought or (arm.thinking and not closed):
                         thinking_chunks += 1
                     text.append(piece)
                     reasoning.append(thought)
+                    window = tail + piece  # '</think>' may arrive split over chunks
+                    closed = closed or THINK_CLOSE in window
+                    tail = window[-len(THINK_CLOSE):]
                 if choice.finish_reason:
                     finish = choice.finish_reason
         except openai.APIConnectionError as e:
