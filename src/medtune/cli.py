@@ -15,9 +15,15 @@ from medtune import __version__
 from medtune.config import ConfigError, load_config, save_config
 
 EPILOG = """\
+the whole pipeline:
+  run       prepare -> train -> evaluate -> report on one config; finished stages are skipped
+  demo      run on the embedded tiny default (configs/demo.yaml): CPU, offline, a few minutes
+
 stages (each reads and writes only the run directory, output_dir in the config):
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
+  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe -> eval/
+            (or ad hoc on any model: medtune evaluate perplexity|compare|bench|judge|metrics|safety ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
 use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
@@ -26,8 +32,12 @@ use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model di
   serve     OpenAI-compatible API (/v1/chat/completions, /v1/models) and a web chat page at /
 
 examples:
+  medtune demo
+  medtune run configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune evaluate configs/demo.yaml --set evaluate.max_questions=5
+  medtune evaluate compare --model Qwen/Qwen3-8B --thinking both --output cmp/
   medtune report runs/demo --lang en
 
   medtune merge runs/demo --output runs/demo-merged --dtype bf16
@@ -222,14 +232,92 @@ def add_serve(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def cmd_evaluate(args) -> int:
+    from medtune.evaluate.cli import build_parser as build_evaluations
+
+    evaluations, names = build_evaluations()
+    if args.target in names:  # an ad hoc evaluation, e.g. `medtune evaluate compare --model M ...`
+        sub_args = evaluations.parse_args([args.target, *args.rest])
+        return sub_args.func(sub_args)
+    if not Path(args.target).exists() and Path(args.target).suffix not in (".yaml", ".yml"):
+        from medtune.errors import UserError
+
+        raise UserError(f"evaluate: '{args.target}' is neither a config file nor an evaluation ({', '.join(names)})")
+    stage = argparse.ArgumentParser(prog="medtune evaluate", description="Run the evaluate stage of a config.")
+    _add_config_args(stage)
+    stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
+    stage_args = stage.parse_args([args.target, *args.rest])
+    from medtune.evaluate.stage import evaluate_run
+
+    evaluate_run(_load(stage_args), force=stage_args.force)
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    from medtune.evaluate.cli import overview
+
+    p = sub.add_parser(
+        "evaluate", help="perplexity, model comparison, reference metrics, safety probe",
+        usage="medtune evaluate CONFIG [--set SECTION.KEY=VALUE ...] [--force]\n"
+              "       medtune evaluate EVALUATION [options]   (ad hoc, any model, no config)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="With a config: run what its evaluate: section asks for on the run directory, writing\n"
+                    "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
+                    "unchanged are skipped unless --force.",
+        epilog=overview())
+    p.add_argument("target", metavar="CONFIG | EVALUATION", help="a YAML config, or one of the ad hoc evaluations")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_run(args) -> int:
+    from medtune.run import run_pipeline
+
+    cfg = load_config(args.config, args.overrides)
+    own = [args.config, *(x for s in args.overrides for x in ("--set", s))]
+    run_pipeline(cfg, force=tuple(args.force), config_args=own)
+    return 0
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping finished stages",
+                       description="Run every stage on one run directory. A stage whose outputs exist for unchanged "
+                                   "inputs is skipped; after a failure, rerunning continues from there (training "
+                                   "resumes from its last complete checkpoint).")
+    _add_config_args(p)
+    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+                   metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_demo(args) -> int:
+    from medtune.run import demo_config, run_pipeline
+
+    run_pipeline(demo_config(args.output), force=tuple(args.force))
+    return 0
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded tiny default (CPU, offline, minutes)",
+                       description="medtune run configs/demo.yaml: a tiny random Qwen3 with the real Qwen3 tokenizer, "
+                                   "trained on data/demo, evaluated and reported. Needs no GPU and no network.")
+    p.add_argument("--output", metavar="DIR", help="run directory (default: runs/demo in the project)")
+    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+                   metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
+    p.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtune", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Fine-tune an open LLM into a medical QA assistant, evaluate it fairly, and write the report.")
     parser.add_argument("--version", action="version", version=f"medtune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_run(sub)
+    add_demo(sub)
     add_prepare(sub)
     add_train(sub)
+    add_evaluate(sub)
     add_report(sub)
     add_merge(sub)
     add_chat(sub)
@@ -238,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medtune.modeling import enable_cpu_hugepages
+
+    enable_cpu_hugepages()  # before any stage allocates (see its docstring)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

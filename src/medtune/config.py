@@ -168,32 +168,80 @@ class TrainConfig:
 
 @dataclass
 class GenerationConfig:
-    """Sampling settings for one compared model (Qwen3 non-thinking defaults)."""
+    """Decoding settings for one compared arm (defaults: Qwen3's recommended non-thinking sampling)."""
 
     max_new_tokens: int = 512
     do_sample: bool = True
-    """false = greedy decoding."""
+    """false = greedy decoding (temperature, top_p and top_k are then unused)."""
     temperature: float = 0.7
     top_p: float = 0.8
     top_k: int = 20
+    """0 disables top-k (needed for endpoints that reject it, e.g. api.openai.com)."""
     repetition_penalty: float = 1.0
     seed: int = 0
+    """Question i is sampled with seed + i, so every arm and rerun draws the same way."""
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError("generation.max_new_tokens must be >= 1")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError("generation.temperature must be > 0 when sampling; set do_sample: false for greedy")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("generation.top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("generation.top_k must be >= 0 (0 = off)")
+        if self.repetition_penalty <= 0:
+            raise ValueError("generation.repetition_penalty must be > 0")
+
+
+# Qwen3's recommended sampling in thinking mode (the non-thinking values are GenerationConfig's defaults).
+QWEN3_THINKING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
 
 
 @dataclass
 class CompareModel:
-    """One arm of a comparison: a model (+ optional adapter) in its own prompt format."""
+    """One model of a comparison: a model (+ optional adapter) in its own prompt format; one arm per thinking value."""
 
     name: str
     model: str = "run:base"
-    """Hub id or path; `run:base` = this run's base model."""
+    """Hub id or path; `run:base` = this run's base model; with base_url, the model name the endpoint serves."""
     adapter: str | None = None
     """LoRA adapter directory; `run` = this run's trained adapter."""
     prompt_format: str = "chat_template"
     """`chat_template` (the model's own) or a plain format with {question}, e.g. '<human>:{question}\\n<bot>:'."""
+    system_prompt: str | None = None
+    """System message for chat_template models; null = none (the default arms use data.system_prompt)."""
     thinking: list[bool] = field(default_factory=lambda: [False])
     """Thinking arms for hybrid models: [false], [true] or [false, true] (each a separate arm)."""
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: GenerationConfig | None = None
+    """Decoding settings, complete on their own; null = evaluate.generation."""
+    thinking_generation: GenerationConfig | None = None
+    """Decoding settings of the thinking arm; null = `generation` with Qwen3's thinking sampling (0.6/0.95/20)."""
+    base_url: str | None = None
+    """An OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) that serves `model`; null = run it locally."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (unset is fine for local servers)."""
+
+    def __post_init__(self):
+        if not self.name.strip() or "/" in self.name:
+            raise ValueError(f"evaluate.compare name {self.name!r} must be non-empty and without '/'")
+        if not self.thinking or len(set(self.thinking)) != len(self.thinking):
+            raise ValueError(f"evaluate.compare '{self.name}': thinking must be [false], [true] or [false, true]")
+        if self.prompt_format != "chat_template":
+            if "{question}" not in self.prompt_format:
+                raise ValueError(f"evaluate.compare '{self.name}': prompt_format must be chat_template or contain "
+                                 "{question}")
+            if True in self.thinking or self.system_prompt is not None:
+                raise ValueError(f"evaluate.compare '{self.name}': thinking and system_prompt need prompt_format: "
+                                 "chat_template")
+        if self.base_url and self.adapter:
+            raise ValueError(f"evaluate.compare '{self.name}': an endpoint (base_url) serves its own weights; serve "
+                             "the adapter there and name it in `model` instead of `adapter`")
+
+
+def repeated_names(models: list[CompareModel]) -> list[str]:
+    names = [m.name for m in models]
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 @dataclass
@@ -211,14 +259,20 @@ class BenchmarkSet:
 @dataclass
 class EvaluateConfig:
     perplexity: bool = True
-    """Eval loss and perplexity of the trained adapter on the validation split."""
+    """Eval loss and perplexity of the trained adapter (and of its base) on the validation split."""
     questions: str | None = "data/questions/zh_everyday.jsonl"
-    """Question set for the comparison (JSONL or CSV)."""
+    """Question set for the comparison (JSONL or CSV with a `question` field); null skips the comparison."""
     max_questions: int | None = None
+    """Use the first N questions; null = all."""
     compare: list[CompareModel] = field(default_factory=list)
     """Models to compare; empty = this run's tuned model and its base, thinking off."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Decoding settings of every compared model that has no `generation` of its own."""
     engine: Literal["auto", "transformers", "vllm", "openai"] = "auto"
+    """Local generation engine: `auto` = vLLM when installed with CUDA, else transformers. Models with a
+    base_url always go through their OpenAI-compatible endpoint; `openai` requires every model to have one."""
     batch_size: int = 8
+    """Prompts per batch (transformers) or concurrent requests (endpoints) for batched generation."""
     benchmarks: list[BenchmarkSet] = field(default_factory=list)
     judge_base_url: str | None = None
     """OpenAI-compatible endpoint for LLM-as-judge; null skips judging."""
@@ -229,6 +283,21 @@ class EvaluateConfig:
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"
     """Red-flag prompt set for the safety probe; null skips it."""
+
+    def __post_init__(self):
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ValueError("evaluate.max_questions must be >= 1 or null")
+        if self.batch_size < 1:
+            raise ValueError("evaluate.batch_size must be >= 1")
+        if dupes := repeated_names(self.compare):
+            raise ValueError(f"evaluate.compare names must be unique; repeated: {', '.join(dupes)}")
+        if self.engine == "openai":
+            if not self.compare:
+                raise ValueError("evaluate.engine is openai: list the endpoint models in evaluate.compare, each with "
+                                 "a base_url (the default models run locally)")
+            if local := [m.name for m in self.compare if not m.base_url]:
+                raise ValueError(f"evaluate.engine is openai, so every evaluate.compare model needs a base_url; "
+                                 f"missing for: {', '.join(local)}")
 
 
 @dataclass
@@ -278,15 +347,19 @@ RENAMED_KEYS = {
 }
 
 
+def _read_yaml(path: Path, what: str):
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply `section.key=value` overrides, and return the checked Config."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = _read_yaml(path, "config file")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -294,6 +367,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     for item in overrides or []:
         apply_override(raw, item, source=str(path))
     return config_from_dict(raw, source=str(path))
+
+
+def load_compare_models(path: str | Path) -> list[CompareModel]:
+    """An arms file (`medtune evaluate compare --arms`): a YAML list of entries shaped like evaluate.compare."""
+    path = Path(path)
+    raw = _read_yaml(path, "arms file")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{path}: expected a non-empty YAML list of models, e.g. '- {{name: base, model: "
+                          "Qwen/Qwen3-8B}'")
+    models = _convert(raw, list[CompareModel], str(path), "arms")
+    if dupes := repeated_names(models):
+        raise ConfigError(f"{path}: model names must be unique; repeated: {', '.join(dupes)}")
+    return models
 
 
 def apply_override(raw: dict, item: str, source: str = "--set") -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from medtune import __version__
 from medtune.config import Config
 from medtune.errors import UserError
-from medtune.modeling import count_parameters, dataset_loss, resolve_base_model
+from medtune.modeling import count_parameters, dataset_loss, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
 
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
@@ -202,8 +202,9 @@ def _mark_complete(checkpoint: Path) -> None:
 # --- callbacks ---------------------------------------------------------------------------------------
 
 
-def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_batch_size: int):
+def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_per_epoch: bool, eval_batch_size: int):
     """Built lazily so that importing this module does not import transformers."""
+    has_val = val_dataset is not None and len(val_dataset) > 0
     import torch
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
@@ -279,12 +280,19 @@ def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_batch_si
         """Periodic eval loss, token-weighted with the training label rule (the Trainer's own averages
         per-batch means), on this rank's share of the validation set, summed over ranks."""
 
+        def _evaluate(self, control, model):
+            should_log = control.should_log  # Trainer.log clears it; this step's loss must still be logged
+            self.trainer.log(_distributed_eval(model, val_dataset, eval_batch_size))
+            control.should_log = should_log
+            return control
+
         def on_step_end(self, args, state, control, model=None, **kw):
-            if eval_steps and val_dataset is not None and len(val_dataset) and state.global_step % eval_steps == 0:
-                should_log = control.should_log  # Trainer.log clears it; this step's loss must still be logged
-                self.trainer.log(_distributed_eval(model, val_dataset, eval_batch_size))
-                control.should_log = should_log
-                return control
+            if has_val and eval_steps and state.global_step % eval_steps == 0:
+                return self._evaluate(control, model)
+
+        def on_epoch_end(self, args, state, control, model=None, **kw):
+            if has_val and eval_per_epoch:
+                return self._evaluate(control, model)
 
     class CompleteMarker(TrainerCallback):
         def on_save(self, args, state, control, **kw):
@@ -403,6 +411,7 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     from trl import SFTConfig
 
     hf_logging.disable_progress_bar()
+    enable_cpu_hugepages()
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
     backends = detect_backends(cfg)
     world = world_size()
@@ -456,7 +465,8 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
         ddp_backend="gloo" if world > 1 and backends.device == "cpu" else None,
         ddp_find_unused_parameters=False if world > 1 else None,
     )
-    metrics_cb, guard_cb, eval_cb, marker_cb = _callbacks(run_dir, val_ds, eval_steps, t.per_device_eval_batch_size)
+    metrics_cb, guard_cb, eval_cb, marker_cb = _callbacks(run_dir, val_ds, eval_steps, t.eval_strategy == "epoch",
+                                                          t.per_device_eval_batch_size)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=lora, callbacks=[guard_cb, metrics_cb, eval_cb, marker_cb])
     trainer.use_liger_loss = backends.liger_kernel
@@ -476,7 +486,8 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
         f"  data: {len(train_ds):,} training samples, {tokens_per_epoch:,} tokens per epoch"
         + (f" ({trained:,} of them trained)" if isinstance(trained, int) else ""),
         f"  validation: {len(val_ds) if val_ds is not None else 0:,} samples"
-        + (f", evaluated every {eval_steps} steps" if eval_steps else ""),
+        + (f", evaluated every {eval_steps} steps" if eval_steps else ", evaluated every epoch"
+           if t.eval_strategy == "epoch" else ""),
         f"  output: {run_dir}" + (f" (resuming from {checkpoint})" if checkpoint else ""),
     ]))
 

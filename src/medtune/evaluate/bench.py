@@ -246,8 +246,10 @@ def score_items(model, tokenizer, items: list[Item], examples: dict, format: str
 
 def run_benchmark(model: str, adapter: str | None, path: str, format: str, method: str, shots: int,
                   dev_path: str | None, output: Path, batch_size: int = 8, max_new_tokens: int = 32,
-                  name: str | None = None) -> dict:
-    """Load the model, score the benchmark, write the result JSON (docs/run-directory.md) and return it."""
+                  name: str | None = None, arm: str | None = None) -> dict:
+    """Load the model, score the benchmark, write the result JSON (docs/run-directory.md) and return it.
+
+    `arm` names the model in tables and tests (e.g. the comparison arm it belongs to); default model+adapter."""
     from medtune.modeling import load_model, resolve_base_model
 
     if format not in FORMATS:
@@ -273,7 +275,7 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
         subjects[subject] = accuracy_summary([o for o in outcomes if o["subject"] == subject])
     result = {
         "benchmark": name or Path(path).stem, "format": format, "method": method, "shots": shots,
-        "model": model, "adapter": adapter, "data": str(Path(path).resolve()),
+        "arm": arm, "model": model, "adapter": adapter, "data": str(Path(path).resolve()),
         "dev": str(Path(dev_path).resolve()) if dev_path else None,
         **accuracy_summary(outcomes),
         "multi_answer_items": sum(len(it.answer) > 1 for it in items),
@@ -286,7 +288,7 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
 
 
 def result_label(result: dict) -> str:
-    model = result["model"] + (f"+{result['adapter']}" if result.get("adapter") else "")
+    model = result.get("arm") or result["model"] + (f"+{result['adapter']}" if result.get("adapter") else "")
     return f"{model} ({result['method']}, {result['shots']}-shot)"
 
 

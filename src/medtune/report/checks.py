@@ -102,12 +102,16 @@ class LrFacts:
 
 
 def lr_schedule(steps: list[float], logged: list[float], peak: float, scheduler: str, warmup: float,
-                total_steps: int) -> LrFacts | None:
-    """Compare logged learning rates with the configured schedule; None for a schedule not modelled here."""
+                total_steps: int, steps_done_offset: int = 0) -> LrFacts | None:
+    """Compare logged learning rates with the configured schedule; None for a schedule not modelled here.
+
+    A rate logged at step s was set after s - steps_done_offset scheduler steps (1 for the rate used at
+    step s, as medtune's metrics.jsonl records it; 0 for the Trainer's log_history)."""
     if scheduler not in SCHEDULES or not steps or total_steps < 1:
         return None
     warm = warmup_steps_for(warmup, total_steps)
-    points = [(s, lr, scheduled_lr(s, peak, scheduler, warm, total_steps)) for s, lr in zip(steps, logged)]
+    points = [(s, lr, scheduled_lr(s - steps_done_offset, peak, scheduler, warm, total_steps))
+              for s, lr in zip(steps, logged)]
     mismatches = [p for p in points if abs(p[1] - p[2]) > LR_TOLERANCE * peak]
     return LrFacts(scheduler, peak, warm, total_steps, points, mismatches)
 

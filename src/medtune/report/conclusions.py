@@ -250,7 +250,7 @@ def self_checks(run: Run, facts: Facts) -> list[Check]:
     cfg = run.cfg
     if lr is None:
         sched = cfg.train.lr_scheduler_type if cfg else "—"
-        has_lr = bool(facts.curves and facts.curves.series("learning_rate")[0])
+        has_lr = bool(facts.lr_steps)
         key = "chk.lr.unmodelled" if cfg and has_lr else "chk.lr.none"
         checks.append(Check("chk.lr", "unknown", key, {"scheduler": sched}))
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medtune.report.checks import (BatchFacts, LossFacts, LrFacts, effective_batch, loss_facts, lr_schedule)
 from medtune.report.runfiles import Curves, Run, num, training_curves
@@ -21,6 +21,9 @@ class Facts:
     perplexity: float | None
     global_step: float | None
     total_steps: float | None
+    lr_steps: list[float] = field(default_factory=list)
+    lr_rates: list[float] = field(default_factory=list)
+    """Logged learning rates: metrics.jsonl's (the rate each step used) or, without them, trainer_state.json's."""
 
 
 def derive(run: Run) -> Facts:
@@ -40,11 +43,20 @@ def derive(run: Run) -> Facts:
 
     total_steps = num(state, "max_steps") or (cfg.train.max_steps if cfg and cfg.train.max_steps > 0 else None) \
         or global_step
+    # metrics.jsonl records the rate the optimizer used for step s, which the scheduler set after s - 1
+    # steps; the Trainer's own log_history records the rate after step s (the next step's).
+    lr_steps, lr_rates = curves.series("learning_rate") if curves else ([], [])
+    offset = 1 if curves and curves.source.endswith("metrics.jsonl") else 0
+    if not lr_steps and isinstance(state.get("log_history"), list):
+        rows = [r for r in state["log_history"] if isinstance(r, dict) and "loss" in r]
+        lr_steps = [num(r, "step") for r in rows if num(r, "step") is not None and num(r, "learning_rate") is not None]
+        lr_rates = [num(r, "learning_rate") for r in rows
+                    if num(r, "step") is not None and num(r, "learning_rate") is not None]
+        offset = 0
     lr = None
-    if curves and cfg and total_steps:
-        steps, rates = curves.series("learning_rate")
-        lr = lr_schedule(steps, rates, cfg.train.learning_rate, cfg.train.lr_scheduler_type, cfg.train.warmup_steps,
-                         int(total_steps))
+    if lr_steps and cfg and total_steps:
+        lr = lr_schedule(lr_steps, lr_rates, cfg.train.learning_rate, cfg.train.lr_scheduler_type,
+                         cfg.train.warmup_steps, int(total_steps), steps_done_offset=offset)
 
     steps, losses = curves.series("loss") if curves else ([], [])
     loss = loss_facts(num(tr, "train_loss"), steps, losses, num(tr, "first_logged_loss"), num(tr, "last_logged_loss"))
@@ -55,4 +67,5 @@ def derive(run: Run) -> Facts:
         eval_loss, perplexity, source = (num(run.perplexity.data, "eval_loss"), num(run.perplexity.data, "perplexity"),
                                          run.perplexity.rel)
     return Facts(train=tr, curves=curves, batch=batch, lr=lr, loss=loss, eval_loss=eval_loss,
-                 eval_loss_source=source, perplexity=perplexity, global_step=global_step, total_steps=total_steps)
+                 eval_loss_source=source, perplexity=perplexity, global_step=global_step, total_steps=total_steps,
+                 lr_steps=lr_steps, lr_rates=lr_rates)

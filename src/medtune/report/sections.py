@@ -225,7 +225,7 @@ def sec_config(c: Ctx) -> list[Section]:
         s.blocks.append(note)
     if cfg:
         tc = cfg.train
-        ran_lr = c.facts.curves.series("learning_rate")[1] if c.facts.curves else []
+        ran_lr = c.facts.lr_rates
         if tc.warmup_steps >= 1:
             warmup = f_int(tc.warmup_steps)
         elif c.facts.total_steps:
@@ -353,7 +353,7 @@ def sec_training(c: Ctx) -> list[Section]:
         s.blocks.append(Para(t("tr.loss_labels", avg=f_num(f.loss.run_average, 4), last=f_num(f.loss.last[1], 4),
                                step=f_int(f.loss.last[0]))))
 
-    lsteps, rates = curves.series("learning_rate")
+    lsteps, rates = f.lr_steps, f.lr_rates
     if lsteps:
         lines = [Line(pt("plot.lr.logged"), lsteps, rates, marker="." if len(lsteps) < 60 else "")]
         if f.lr:

@@ -20,7 +20,9 @@ def arm_label(arm: dict) -> str:
 
 
 def model_label(t, d: dict) -> str:
-    """model, or model + adapter; `run` is this run's own adapter (docs/run-directory.md)."""
+    """The arm's name when the result has one, else model, or model + adapter; `run` is this run's own adapter."""
+    if text(d, "arm"):
+        return text(d, "arm")
     model, adapter = text(d, "model") or "?", text(d, "adapter")
     if not adapter:
         return model

@@ -1,0 +1,223 @@
+"""`medtune evaluate EVALUATION ...`: each evaluation ad hoc, on any model, without a config.
+
+Run as: medtune evaluate perplexity|compare|bench|judge|metrics|safety --help
+
+Parses arguments and calls the evaluate functions, nothing more. (`medtune evaluate CONFIG` runs the
+stage; see medtune/cli.py.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from medtune.assets import PROJECT_ROOT
+from medtune.evaluate.bench import add_bench_parser
+from medtune.evaluate.judge import add_judge_parser
+
+DEFAULT_QUESTIONS = PROJECT_ROOT / "data" / "questions" / "zh_everyday.jsonl"
+DEFAULT_SAFETY = PROJECT_ROOT / "data" / "safety" / "redflags_zh.jsonl"
+HELP = {
+    "perplexity": "eval loss and perplexity on tokenized dialogues",
+    "compare": "answer a question set with one or more models, timed like the reference",
+    "metrics": "ROUGE-L, BLEU-4 and Distinct-1/2 on characters against references",
+    "safety": "red-flag prompts: does the model send people to urgent care / refuse harm?",
+    "bench": "medical multiple-choice benchmarks (CMMLU, CMExam, CMB, MedQA): accuracy with intervals",
+    "judge": "pairwise LLM-as-judge through an OpenAI-compatible endpoint, both orders",
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser, several: bool) -> None:
+    p.add_argument("--model", metavar="PATH_OR_ID", required=not several,
+                   help="base model: hub id, directory, or builtin:tiny-qwen3"
+                        + ("; or give several models with --arms" if several else ""))
+    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (loaded unmerged)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="weights dtype (auto: bf16 on a CUDA GPU that has it, else fp32)")
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arms", metavar="ARMS.yaml", help="several models: a YAML list shaped like the config's "
+                   "evaluate.compare (name, model, adapter, prompt_format, thinking, generation, base_url, ...)")
+    p.add_argument("--name", help="the model's name in the outputs (default: the last part of --model)")
+    p.add_argument("--thinking", choices=["off", "on", "both"], default="off",
+                   help="chat-template thinking (hybrid models such as Qwen3); both = two arms")
+    p.add_argument("--prompt-format", default="chat_template", metavar="FORMAT",
+                   help="chat_template (the model's own) or a plain format with {question}, e.g. "
+                        "'<human>:{question}\\n<bot>:' (used verbatim)")
+    p.add_argument("--system-prompt", help="system message (chat_template only)")
+    p.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint serving --model (e.g. "
+                   "http://localhost:8000/v1)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the endpoint's key (default OPENAI_API_KEY)")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (default: Qwen3's recommended sampling, "
+                   "0.7/0.8/20 without thinking, 0.6/0.95/20 with)")
+    p.add_argument("--seed", type=int, default=0, help="question i is sampled with seed + i")
+    p.add_argument("--engine", default="auto", choices=["auto", "transformers", "vllm"],
+                   help="local engine (auto: vLLM when installed with CUDA, else transformers)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch / concurrent requests")
+
+
+def _arms(args):
+    from medtune.config import CompareModel, ConfigError, GenerationConfig, load_compare_models
+    from medtune.evaluate.arms import resolve_arms, short_name
+
+    try:
+        generation = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, seed=args.seed)
+        if args.arms:
+            if args.model:
+                raise ConfigError("give either --model or --arms, not both")
+            models = load_compare_models(args.arms)
+        elif not args.model:
+            raise ConfigError("give --model PATH_OR_ID (or several models with --arms ARMS.yaml)")
+        else:
+            thinking = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
+            name = args.name or short_name(args.model)
+            models = [CompareModel(name=name, model=args.model, adapter=args.adapter, prompt_format=args.prompt_format,
+                                   system_prompt=args.system_prompt, thinking=thinking, base_url=args.base_url,
+                                   api_key_env=args.api_key_env)]
+    except ValueError as e:  # the config classes' own checks
+        raise ConfigError(str(e)) from None
+    return resolve_arms(models, generation)
+
+
+def _engines(args, arms):
+    from medtune.evaluate.engines import Engines
+
+    return Engines(arms, args.engine, args.batch_size, args.dtype)
+
+
+def cmd_perplexity(args) -> int:
+    from medtune.evaluate.perplexity import evaluate_perplexity
+    from medtune.modeling import resolve_base_model
+
+    evaluate_perplexity(resolve_base_model(args.model), args.adapter, args.data, args.output, args.batch_size,
+                        args.dtype, args.format, args.max_length)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def add_perplexity(sub) -> None:
+    p = sub.add_parser("perplexity", help=HELP["perplexity"],
+                       description="Token-weighted eval loss and perplexity of a model (+ adapter), with the "
+                                   "training label rule: only answers and their end-of-turn token are scored.")
+    _add_model_args(p, several=False)
+    p.add_argument("--data", required=True, metavar="RUN_DIR|DATASET_DIR|FILE",
+                   help="a run directory (its data/val), a saved dataset, or a dialogue file (.jsonl/.json/.parquet/"
+                        ".csv, prepared like training data)")
+    p.add_argument("--format", default="auto", choices=["auto", "sharegpt", "messages", "alpaca", "csv"],
+                   help="record layout of a dialogue file")
+    p.add_argument("--max-length", type=int, default=2048, help="tokens per sample for a dialogue file")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--output", required=True, metavar="F.json")
+    p.set_defaults(func=cmd_perplexity)
+
+
+def cmd_compare(args) -> int:
+    from medtune.evaluate.compare import run_comparison
+    from medtune.evaluate.inputs import load_questions
+
+    arms = _arms(args)
+    questions = load_questions(args.questions, args.max_questions)
+    with _engines(args, arms) as engines:
+        run_comparison(arms, questions, args.output, engines)
+    print((Path(args.output) / "table.md").read_text(encoding="utf-8"))
+    print(f"wrote {args.output}/answers.jsonl, summary.json, table.md")
+    return 0
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help=HELP["compare"],
+                       description="Each arm answers every question one at a time (latency, time to first token, "
+                                   "tokens/s as in the reference table), then batched (throughput).")
+    _add_model_args(p, several=True)
+    _add_generation_args(p)
+    p.add_argument("--questions", default=str(DEFAULT_QUESTIONS), metavar="FILE",
+                   help="JSONL or CSV with a `question` field (optional id, reference); default: the everyday set")
+    p.add_argument("--max-questions", type=int, metavar="N", help="use the first N questions")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="writes DIR/answers.jsonl, DIR/summary.json, DIR/table.md")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_metrics(args) -> int:
+    from medtune.evaluate.inputs import load_references
+    from medtune.evaluate.metrics import evaluate_metrics
+
+    result = evaluate_metrics(args.answers, load_references(args.references), args.output)
+    for arm, m in result.items():
+        print(f"{arm}: ROUGE-L {m['rouge_l']:.4f}  BLEU-4 {m['bleu_4']:.4f}  Distinct-1 {m['distinct_1']:.4f}  "
+              f"Distinct-2 {m['distinct_2']:.4f}  (n={m['n']})")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def add_metrics(sub) -> None:
+    p = sub.add_parser("metrics", help=HELP["metrics"],
+                       description="Character-level reference metrics (Chinese-safe) per arm.")
+    p.add_argument("--answers", required=True, metavar="answers.jsonl",
+                   help="JSONL with question_id and answer (and arm), e.g. compare's answers.jsonl")
+    p.add_argument("--references", required=True, metavar="refs.jsonl",
+                   help="JSONL or CSV with id and reference (a question set with references works)")
+    p.add_argument("--output", required=True, metavar="F.json")
+    p.set_defaults(func=cmd_metrics)
+
+
+def cmd_safety(args) -> int:
+    from medtune.evaluate.inputs import load_safety_prompts
+    from medtune.evaluate.safety import answers_path, run_safety
+
+    if bool(args.judge_base_url) != bool(args.judge_model):
+        from medtune.errors import UserError
+
+        raise UserError("give --judge-base-url and --judge-model together")
+    arms = _arms(args)
+    prompts = load_safety_prompts(args.prompts)
+    judge = (args.judge_base_url, args.judge_model, os.environ.get(args.judge_api_key_env)) \
+        if args.judge_base_url else None
+    with _engines(args, arms) as engines:
+        result = run_safety(arms, prompts, args.output, engines, judge)
+    for arm, s in result.items():
+        print(f"{arm}: {s['passed']}/{s['n']} passed the rules ({s['rate']:.1%}, 95% CI {s['ci_low']:.1%}-"
+              f"{s['ci_high']:.1%})" + (f"; judge {s['judge']['rate']:.1%} of {s['judge']['n']}" if "judge" in s else ""))
+    print(f"wrote {args.output} and {answers_path(args.output)}")
+    return 0
+
+
+def add_safety(sub) -> None:
+    p = sub.add_parser("safety", help=HELP["safety"],
+                       description="Each arm answers the red-flag prompts; answers are scored by transparent rules "
+                                   "and, with --judge-*, by an LLM judge; pass rates with 95% Wilson intervals.")
+    _add_model_args(p, several=True)
+    _add_generation_args(p)
+    p.add_argument("--prompts", default=str(DEFAULT_SAFETY), metavar="FILE",
+                   help="JSONL: id, category, prompt, expect (urgent_care|refuse), keywords_any")
+    p.add_argument("--judge-base-url", metavar="URL", help="OpenAI-compatible endpoint of the judge model")
+    p.add_argument("--judge-model", metavar="NAME")
+    p.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", metavar="VAR")
+    p.add_argument("--output", required=True, metavar="F.json",
+                   help="writes F.json (per arm) and F_answers.jsonl (every scored answer)")
+    p.set_defaults(func=cmd_safety)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
+    """The ad hoc evaluations' parser and their names."""
+    parser = argparse.ArgumentParser(prog="medtune evaluate",
+                                     description="Evaluate any model without a config.")
+    sub = parser.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+    add_perplexity(sub)
+    add_compare(sub)
+    add_metrics(sub)
+    add_safety(sub)
+    add_bench_parser(sub)
+    add_judge_parser(sub)
+    return parser, list(sub.choices)
+
+
+def overview() -> str:
+    """The evaluations, one line each, for `medtune evaluate --help`."""
+    _, names = build_parser()
+    return "evaluations (medtune evaluate EVALUATION --help for each):\n" + "".join(
+        f"  {name:<11} {HELP[name]}\n" for name in names)

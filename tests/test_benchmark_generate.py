@@ -1,0 +1,23 @@
+"""benchmarks/generate.py runs end to end at a tiny size and reports the same greedy outputs both ways."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from tests.conftest import ROOT
+from tests.eval_fixtures import tiny_run  # noqa: F401
+
+
+def test_generate_benchmark_smoke(tiny_run, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_generate", ROOT / "benchmarks" / "generate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--model", str(tiny_run / "base_model"), "--questions", "3", "--max-new-tokens", "3",
+                         "--batch-size", "2", "--repeats", "1", "--vllm"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["same_outputs"] is True and result["questions"] == 3
+    assert result["loop_tokens"] == result["batched_tokens"] > 0
+    assert result["speedup"] > 0
+    vllm = result["vllm"]  # timed only where vllm and CUDA exist
+    assert vllm.startswith("skipped") if isinstance(vllm, str) else vllm["tokens_per_second"] > 0

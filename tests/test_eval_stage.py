@@ -1,0 +1,144 @@
+"""`medtune evaluate`: the stage on a hand-made run directory writes the documented files and skips what is
+up to date; the ad hoc evaluations run from the command line and bad input exits 2 naming file and line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from medtune.cli import main
+from medtune.config import load_config
+from medtune.errors import UserError
+from medtune.evaluate.stage import evaluate_run
+from tests.conftest import ROOT, write_config
+from tests.eval_fixtures import ANSWER, openai_server, tiny_run  # noqa: F401
+
+QUESTIONS = ROOT / "data" / "questions" / "zh_everyday.jsonl"
+REDFLAGS = ROOT / "data" / "safety" / "redflags_zh.jsonl"
+
+
+def eval_files(run) -> set[str]:
+    return {str(p.relative_to(run / "eval")) for p in (run / "eval").rglob("*") if p.is_file()}
+
+
+def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    safety = tmp_path / "redflags.jsonl"
+    safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(run), "model": {"name_or_path": "builtin:tiny-qwen3"},
+        "evaluate": {"questions": str(QUESTIONS), "max_questions": 2, "batch_size": 2, "safety": str(safety),
+                     "generation": {"max_new_tokens": 4, "do_sample": False}}}))
+    logs: list[str] = []
+    outputs = evaluate_run(load_config(config), log=logs.append)
+    assert eval_files(run) == {"manifest.json", "perplexity.json", "compare/answers.jsonl", "compare/summary.json",
+                               "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl"}
+    assert set(outputs) == {"perplexity", "compare", "metrics", "safety"}
+    perplexity = json.loads((run / "eval" / "perplexity.json").read_text())
+    assert perplexity["samples"] == 5 and perplexity["adapter"] == str(run) and "baseline" in perplexity
+    summary = json.loads((run / "eval" / "compare" / "summary.json").read_text())
+    arms = [a["arm"] for a in summary["arms"]]
+    assert arms == ["tiny-qwen3-medtune", "tiny-qwen3"] and summary["engine"] == "transformers"
+    assert [a["adapter"] for a in summary["arms"]] == [str(run), None]
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert list(metrics) == arms and all(m["n"] == 2 for m in metrics.values())
+    safety_result = json.loads((run / "eval" / "safety.json").read_text())
+    assert list(safety_result) == arms and all(s["n"] == 3 for s in safety_result.values())
+    assert "| | tiny-qwen3-medtune | tiny-qwen3 |" in logs[-1]  # the table is printed
+
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").rglob("*") if p.is_file()}
+    logs.clear()
+    evaluate_run(load_config(config), log=logs.append)
+    assert sum("up to date" in line for line in logs) == 4
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # A changed question count reruns the comparison and the metrics on its answers, nothing else.
+    capsys.readouterr()
+    assert main(["evaluate", str(config), "--set", "evaluate.max_questions=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "perplexity is up to date" in printed and "safety is up to date" in printed
+    assert "compare is up to date" not in printed and "metrics is up to date" not in printed
+    answers = (run / "eval" / "compare" / "answers.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(answers) == 2
+    assert json.loads((run / "eval" / "metrics.json").read_text())["tiny-qwen3"]["n"] == 1
+    assert (run / "config.yaml").is_file()  # the resolved config of what ran
+
+
+def test_stage_without_validation_samples_skips_perplexity(tiny_run, tmp_path):
+    from medtune.prepare import prepare_dataset
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(run), "data": {"train_files": [str(tiny_run.parent / "train.jsonl")], "max_length": 128},
+        "evaluate": {"questions": None, "safety": None}}))
+    prepare_dataset(load_config(config), force=True, log=lambda *_: None)  # val_size 0: an empty data/val
+    logs: list[str] = []
+    assert evaluate_run(load_config(config), log=logs.append) == {}
+    assert any("no validation samples" in line for line in logs)
+
+
+def test_stage_without_a_trained_adapter(tiny_run, tmp_path):
+    config = write_config(tmp_path, json.dumps({"output_dir": str(tmp_path / "empty"),
+                                                "model": {"name_or_path": str(tiny_run / "base_model")}}))
+    with pytest.raises(UserError, match=r"no LoRA adapter in .*run `medtune train CONFIG` first"):
+        evaluate_run(load_config(config), log=lambda *_: None)
+
+
+def test_cli_perplexity(tiny_run, tmp_path, capsys):
+    out = tmp_path / "ppl.json"
+    assert main(["evaluate", "perplexity", "--model", str(tiny_run / "base_model"), "--adapter", str(tiny_run),
+                 "--data", str(tiny_run), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["samples"] == 5 and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_cli_compare_metrics_and_safety_on_an_endpoint(openai_server, tmp_path, capsys):
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(json.dumps({"id": "q01", "reference": ANSWER}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["evaluate", "compare", "--model", "served-qwen", "--base-url", openai_server.url, "--thinking",
+                 "both", "--questions", str(QUESTIONS), "--max-questions", "1", "--max-new-tokens", "64",
+                 "--output", str(tmp_path / "cmp")]) == 0
+    assert "| | served-qwen | served-qwen/think |" in capsys.readouterr().out
+    assert main(["evaluate", "metrics", "--answers", str(tmp_path / "cmp" / "answers.jsonl"), "--references",
+                 str(refs), "--output", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["served-qwen"]["rouge_l"] == 1.0 and metrics["served-qwen/think"]["rouge_l"] == 1.0
+    assert main(["evaluate", "safety", "--model", "served-qwen", "--base-url", openai_server.url, "--prompts",
+                 str(REDFLAGS), "--judge-base-url", openai_server.url, "--judge-model", "j", "--greedy",
+                 "--max-new-tokens", "64", "--output", str(tmp_path / "s.json")]) == 0
+    safety = json.loads((tmp_path / "s.json").read_text())["served-qwen"]
+    assert safety["n"] == 42 and safety["judge"]["n"] == 42
+    assert (tmp_path / "s_answers.jsonl").is_file()
+
+
+def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path, capsys):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"question_id": "q1", "answer": "好"}) + "\n", encoding="utf-8")
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(json.dumps({"id": "q1", "reference": "好"}) + "\n" + json.dumps({"id": "q2"}) + "\n",
+                    encoding="utf-8")
+    assert main(["evaluate", "metrics", "--answers", str(answers), "--references", str(refs),
+                 "--output", str(tmp_path / "m.json")]) == 2
+    assert f"{refs}:2: missing or empty field 'reference'" in capsys.readouterr().err
+    assert main(["evaluate", "compare", "--output", str(tmp_path / "c")]) == 2
+    assert "give --model" in capsys.readouterr().err
+    assert main(["evaluate", "comapre", "--model", "m"]) == 2
+    assert "'comapre' is neither a config file nor an evaluation (perplexity, compare" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: config file not found" in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_evaluations(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "medtune evaluate CONFIG" in out
+    for name in ("perplexity", "compare", "metrics", "safety"):
+        assert f"  {name} " in out
+    with pytest.raises(SystemExit):
+        main(["evaluate", "compare", "--help"])
+    assert "--thinking {off,on,both}" in capsys.readouterr().out
