@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/medtune prepare configs/demo.yaml
+	$(BIN)/medtune demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -20,13 +20,16 @@ def arm_label(arm: dict) -> str:
 
 
 def model_label(t, d: dict) -> str:
-    """The arm's name when the result has one, else model, or model + adapter; `run` is this run's own adapter."""
-    if text(d, "arm"):
-        return text(d, "arm")
+    """model, or model + adapter; `run` is this run's own adapter (docs/run-directory.md)."""
     model, adapter = text(d, "model") or "?", text(d, "adapter")
     if not adapter:
         return model
     return f"{model} + {t('cmp.this_adapter') if adapter == 'run' else adapter}"
+
+
+def bench_label(t, result: dict) -> str:
+    """A benchmark result's comparison arm when the evaluate stage named it, else its model (+ adapter)."""
+    return text(result, "arm") or model_label(t, result)
 
 
 def sec_compare(c: Ctx) -> list[Section]:
@@ -129,12 +132,12 @@ def sec_benchmarks(c: Ctx) -> list[Section]:
             continue
         b = rf.data
         acc, lo, hi = num(b, "accuracy"), num(b, "ci_low"), num(b, "ci_high")
-        rows.append([text(b, "benchmark") or rf.rel, model_label(t, b),
+        rows.append([text(b, "benchmark") or rf.rel, bench_label(t, b),
                      t("bm.method", method=text(b, "method") or NA, shots=f_int(num(b, "shots"))),
                      f_int(num(b, "n")), f_pct(acc), f"{f_pct(lo)}–{f_pct(hi)}",
                      f_int(num(b, "extraction_failures"))])
         if acc is not None and lo is not None and hi is not None:
-            labels.append(f"{text(b, 'benchmark') or '?'} · {model_label(pt, b)}")
+            labels.append(f"{text(b, 'benchmark') or '?'} · {bench_label(pt, b)}")
             accs.append(acc)
             lows.append(lo)
             highs.append(hi)
