@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Hermetic: tests never touch the user's caches and never reach the hub (subprocesses inherit this).
+_CACHE = Path(tempfile.mkdtemp(prefix="medtune-tests-cache-"))
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = str(_CACHE)
+os.environ["HF_HOME"] = str(_CACHE / "huggingface")
+os.environ["MPLCONFIGDIR"] = str(_CACHE / "matplotlib")
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ASSETS = ROOT.parent / "shared" / "assets"

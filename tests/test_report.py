@@ -279,6 +279,17 @@ def test_chinese_plots_fall_back_to_english_labels_without_a_cjk_font(tmp_path):
     assert not [w for w in caught if "missing from font" in str(w.message)], "tofu: a CJK glyph without a font"
 
 
+def test_placeholder_fonts_are_not_taken_for_cjk_fonts():
+    """matplotlib ships 'Last Resort', which has an index for every character but draws boxes (seen here:
+    every plot label came out as boxes)."""
+    from matplotlib import font_manager
+
+    found = find_cjk_font()
+    assert found is None or "last resort" not in found.lower()
+    if any("last resort" in f.name.lower() for f in font_manager.fontManager.ttflist):
+        assert found != "Last Resort High-Efficiency"
+
+
 @pytest.mark.skipif(find_cjk_font() is None, reason="no CJK-capable font installed (e.g. fonts-noto-cjk)")
 def test_chinese_plot_labels_with_a_cjk_font(tmp_path):
     run = reference_run(tmp_path / "run", stages=("prepare",))

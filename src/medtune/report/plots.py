@@ -25,14 +25,16 @@ def find_cjk_font() -> str | None:
                    key=lambda f: not any(h in f.name.lower() for h in hints))  # likely ones first
     seen = set()
     for f in fonts:
-        if f.fname in seen:
+        # matplotlib (3.10+) ships "Last Resort", which maps every character to a placeholder box.
+        if f.fname in seen or "last resort" in f.name.lower():
             continue
         seen.add(f.fname)
         try:
             face = FT2Font(f.fname)
         except (OSError, RuntimeError, ValueError):
             continue
-        if all(face.get_char_index(ord(c)) for c in CJK_PROBE):
+        glyphs = [face.get_char_index(ord(c)) for c in CJK_PROBE]
+        if all(glyphs) and len(set(glyphs)) == len(set(CJK_PROBE)):  # a real glyph each, not one placeholder
             return f.name
     return None
 
