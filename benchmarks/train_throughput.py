@@ -9,6 +9,8 @@ fp32, the same LoRA (r 16 on q/k/v/o/gate/up/down) and optimizer settings in bot
 
 - baseline: `trl.SFTTrainer` with SFTConfig's defaults (padded batches in random order, no packing,
   gradient checkpointing on, TRL's own loss) on the same tokenized data.
+- baseline + huge pages: the same, with PyTorch's CPU allocator on transparent huge pages
+  (THP_MEM_ALLOC_ENABLE=1, which medtune sets for itself), to show how much of the gain is the allocator.
 - medtune: `medtune train`'s own path (`train_model`) with medtune's defaults for this machine.
 
 Each arm runs in its own process so peak RSS is its own. Throughput is non-padding tokens per second
@@ -111,11 +113,13 @@ def main() -> None:
         prepare(workdir, args.max_length)
         build_model(workdir / "model", args.hidden, args.layers)
         arms = {}
-        for arm in ("trl", "medtune"):
+        base_env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        for arm, child_arm, extra in (("trl", "trl", {}), ("trl_thp", "trl", {"THP_MEM_ALLOC_ENABLE": "1"}),
+                                      ("medtune", "medtune", {})):
             started = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--arm", arm, "--workdir", str(workdir),
+            out = subprocess.run([sys.executable, __file__, "--arm", child_arm, "--workdir", str(workdir),
                                   "--steps", str(args.steps), "--batch", str(args.batch)],
-                                 capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+                                 capture_output=True, text=True, env={**base_env, "TQDM_DISABLE": "1", **extra})
             if out.returncode != 0:
                 sys.exit(f"{arm} arm failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
             arms[arm] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -127,8 +131,11 @@ def main() -> None:
             "model": {"hidden": args.hidden, "layers": args.layers, "vocab": 151936},
             "steps": args.steps, "per_device_batch": args.batch, "max_length": args.max_length,
             "trl_default_tokens_per_second": arms["trl"]["tokens_per_second"],
+            "trl_default_hugepages_tokens_per_second": arms["trl_thp"]["tokens_per_second"],
             "medtune_tokens_per_second": arms["medtune"]["tokens_per_second"],
             "speedup": round(arms["medtune"]["tokens_per_second"] / arms["trl"]["tokens_per_second"], 2),
+            "speedup_vs_trl_with_hugepages": round(arms["medtune"]["tokens_per_second"]
+                                                   / arms["trl_thp"]["tokens_per_second"], 2),
             "trl_default_peak_rss_mb": arms["trl"]["peak_rss_mb"],
             "medtune_peak_rss_mb": arms["medtune"]["peak_rss_mb"],
             "memory_ratio": round(arms["medtune"]["peak_rss_mb"] / arms["trl"]["peak_rss_mb"], 2),

@@ -98,6 +98,44 @@ def test_backend_selection():
                         cuda=False, bf16_supported=False, flash_attn=False, liger=False)
 
 
+def test_last_hidden_state_is_after_the_final_norm(small_model):
+    """The training loss projects hidden_states[-1] itself: it must be exactly what lm_head sees."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(small_model)).eval()
+    ids = torch.randint(3, 512, (2, 9))
+    with torch.no_grad():
+        full = model(input_ids=ids, use_cache=False).logits
+        hidden = model(input_ids=ids, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+    assert torch.equal(model.lm_head(hidden), full)
+
+
+def test_target_only_loss_equals_the_full_logits_loss(small_model):
+    """Chunked, target-only cross-entropy == the plain loss over full logits (value and gradients)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from medtune.train import target_only_loss
+
+    model = AutoModelForCausalLM.from_pretrained(str(small_model))
+    ids = torch.randint(3, 512, (2, 12))
+    labels = ids.clone()
+    labels[0, :5] = -100
+    labels[1, :8] = -100
+    full = model(input_ids=ids, use_cache=False).logits
+    expected = F.cross_entropy(full[:, :-1].reshape(-1, 512), labels[:, 1:].reshape(-1), ignore_index=-100)
+    expected.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    got = target_only_loss(model, {"input_ids": ids, "labels": labels}, None, model.get_output_embeddings(),
+                           chunk_rows=3)
+    got.backward()
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert all(torch.allclose(p.grad, grads[n], atol=1e-6) for n, p in model.named_parameters())
+
+
 def test_packed_samples_do_not_attend_to_each_other(small_model):
     """Padding-free packing on sdpa: the packed logits equal each sample's own logits (FINDINGS: use_cache=False)."""
     import torch
@@ -184,9 +222,9 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, small_model, m
     calls = {"n": 0}
     real = train_module._ce_sum
 
-    def poisoned(logits, targets):
+    def poisoned(head, hidden, targets):
         calls["n"] += 1
-        out = real(logits, targets)
+        out = real(head, hidden, targets)
         # two calls a step (the forward, and its recomputation in backward): call 5 is step 3's forward
         return out * float("nan") if calls["n"] >= 5 else out
 

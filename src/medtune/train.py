@@ -121,51 +121,59 @@ def detect_backends(cfg: Config) -> Backends:
 # --- the loss: only positions that predict a trained token are projected to the vocabulary ------------
 
 
-def target_only_loss(model, inputs: dict, num_items_in_batch, chunk: int = 4096, liger: bool = False):
+def target_only_loss(model, inputs: dict, num_items_in_batch, lm_head, liger: bool = False,
+                     chunk_rows: int | None = None):
     """Sum of the cross-entropy over trained tokens, divided by the tokens of the whole optimizer step.
 
-    The model is called through its wrappers (DDP, PEFT) with `logits_to_keep` set to the positions whose
-    next-token label is trained, so prompt and padding positions are never projected to the vocabulary.
-    The cross-entropy is upcast to fp32 chunk by chunk under checkpointing, keeping one fp32 chunk alive.
-    With Liger on a GPU, its fused linear cross-entropy does the same without building the logits at all.
+    The model runs through its wrappers (DDP, PEFT) and returns its final hidden states; only positions
+    whose next-token label is trained are projected to the vocabulary, a chunk at a time under
+    checkpointing, so at most one chunk of logits (about 256 MB) is alive, in the forward and in the
+    backward. With Liger on a GPU, its fused linear cross-entropy does the same in one kernel.
     """
     import torch
     from torch.utils.checkpoint import checkpoint
 
     labels = inputs.pop("labels")
     inputs["use_cache"] = False
-    if liger:
-        return model(**inputs, labels=labels, num_items_in_batch=num_items_in_batch).loss
+    # logits_to_keep=1: the model's own head runs on one position only; hidden_states[-1] is after the
+    # final norm (checked by a test, since the loss depends on it).
+    hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
     shifted = labels[:, 1:]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = shifted != -100
-    targets = shifted[shifted != -100]
-    logits = model(**inputs, logits_to_keep=keep).logits  # (number of trained tokens, vocabulary)
-    total = logits.new_zeros((), dtype=torch.float32)
-    for a in range(0, targets.numel(), chunk):
-        total = total + checkpoint(_ce_sum, logits[a:a + chunk], targets[a:a + chunk], use_reentrant=False)
+    keep = shifted != -100
+    h, targets = hidden[:, :-1][keep], shifted[keep]
+    if liger:
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+        total = liger_fused_linear_cross_entropy(h, lm_head.weight, targets, reduction="sum")
+    else:
+        rows = chunk_rows or max(64, (256 << 20) // (4 * lm_head.weight.shape[0]))
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for a in range(0, targets.numel(), rows):
+            total = total + checkpoint(_ce_sum, lm_head, h[a:a + rows], targets[a:a + rows], use_reentrant=False)
     denominator = targets.numel() if num_items_in_batch is None else num_items_in_batch
     return total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
 
 
-def _ce_sum(logits, targets):
+def _ce_sum(lm_head, hidden, targets):
     import torch.nn.functional as F
 
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
 
 
 def _trainer_class():
     from trl import SFTTrainer
 
     class MedtuneSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss projects only trained positions (TRL's own fused head scores every position
-        on devices without Triton, which made CPU training 4-6x slower), and skips TRL's per-token entropy and
-        accuracy metrics. Gradient accumulation and multi-process scaling follow Trainer/TRL exactly."""
+        """SFTTrainer whose loss projects only trained positions, a chunk at a time (TRL's own fused head
+        scores every position, padding and prompt included, on devices without Triton, which made CPU
+        training 4-6x slower), and skips TRL's per-token entropy and accuracy metrics. Gradient
+        accumulation and multi-process scaling follow Trainer/TRL exactly."""
 
         use_liger_loss = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = target_only_loss(model, inputs, num_items_in_batch, liger=self.use_liger_loss)
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()  # a trained copy if modules_to_save
+            loss = target_only_loss(model, inputs, num_items_in_batch, head, liger=self.use_liger_loss)
             # As in Trainer/TRL: num_items_in_batch counts every rank's tokens and DDP averages gradients.
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
@@ -379,63 +387,23 @@ def plan_steps(n_train: int, cfg: Config, world: int) -> dict:
             "steps_per_epoch": per_epoch, "total_steps": total}
 
 
-def train_model(cfg: Config, resume: str | None = None, force: bool = False, log=print) -> dict:
-    """Run the train stage; returns the contents of train_results.json."""
-    run_dir = cfg.run_dir
-    main = is_main_process()
-    say = log if main else (lambda *a, **k: None)
-    timeline = Timeline()
-    with timeline("data_loading"):
-        train_ds, val_ds = load_prepared(run_dir)
-        data_manifest = read_json(run_dir / "data" / "manifest.json", {})
-        data_stats = read_json(run_dir / "data" / "stats.json", {})
-    fp = train_fingerprint(cfg, data_manifest.get("fingerprint"))
-    manifest_path = run_dir / "train_manifest.json"
-    recorded = read_json(manifest_path, {})
-    checkpoint = _choose_checkpoint(run_dir, recorded, fp, resume, force, say)
-    if checkpoint is None and not force and recorded.get("fingerprint") == fp and recorded.get("status") == "completed" \
-            and (run_dir / "adapter_model.safetensors").exists():
-        say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {fp}); "
-            "skipping (--force retrains)")
-        return read_json(run_dir / "train_results.json", {})
-    if main:
-        if force and checkpoint is None:
-            _clear_training_outputs(run_dir)
-        write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
-                                   "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+def eval_every(t) -> int | None:
+    """Steps between evaluations for eval_strategy 'steps' (eval_steps, else save_steps), else None."""
+    return (t.eval_steps or t.save_steps) if t.eval_strategy == "steps" else None
 
-    import torch
+
+def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Backends, world: int = 1):
+    """The SFT trainer medtune trains with: every setting from the config, the backends chosen, the
+    target-only loss, and the callbacks (metrics.jsonl, NaN guard, token-weighted eval, checkpoint markers)."""
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
-    from transformers.utils import logging as hf_logging
+    from transformers import PrinterCallback
     from trl import SFTConfig
 
-    hf_logging.disable_progress_bar()
-    enable_cpu_hugepages()
-    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
-    backends = detect_backends(cfg)
-    world = world_size()
-    with timeline("model_loading"):
-        base = resolve_base_model(cfg.model.name_or_path, run_dir) if main else _wait_for_base(cfg, run_dir)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
-        if cfg.model.torch_dtype != "auto":
-            dtype = getattr(torch, cfg.model.torch_dtype)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
-                                                         attn_implementation=backends.attn_implementation,
-                                                         trust_remote_code=cfg.model.trust_remote_code)
-            tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
-                                                      trust_remote_code=cfg.model.trust_remote_code)
-        except OSError as e:
-            raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                          target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
-                          modules_to_save=list(cfg.lora.modules_to_save) or None)
-
-    t = cfg.train
-    eval_steps = t.eval_steps or t.save_steps if t.eval_strategy == "steps" else None
+    run_dir, t = cfg.run_dir, cfg.train
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
+                      modules_to_save=list(cfg.lora.modules_to_save) or None)
+    eval_steps = eval_every(t)
     args = SFTConfig(
         output_dir=str(run_dir),
         num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
@@ -472,6 +440,62 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     trainer.use_liger_loss = backends.liger_kernel
     eval_cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
+    return trainer
+
+
+def train_model(cfg: Config, resume: str | None = None, force: bool = False, log=print) -> dict:
+    """Run the train stage; returns the contents of train_results.json."""
+    run_dir = cfg.run_dir
+    main = is_main_process()
+    say = log if main else (lambda *a, **k: None)
+    timeline = Timeline()
+    with timeline("data_loading"):
+        train_ds, val_ds = load_prepared(run_dir)
+        data_manifest = read_json(run_dir / "data" / "manifest.json", {})
+        data_stats = read_json(run_dir / "data" / "stats.json", {})
+    fp = train_fingerprint(cfg, data_manifest.get("fingerprint"))
+    manifest_path = run_dir / "train_manifest.json"
+    recorded = read_json(manifest_path, {})
+    checkpoint = _choose_checkpoint(run_dir, recorded, fp, resume, force, say)
+    if checkpoint is None and not force and recorded.get("fingerprint") == fp and recorded.get("status") == "completed" \
+            and (run_dir / "adapter_model.safetensors").exists():
+        say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {fp}); "
+            "skipping (--force retrains)")
+        return read_json(run_dir / "train_results.json", {})
+    if main:
+        if force and checkpoint is None:
+            _clear_training_outputs(run_dir)
+        write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
+                                   "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    enable_cpu_hugepages()
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
+    backends = detect_backends(cfg)
+    world = world_size()
+    with timeline("model_loading"):
+        base = resolve_base_model(cfg.model.name_or_path, run_dir) if main else _wait_for_base(cfg, run_dir)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
+        if cfg.model.torch_dtype != "auto":
+            dtype = getattr(torch, cfg.model.torch_dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
+                                                         attn_implementation=backends.attn_implementation,
+                                                         trust_remote_code=cfg.model.trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
+                                                      trust_remote_code=cfg.model.trust_remote_code)
+        except OSError as e:
+            raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    t = cfg.train
+    eval_steps = eval_every(t)
+    trainer = build_trainer(cfg, model, tokenizer, train_ds, val_ds, backends, world)
     trainable, total = count_parameters(trainer.model)
     plan = plan_steps(len(train_ds), cfg, world)
     tokens_per_epoch = int(sum(train_ds["length"]))
