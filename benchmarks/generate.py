@@ -1,6 +1,6 @@
 """Benchmark: medtune's batched generation vs the per-question loop, on the demo model, in one run.
 
-Run as: .venv/bin/python benchmarks/generate.py [--questions 38] [--max-new-tokens 32] [--batch-size 16]
+Run as: .venv/bin/python benchmarks/generate.py [--questions 38] [--max-new-tokens 32] [--batch-size 38]
                                                 [--repeats 3] [--vllm]
 
 - model: the demo model (`builtin:tiny-qwen3`, the tiny random Qwen3 with the real 151,936-token
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default="builtin:tiny-qwen3")
     parser.add_argument("--questions", type=int, default=38)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=38, help="prompts per batch (default: all 38 at once)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (best kept)")
     parser.add_argument("--vllm", action="store_true", help="also time vLLM (needs vllm and CUDA)")
     args = parser.parse_args(argv)

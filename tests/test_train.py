@@ -332,3 +332,32 @@ def test_demo_data_loss_falls_with_real_tokenizer(tmp_path):
     assert (tmp_path / "run" / "base_model" / "config.json").exists()
     assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         (tmp_path / "run" / "base_model").resolve())
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "zero2", "zero3"])
+def test_accelerate_configs_load(name):
+    """Every shipped accelerate config is valid for accelerate's own loader."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    expected = {"ddp": "MULTI_GPU", "fsdp": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}[name]
+    assert cfg.distributed_type.value == expected and cfg.mixed_precision == "bf16"
+    if name == "fsdp":
+        assert cfg.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "Qwen3DecoderLayer"
+    if name.startswith("zero"):
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+
+
+def test_launch_commands():
+    from medtune.launch import launch_command
+
+    cmd = launch_command(["c.yaml", "--set", "train.max_steps=5"], nproc_per_node=4, master_port=29555)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    assert "--nproc_per_node=4" in cmd and "--master_port=29555" in cmd
+    assert cmd[-6:] == ["-m", "medtune", "train", "c.yaml", "--set", "train.max_steps=5"]
+    multi = launch_command(["c.yaml"], nproc_per_node=8, nnodes=2, node_rank=1, master_addr="10.0.0.1")
+    assert {"--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1", "--master_port=29500"} <= set(multi)
+    acc = launch_command(["c.yaml"], nproc_per_node=4, nnodes=2, accelerate_config="configs/accelerate/fsdp.yaml")
+    assert acc[1:3] == ["-m", "accelerate.commands.launch"]
+    assert acc[acc.index("--num_processes") + 1] == "8" and acc[acc.index("--num_machines") + 1] == "2"
+    assert acc[-4:] == ["-m", "medtune", "train", "c.yaml"]
