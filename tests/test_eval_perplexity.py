@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from medtune.evaluate.perplexity import batches_by_length, evaluate_perplexity, load_eval_dataset
+from medtune.evaluate.perplexity import evaluate_perplexity, load_eval_dataset
+from medtune.modeling import batches_by_length
 from tests.eval_fixtures import tiny_run  # noqa: F401
 
 

@@ -4,7 +4,6 @@ HTTP: streaming and not, thinking, API key, every limit, malformed requests, a b
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket

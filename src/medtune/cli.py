@@ -52,6 +52,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
 
 
+def _config_argv(args) -> list[str]:
+    """The config and its --set overrides as command-line words, for launching `medtune train` again."""
+    return [args.config, *(word for item in args.overrides for word in ("--set", item))]
+
+
+def _add_force_stage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+                   metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
+
+
 def _load(args) -> "object":
     cfg = load_config(args.config, args.overrides)
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")  # exactly what ran
@@ -83,8 +93,7 @@ def cmd_train(args) -> int:
 
         nproc = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1  # every visible GPU
     if not is_launched() and (nproc and nproc > 1 or args.nnodes > 1 or args.accelerate_config):
-        own = [args.config, *(x for s in args.overrides for x in ("--set", s))]
-        own += ["--force"] if args.force else []
+        own = _config_argv(args) + (["--force"] if args.force else [])
         own += ["--resume", args.resume] if args.resume else []
         load_config(args.config, args.overrides)  # fail here, once, on a bad config
         cmd = launch_command(own, nproc_per_node=nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
@@ -274,8 +283,7 @@ def cmd_run(args) -> int:
     from medtune.run import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
-    own = [args.config, *(x for s in args.overrides for x in ("--set", s))]
-    run_pipeline(cfg, force=tuple(args.force), config_args=own)
+    run_pipeline(cfg, force=tuple(args.force), config_args=_config_argv(args))
     return 0
 
 
@@ -285,8 +293,7 @@ def add_run(sub) -> None:
                                    "inputs is skipped; after a failure, rerunning continues from there (training "
                                    "resumes from its last complete checkpoint).")
     _add_config_args(p)
-    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
-                   metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
+    _add_force_stage(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -302,8 +309,7 @@ def add_demo(sub) -> None:
                        description="medtune run configs/demo.yaml: a tiny random Qwen3 with the real Qwen3 tokenizer, "
                                    "trained on data/demo, evaluated and reported. Needs no GPU and no network.")
     p.add_argument("--output", metavar="DIR", help="run directory (default: runs/demo in the project)")
-    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
-                   metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
+    _add_force_stage(p)
     p.set_defaults(func=cmd_demo)
 
 

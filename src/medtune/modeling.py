@@ -129,49 +129,66 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def causal_lm_parts(model):
-    """(backbone, lm_head) of a causal LM, also when wrapped by PEFT."""
-    from peft import PeftModel
-
-    inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    return inner.base_model, inner.get_output_embeddings()
+IGNORE = -100
+MAX_TARGETS_PER_BATCH = 4096
+"""Logits are computed only at target positions; this bounds them (4096 x 151,936 fp32 = 2.5 GB)."""
 
 
-def dataset_loss(model, dataset, batch_size: int = 8, max_tokens_per_chunk: int = 2048) -> tuple[float, int]:
-    """(sum of negative log-likelihood, number of target tokens) over a prepared dataset.
+def batches_by_length(lengths: list[int], targets: list[int], batch_size: int,
+                      max_targets: int = MAX_TARGETS_PER_BATCH) -> list[list[int]]:
+    """Sample indices grouped by similar length (little padding), each batch within the target budget."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out, current, budget = [], [], 0
+    for i in order:
+        if current and (len(current) == batch_size or budget + targets[i] > max_targets):
+            out.append(current)
+            current, budget = [], 0
+        current.append(i)
+        budget += targets[i]
+    if current:
+        out.append(current)
+    return out
 
-    Token-weighted, with the labels as prepared (-100 = not scored), shifted as in training. Batches
-    are sorted by length (little padding) and only target positions are projected to the vocabulary,
-    in chunks, so memory stays small with a 151k-token vocabulary.
+
+def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0) -> tuple[float, int]:
+    """(sum of the cross-entropy of every target token, number of target tokens) over a prepared dataset.
+
+    Token-weighted, with the labels as prepared (-100 = not scored), shifted as in training; the logits
+    are computed only at target positions (`logits_to_keep`), through any wrapper (PEFT). The one
+    definition of eval loss: training's evaluations and `medtune evaluate perplexity` both use it.
     """
     import torch
     import torch.nn.functional as F
 
-    backbone, lm_head = causal_lm_parts(model)
-    device = lm_head.weight.device
-    lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    columns = dataset.select_columns(["input_ids", "labels"])[:]
+    ids_all, labels_all = columns["input_ids"], columns["labels"]
+    targets = [sum(1 for t in labels[1:] if t != IGNORE) for labels in labels_all]
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total_nll, total_tokens = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            rows = dataset.select(order[start:start + batch_size])
-            width = max(len(x) for x in rows["input_ids"])
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    loss_sum, n_tokens = 0.0, 0
+    with torch.inference_mode():
+        for rows in batches_by_length([len(x) for x in ids_all], targets, batch_size):
+            width = max(len(ids_all[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, (x, y) in enumerate(zip(rows["input_ids"], rows["labels"])):
-                ids[i, : len(x)] = torch.tensor(x)
-                labels[i, : len(y)] = torch.tensor(y)
-                mask[i, : len(x)] = 1
-            hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)[0]
-            target = labels[:, 1:].to(device)
-            keep = target != -100
-            h, t = hidden[:, :-1][keep], target[keep]
-            for a in range(0, len(t), max_tokens_per_chunk):
-                logits = lm_head(h[a:a + max_tokens_per_chunk]).float()
-                total_nll += F.cross_entropy(logits, t[a:a + max_tokens_per_chunk], reduction="sum").item()
-            total_tokens += int(keep.sum())
+            for r, i in enumerate(rows):  # right padding: positions of real tokens are unchanged
+                n = len(ids_all[i])
+                ids[r, :n] = torch.tensor(ids_all[i])
+                labels[r, :n] = torch.tensor(labels_all[i])
+                mask[r, :n] = 1
+            # The logit at position t predicts token t + 1: keep only positions whose next token is a target.
+            shifted = labels[:, 1:]
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = shifted != IGNORE
+            if not keep.any():
+                continue
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep.to(device),
+                        use_cache=False)
+            # Both sides flatten row by row, so logit k belongs to target k.
+            loss_sum += F.cross_entropy(out.logits.float(), shifted[shifted != IGNORE].to(device),
+                                        reduction="sum").item()
+            n_tokens += int(keep.sum())
     model.train(was_training)
-    return total_nll, total_tokens
+    return loss_sum, n_tokens

@@ -308,36 +308,28 @@ def _turn_list(data: dict, key: str) -> list:
 
 
 def _sharegpt(data: dict) -> list[tuple[str, Any, str]]:
-    out = []
-    if data.get("system") not in (None, ""):
-        out.append((SYSTEM, data["system"], "system"))
-    for i, turn in enumerate(_turn_list(data, "conversations")):
-        where = f"conversations[{i}]"
-        if not isinstance(turn, dict):
-            raise RecordError(f"{where} is not an object")
-        for k in ("from", "value"):
-            if k not in turn:
-                raise RecordError(f"missing field '{where}.{k}'")
-        role = SHAREGPT_ROLES.get(turn["from"]) if isinstance(turn["from"], str) else None
-        if role is None:
-            raise RecordError(f"unknown role {turn['from']!r} in '{where}.from' (expected human, gpt or system)")
-        out.append((role, turn["value"], f"{where}.value"))
-    return out
+    system = [(SYSTEM, data["system"], "system")] if data.get("system") not in (None, "") else []
+    return system + _role_turns(data, "conversations", "from", "value", SHAREGPT_ROLES, "human, gpt or system")
 
 
 def _messages(data: dict) -> list[tuple[str, Any, str]]:
+    return _role_turns(data, "messages", "role", "content", MESSAGES_ROLES, "user, assistant or system")
+
+
+def _role_turns(data: dict, key: str, role_key: str, text_key: str, roles: dict, expected: str):
+    """(role, text, where) for each turn of a list of {role_key: ..., text_key: ...} objects."""
     out = []
-    for i, turn in enumerate(_turn_list(data, "messages")):
-        where = f"messages[{i}]"
+    for i, turn in enumerate(_turn_list(data, key)):
+        where = f"{key}[{i}]"
         if not isinstance(turn, dict):
             raise RecordError(f"{where} is not an object")
-        for k in ("role", "content"):
+        for k in (role_key, text_key):
             if k not in turn:
                 raise RecordError(f"missing field '{where}.{k}'")
-        role = MESSAGES_ROLES.get(turn["role"]) if isinstance(turn["role"], str) else None
+        role = roles.get(turn[role_key]) if isinstance(turn[role_key], str) else None
         if role is None:
-            raise RecordError(f"unknown role {turn['role']!r} in '{where}.role' (expected user, assistant or system)")
-        out.append((role, turn["content"], f"{where}.content"))
+            raise RecordError(f"unknown role {turn[role_key]!r} in '{where}.{role_key}' (expected {expected})")
+        out.append((role, turn[text_key], f"{where}.{text_key}"))
     return out
 
 

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 
 from medtune.errors import UserError
+from medtune.modeling import dataset_loss
 from medtune.rundir import write_json
 
-IGNORE = -100
-MAX_TARGETS_PER_BATCH = 4096
-"""Logits are computed only at target positions; this bounds them (4096 x 151,936 fp32 = 2.5 GB)."""
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -63,60 +61,13 @@ def _prepare_file(path: Path, model: str, adapter: str | None, fmt: str, max_len
         return datasets.load_from_disk(str(Path(tmp) / "data" / "train"), keep_in_memory=True)  # tmp goes away
 
 
-def batches_by_length(lengths: list[int], targets: list[int], batch_size: int,
-                      max_targets: int = MAX_TARGETS_PER_BATCH) -> list[list[int]]:
-    """Sample indices grouped by similar length (little padding), each batch within the target budget."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out, current, budget = [], [], 0
-    for i in order:
-        if current and (len(current) == batch_size or budget + targets[i] > max_targets):
-            out.append(current)
-            current, budget = [], 0
-        current.append(i)
-        budget += targets[i]
-    if current:
-        out.append(current)
-    return out
-
-
 def token_weighted_loss(model, dataset, batch_size: int = 8, pad_id: int = 0) -> dict:
     """Sum of target-token cross-entropy over all samples / number of target tokens, and its exp."""
-    import torch
-    import torch.nn.functional as F
-
-    columns = dataset.select_columns(["input_ids", "labels"])[:]
-    ids_all, labels_all = columns["input_ids"], columns["labels"]
-    targets = [sum(1 for t in labels[1:] if t != IGNORE) for labels in labels_all]
-    device = next(model.parameters()).device
-    loss_sum, n_tokens = 0.0, 0
-    with torch.inference_mode():
-        for rows in batches_by_length([len(x) for x in ids_all], targets, batch_size):
-            width = max(len(ids_all[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):  # right padding: positions of real tokens are unchanged
-                n = len(ids_all[i])
-                ids[r, :n] = torch.tensor(ids_all[i])
-                labels[r, :n] = torch.tensor(labels_all[i])
-                mask[r, :n] = 1
-            # The logit at position t predicts token t + 1: keep only positions whose next token is a target.
-            shifted = labels[:, 1:]
-            keep = torch.zeros_like(labels, dtype=torch.bool)
-            keep[:, :-1] = shifted != IGNORE
-            if not keep.any():
-                continue
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep.to(device),
-                        use_cache=False)
-            # Both sides flatten row by row, so logit k belongs to target k.
-            loss_sum += F.cross_entropy(out.logits.float(), shifted[shifted != IGNORE].to(device),
-                                        reduction="sum").item()
-            n_tokens += int(keep.sum())
+    loss_sum, n_tokens = dataset_loss(model, dataset, batch_size, pad_id)
     if n_tokens == 0:
         raise UserError("no target tokens to score: every label is -100")
     eval_loss = loss_sum / n_tokens
-    return {"eval_loss": eval_loss, "perplexity": math.exp(eval_loss), "samples": len(labels_all),
-            "tokens": n_tokens}
+    return {"eval_loss": eval_loss, "perplexity": math.exp(eval_loss), "samples": len(dataset), "tokens": n_tokens}
 
 
 def evaluate_perplexity(model: str, adapter: str | None, data: str | Path, output: str | Path | None = None,
