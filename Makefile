@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 install: $(STAMP)
 
@@ -21,7 +21,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/medtune demo
 
-test: $(STAMP)
+# Headless Chromium (Debian packages) for the report and chat-page tests; they skip where it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	  >/dev/null 2>&1; } || echo "note: chromium is not installed; the browser tests will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:
