@@ -530,11 +530,12 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     with timeline("evaluation"):
         final_eval = _distributed_eval(trainer.model, val_ds, t.per_device_eval_batch_size) \
             if val_ds is not None and len(val_ds) else None
+    # Every rank calls these (FSDP and ZeRO-3 gather the weights from all of them); only rank 0 writes.
+    trainer.save_model(str(run_dir))  # adapter_model.safetensors, adapter_config.json, tokenizer files
+    trainer.save_state()  # trainer_state.json
     if not main:
         return {}
 
-    trainer.save_model(str(run_dir))  # adapter_model.safetensors, adapter_config.json, tokenizer files
-    trainer.save_state()  # trainer_state.json
     peak = torch.cuda.max_memory_allocated() if backends.device == "cuda" else None
     train_results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), trainable,
                                    total, checkpoint, peak, base)
