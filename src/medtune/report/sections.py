@@ -73,8 +73,11 @@ def sec_overview(c: Ctx) -> list[Section]:
         s.blocks.append(Para(t("ov.goal_unknown"), "missing"))
     rows = [[t("ov.base"), code(base) if base else NA]]
     if cfg:
-        rows.append([t("ov.method"), t("ov.lora", r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
-                                          targets=list(cfg.lora.target_modules))])
+        method = t("ov.lora", r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                   targets=list(cfg.lora.target_modules))
+        if cfg.lora.modules_to_save:
+            method += t("ov.lora_full", modules=t.join(cfg.lora.modules_to_save))
+        rows.append([t("ov.method"), method])
     stats = run.stats.data if run.stats.ok else None
     if stats:
         rows.append([t("ov.data"), t("ov.data_counts", train=f_int(num(stats, "train")), val=f_int(num(stats, "val")),
@@ -244,6 +247,7 @@ def sec_config(c: Ctx) -> list[Section]:
             [code("lora.r") + " / " + code("lora.alpha") + " / " + code("lora.dropout"),
              f"{cfg.lora.r} / {cfg.lora.alpha} / {cfg.lora.dropout}", ""],
             [code("lora.target_modules"), t.join(cfg.lora.target_modules), ""],
+            [code("lora.modules_to_save"), t.join(cfg.lora.modules_to_save) or "—", ""],
             [code("train.num_train_epochs"), f_num(tc.num_train_epochs, 2), f_num(num(tr, "epoch"), 2)],
             [code("train.max_steps"), str(tc.max_steps), t("cfg.steps_ran", steps=f_int(c.facts.global_step))],
             [code("train.per_device_train_batch_size"), str(tc.per_device_train_batch_size),

@@ -104,6 +104,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "ov.method": ("方法", "Method"),
     "ov.lora": ("LoRA（r = {r}，alpha = {alpha}，dropout = {dropout}），目标模块 {targets}",
                 "LoRA (r = {r}, alpha = {alpha}, dropout = {dropout}) on {targets}"),
+    "ov.lora_full": ("；另外完整训练 {modules}", "; {modules} also trained in full"),
     "ov.data": ("数据", "Data"),
     "ov.data_counts": ("训练 {train} 条，验证 {val} 条，最大长度 {max_length} tokens",
                        "{train} training and {val} validation samples, max length {max_length} tokens"),
