@@ -142,3 +142,21 @@ def test_cli_help_lists_the_evaluations(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "compare", "--help"])
     assert "--thinking {off,on,both}" in capsys.readouterr().out
+
+
+def test_stage_judges_the_first_arm_against_the_others(openai_server, tmp_path):
+    """With a judge configured, the stage judges arm 0 against each other arm on the comparison's answers.
+    The loopback judge never writes a verdict tag, so every question is counted unparsable, never guessed."""
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(tmp_path / "run"),
+        "evaluate": {"perplexity": False, "safety": None, "questions": str(QUESTIONS), "max_questions": 2,
+                     "judge_base_url": openai_server.url, "judge_model": "j",
+                     "compare": [{"name": "a", "model": "served-qwen", "base_url": openai_server.url},
+                                 {"name": "b", "model": "served-qwen", "base_url": openai_server.url}],
+                     "generation": {"max_new_tokens": 16}}}))
+    outputs = evaluate_run(load_config(config), log=lambda *_: None)
+    summary = json.loads((tmp_path / "run" / "eval" / "judge" / "summary.json").read_text())
+    assert outputs["judge"] == tmp_path / "run" / "eval" / "judge"
+    (pair,) = summary["pairs"]
+    assert (pair["a"], pair["b"]) == ("a", "b") and pair["unparsable"] == 4 and pair["n"] == 0
+    assert len((tmp_path / "run" / "eval" / "judge" / "judgements.jsonl").read_text().splitlines()) == 2

@@ -30,6 +30,7 @@ from itertools import combinations
 from pathlib import Path
 
 from medtune.errors import UserError
+from medtune.evaluate.inputs import iter_rows
 from medtune.evaluate.stats import bootstrap_interval
 from medtune.rundir import write_json
 
@@ -285,17 +286,9 @@ def read_answers(path: Path, arms: list[str]) -> tuple[list[str], list[str], dic
     """(question ids, questions, {arm: answers}) from compare/answers.jsonl, for the questions every arm answered."""
     by_arm: dict[str, dict[str, str]] = {arm: {} for arm in arms}
     questions: dict[str, str] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+    if not Path(path).is_file():
         raise UserError(f"answers file not found: {path} (written by the compare step: eval/compare/answers.jsonl)")
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+    for n, record in iter_rows(path):
         for key in ("arm", "question_id", "question", "answer"):
             if key not in record:
                 raise UserError(f"{path}:{n}: missing field '{key}'")

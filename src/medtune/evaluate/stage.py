@@ -16,7 +16,6 @@ outputs exist (`--force` reruns them all):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -55,10 +54,6 @@ def data_identity(path: str | Path) -> dict:
         return {"dir": str(path.resolve()), "files": {f.name: sha256_file(f.resolve()) for f in sorted(path.iterdir())
                                                       if f.is_file()}}
     return file_identity(path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def arm_identity(arm: Arm) -> dict:
@@ -195,13 +190,11 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
             fp = fingerprint({"part": "judge", "answers": file_identity(answers_file), "url": ev.judge_base_url,
                               "model": ev.judge_model})
             if not up_to_date("judge", fp, judge_dir / "summary.json"):
-                by_arm: dict[str, dict[str, str]] = {}
-                for row in read_jsonl(answers_file):
-                    by_arm.setdefault(row["arm"], {})[row["question_id"]] = row["answer"]
-                ids = [q.id for q in questions]
-                judge_pairwise([q.question for q in questions], {arm: [got[i] for i in ids] for arm, got in
-                                                                  by_arm.items()},
-                               ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env), judge_dir,
+                from medtune.evaluate.judge import read_answers
+
+                ids, texts, answers = read_answers(answers_file, [a.name for a in arms])
+                judge_pairwise(texts, answers, ev.judge_base_url, ev.judge_model,
+                               os.environ.get(ev.judge_api_key_env), judge_dir,
                                pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
                 done("judge", fp)
             outputs["judge"] = judge_dir
