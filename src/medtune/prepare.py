@@ -63,7 +63,7 @@ class Counts:
     rejected_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def data_fingerprint(cfg: Config, tokenizer, inputs: list[str], val_inputs: list[str]) -> tuple[str, list[dict]]:
+def data_fingerprint(cfg: Config, tokenizer_fp: str, inputs: list[str], val_inputs: list[str]) -> tuple[str, list[dict]]:
     described = []
     for role, paths in (("train", inputs), ("val", val_inputs)):
         for p in paths:
@@ -75,7 +75,7 @@ def data_fingerprint(cfg: Config, tokenizer, inputs: list[str], val_inputs: list
     fp = fingerprint({
         "format": PREPARE_FORMAT,
         "data": cfg.to_dict()["data"],
-        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokenizer": tokenizer_fp,
         "inputs": [{k: v for k, v in d.items() if k != "path"} for d in described],
     })
     return fp, described
@@ -93,7 +93,8 @@ def prepare_dataset(cfg: Config, force: bool = False, log=print) -> dict:
     if not inputs:
         raise PrepareError("data.train_files is empty: name at least one file, glob or hub dataset id")
     tokenizer = load_tokenizer(cfg.model)
-    fp, described = data_fingerprint(cfg, tokenizer, inputs, val_inputs)
+    tokenizer_fp = tokenizer_fingerprint(tokenizer)  # serialises the whole vocabulary: once
+    fp, described = data_fingerprint(cfg, tokenizer_fp, inputs, val_inputs)
     if not force and is_current(data_dir / "manifest.json", fp, data_dir / "train", data_dir / "stats.json"):
         log(f"prepare: {data_dir} is up to date (fingerprint {fp}); skipping (--force reruns it)")
         return read_json(data_dir / "stats.json")
@@ -115,7 +116,7 @@ def prepare_dataset(cfg: Config, force: bool = False, log=print) -> dict:
     write_json(tmp / "manifest.json", {
         "fingerprint": fp, "medtune_version": __version__, "inputs": described,
         "tokenizer": {"source": tokenizer_source(cfg.model), "class": type(tokenizer).__name__,
-                      "fingerprint": tokenizer_fingerprint(tokenizer), "vocab_size": len(tokenizer),
+                      "fingerprint": tokenizer_fp, "vocab_size": len(tokenizer),
                       "end_of_turn": template.end_of_turn, "generation_prompt": template.generation_prompt},
         "multi_turn": cfg.data.multi_turn, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
