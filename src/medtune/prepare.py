@@ -63,7 +63,8 @@ class Counts:
     rejected_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def data_fingerprint(cfg: Config, tokenizer_fp: str, inputs: list[str], val_inputs: list[str]) -> tuple[str, list[dict]]:
+def data_fingerprint(cfg: Config, tokenizer_fp: str, inputs: list[str],
+                     val_inputs: list[str]) -> tuple[str, list[dict]]:
     described = []
     for role, paths in (("train", inputs), ("val", val_inputs)):
         for p in paths:
