@@ -10,6 +10,7 @@ timeline.json, environment.json and TensorBoard events under runs/. See docs/run
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune import __version__
+from medtune import __version__, quantize
 from medtune.config import Config
 from medtune.errors import UserError
 from medtune.modeling import count_parameters, dataset_loss, enable_cpu_hugepages, resolve_base_model
@@ -485,13 +486,16 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
         try:
             model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
                                                          attn_implementation=backends.attn_implementation,
-                                                         trust_remote_code=cfg.model.trust_remote_code)
+                                                         trust_remote_code=cfg.model.trust_remote_code,
+                                                         **quantize.load_kwargs(cfg.model.quantization, backends.device))
             tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
                                                       trust_remote_code=cfg.model.trust_remote_code)
         except OSError as e:
             raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if cfg.model.quantization:
+            model = quantize.prepare_for_training(model, cfg.train.gradient_checkpointing)
 
     t = cfg.train
     eval_steps = eval_every(t)
@@ -501,7 +505,8 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     tokens_per_epoch = int(sum(train_ds["length"]))
     trained = data_stats.get("train_target_tokens")
     say("\n".join([
-        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation})",
+        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation}"
+        + (f", weights {quantize.describe(cfg.model.quantization)}" if cfg.model.quantization else "") + ")",
         *(f"  - {r}" for r in backends.reasons),
         f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)",
         f"  effective batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation"
@@ -539,6 +544,7 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     peak = torch.cuda.max_memory_allocated() if backends.device == "cuda" else None
     train_results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), trainable,
                                    total, checkpoint, peak, base)
+    train_results["quantization"] = dataclasses.asdict(cfg.model.quantization) if cfg.model.quantization else None
     write_json(run_dir / "train_results.json", train_results)
     if final_eval is not None:
         write_json(run_dir / "eval_results.json", {
