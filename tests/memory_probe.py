@@ -1,10 +1,10 @@
 """Peak memory of real CPU training steps, for checking `medtune plan` (run by tests/test_plan.py in a fresh process).
 
-Run as: python tests/memory_probe.py CONFIG.yaml
+Run as: python tests/memory_probe.py CONFIG.yaml [CONFIG.yaml ...]
 
 Trains `train.max_steps` steps of medtune's own trainer (train.build_trainer: its loss, LoRA, AdamW) on
 samples that are all exactly data.max_length tokens with every token trained, the plan's worst batch.
-Prints one JSON object: `measured_bytes` = the process's peak resident memory during training (VmHWM, reset
+Prints one JSON list, an object per config: `measured_bytes` = the process's peak resident memory during training (VmHWM, reset
 with /proc/self/clear_refs just before) minus its resident memory after the base model and every library
 were loaded. That is what the plan's peak minus its `weights` line predicts: LoRA state, activations and
 the logits chunk. glibc is told (MALLOC_MMAP_THRESHOLD_, set by the caller) to return freed blocks to the
@@ -25,12 +25,23 @@ def rss(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def main(config_path: str) -> None:
+def main(config_paths: list[str]) -> None:
+    import gc
+
+    import peft  # noqa: F401  (imported before the baseline, like every library)
+    import trl  # noqa: F401
+
+    results = []
+    for path in config_paths:
+        results.append(measure(path))
+        gc.collect()
+    print(json.dumps(results))
+
+
+def measure(config_path: str) -> dict:
     import datasets
     import numpy as np
-    import peft  # noqa: F401  (imported before the baseline, like every library)
     import torch
-    import trl  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from medtune.config import load_config
@@ -49,8 +60,8 @@ def main(config_path: str) -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
     trainer = build_trainer(cfg, model, tokenizer, train, None, backends)
     trainer.train()
-    print(json.dumps({"measured_bytes": rss("VmHWM") - before, "baseline_bytes": before}))
+    return {"config": config_path, "measured_bytes": rss("VmHWM") - before, "baseline_bytes": before}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

@@ -45,6 +45,8 @@ QUANT_BITS_PER_PARAM = {(4, True): 4 + 8 / 64 + 32 / (64 * 256), (4, False): 4 +
 """bitsandbytes storage per quantized weight: 4-bit blocks of 64 with an absmax each (fp32, or 8-bit with a
 second fp32 level per 256 blocks under double quantization); LLM.int8 keeps one fp32 scale per row (~0)."""
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+MARGIN = 0.05
+"""A plan fits when at least this share of the GPU's memory is left over."""
 
 
 class PlanError(UserError):
@@ -96,6 +98,11 @@ class Plan:
     @property
     def headroom(self) -> int | None:
         return None if self.setup.gpu_memory is None else self.setup.gpu_memory - self.peak
+
+    @property
+    def fits(self) -> bool | None:
+        """At least MARGIN of the memory left: the CPU checks measured up to ~10% more than the tensors planned."""
+        return None if self.setup.gpu_memory is None else self.headroom >= MARGIN * self.setup.gpu_memory
 
 
 # --- reading the model config and counting on the meta device ------------------------------------------
@@ -208,7 +215,8 @@ def estimate(shape: ModelShape, s: Setup) -> Plan:
     chunk = rows * shape.vocab * (b + (4 if b != 4 else 0) + 4 + 4)
     memory = {
         "weights": int(weights),
-        "trainable_state": shape.trainable_bytes * 4,  # parameter, gradient, AdamW m and v
+        # parameter, gradient, AdamW m and v; TRL casts the trainable weights of a quantized model to bf16.
+        "trainable_state": (shape.trainable_params * 2 if s.quant_bits else shape.trainable_bytes) * 4,
         "activations": int(activations),
         "logits_chunk": int(chunk),
     }
@@ -241,7 +249,7 @@ def suggestions(shape: ModelShape, s: Setup, max_gpus: int = 8) -> list[tuple[st
             candidates.append((f"{gpus} GPUs with FSDP (configs/accelerate/fsdp.yaml)",
                                replace(s, gpus=gpus, shard_weights=True)))
     fits = [(what, estimate(shape, c)) for what, c in dict(candidates).items()]
-    return [(what, p) for what, p in fits if p.headroom is not None and p.headroom >= 0]
+    return [(what, p) for what, p in fits if p.fits]
 
 
 # --- the whole plan for a config --------------------------------------------------------------------------
@@ -309,7 +317,7 @@ def plan_config(cfg: Config, gpus: int = 1, gpu_memory: int | None = None, token
         tokens = data["samples"] * data["tokens_per_sample"] * epochs
         schedule = {**steps, "tokens": int(tokens), "tokens_per_second": rate, "hours": tokens / rate / 3600}
     return {"plan": plan, "data": data, "schedule": schedule,
-            "fixes": suggestions(shape, setup) if plan.headroom is not None and plan.headroom < 0 else [],
+            "fixes": suggestions(shape, setup) if plan.fits is False else [],
             "rate_source": "--tokens-per-second" if tokens_per_second else
             f"{DEFAULT_TOKENS_PER_SECOND} per GPU, the reference run's measured rate on RTX 4080s"}
 
@@ -331,7 +339,7 @@ def format_plan(cfg: Config, result: dict) -> str:
         f"{'on' if s.checkpointing else 'off'}:",
         f"    weights            {_gib(mem['weights']):>12}",
         f"    LoRA state         {_gib(mem['trainable_state']):>12}  (parameters, gradients, AdamW m and v: "
-        f"{shape.trainable_bytes * 4 // max(shape.trainable_params, 1)} bytes per trainable parameter)",
+        f"{mem['trainable_state'] // max(shape.trainable_params, 1)} bytes per trainable parameter)",
         f"    activations        {_gib(mem['activations']):>12}  ({shape.layer_saved_bytes_per_token / 1024:.0f} KiB "
         f"saved per token in one layer, {shape.layers} layers)",
         f"    logits chunk       {_gib(mem['logits_chunk']):>12}  ({min(logits_chunk_rows(shape.vocab), s.batch * s.max_length)}"
@@ -341,8 +349,9 @@ def format_plan(cfg: Config, result: dict) -> str:
         lines.append(f"    CUDA allowance     {_gib(mem['cuda_allowance']):>12}  (context, workspaces, fragmentation)")
     lines.append(f"    total              {_gib(plan.peak):>12}")
     if plan.headroom is not None:
-        verdict = "fits" if plan.headroom >= 0 else "DOES NOT FIT"
-        lines.append(f"    headroom           {_gib(plan.headroom):>12}  -> {verdict} in {_gib(s.gpu_memory)}")
+        verdict = "fits" if plan.fits else "DOES NOT FIT"
+        lines.append(f"    headroom           {_gib(plan.headroom):>12}  -> {verdict} in {_gib(s.gpu_memory)} (keeping "
+                     f"{MARGIN:.0%} = {_gib(MARGIN * s.gpu_memory)} free)")
     lines += [f"  note: {n}" for n in plan.notes]
     if schedule:
         lines.append(f"  steps: {schedule['steps_per_epoch']:,} per epoch, {schedule['total_steps']:,} in total, "
@@ -357,6 +366,6 @@ def format_plan(cfg: Config, result: dict) -> str:
     if result["fixes"]:
         lines.append("  to fit, change one of:")
         lines += [f"    - {what}: {_gib(p.peak)} peak, {_gib(p.headroom)} headroom" for what, p in result["fixes"]]
-    elif plan.headroom is not None and plan.headroom < 0:
+    elif plan.fits is False:
         lines.append("  no single setting change makes it fit; combine them (e.g. 4-bit and a smaller batch)")
     return "\n".join(lines)
