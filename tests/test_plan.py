@@ -52,6 +52,7 @@ def test_weights_in_bf16_and_in_4bit(qwen3_8b_shape):
     # 4 bits + an 8-bit absmax per 64 weights + an fp32 constant per 256 blocks; the rest upcast to fp32.
     expected = linear * (4 + 8 / 64 + 32 / 16384) / 8 + (frozen - linear) * 4
     assert q4.memory["weights"] == int(expected)
+    assert q4.memory["trainable_state"] == 43_646_976 * 2 * 4  # TRL casts a quantized model's LoRA to bf16
     assert 7.9 * GIB < expected < 8.0 * GIB  # 3.6 GB of 4-bit layers + 5.0 GB of fp32 embeddings and output layer
 
 
