@@ -6,8 +6,6 @@ Run as: medtune --help
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -57,8 +55,28 @@ def _config_argv(args) -> list[str]:
     return [args.config, *(word for item in args.overrides for word in ("--set", item))]
 
 
+def _add_launch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
+    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
+    p.add_argument("--accelerate-config", metavar="FILE",
+                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+
+
+def _launch_options(args):
+    from medtune.launch import LaunchOptions
+
+    return LaunchOptions(nproc_per_node=args.nproc_per_node, nnodes=args.nnodes, node_rank=args.node_rank,
+                         master_addr=args.master_addr, master_port=args.master_port,
+                         accelerate_config=args.accelerate_config)
+
+
 def _add_force_stage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+    from medtune.run import STAGES
+
+    p.add_argument("--force", action="append", default=[], choices=STAGES,
                    metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
 
 
@@ -85,29 +103,11 @@ def add_prepare(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from medtune.launch import is_launched, launch_command
+    from medtune.launch import train_or_launch
 
-    nproc = args.nproc_per_node
-    if nproc is None and not is_launched() and not args.accelerate_config:
-        import torch
-
-        nproc = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1  # every visible GPU
-    if not is_launched() and (nproc and nproc > 1 or args.nnodes > 1 or args.accelerate_config):
-        own = _config_argv(args) + (["--force"] if args.force else [])
-        own += ["--resume", args.resume] if args.resume else []
-        load_config(args.config, args.overrides)  # fail here, once, on a bad config
-        cmd = launch_command(own, nproc_per_node=nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
-                             master_addr=args.master_addr, master_port=args.master_port,
-                             accelerate_config=args.accelerate_config)
-        print("train: launching " + " ".join(cmd), flush=True)
-        return subprocess.run(cmd).returncode
-    from medtune.train import train_model
-
-    cfg = load_config(args.config, args.overrides)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    train_model(cfg, resume=args.resume, force=args.force)
-    return 0
+    cfg = load_config(args.config, args.overrides)  # fail here, once, on a bad config
+    return train_or_launch(cfg, _config_argv(args), _launch_options(args), resume=args.resume, force=args.force,
+                           log=lambda message: print(message, flush=True))
 
 
 def add_train(sub) -> None:
@@ -119,13 +119,7 @@ def add_train(sub) -> None:
     p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
     p.add_argument("--force", action="store_true", help="train from scratch even if a finished adapter or "
                                                          "checkpoints exist (deletes the checkpoints)")
-    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
-    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
-    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
-    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
-    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
-    p.add_argument("--accelerate-config", metavar="FILE",
-                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+    _add_launch_args(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -283,7 +277,7 @@ def cmd_run(args) -> int:
     from medtune.run import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
-    run_pipeline(cfg, force=tuple(args.force), config_args=_config_argv(args))
+    run_pipeline(cfg, force=tuple(args.force), launch=_launch_options(args))
     return 0
 
 
@@ -291,16 +285,20 @@ def add_run(sub) -> None:
     p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping finished stages",
                        description="Run every stage on one run directory. A stage whose outputs exist for unchanged "
                                    "inputs is skipped; after a failure, rerunning continues from there (training "
-                                   "resumes from its last complete checkpoint).")
+                                   "resumes from its last complete checkpoint). Training launches one process per GPU "
+                                   "when several are visible, with the same launch options as `medtune train`.")
     _add_config_args(p)
     _add_force_stage(p)
+    _add_launch_args(p)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_demo(args) -> int:
+    from medtune.launch import LaunchOptions
     from medtune.run import demo_config, run_pipeline
 
-    run_pipeline(demo_config(args.output), force=tuple(args.force))
+    # the demo trains in this process, on any machine
+    run_pipeline(demo_config(args.output), force=tuple(args.force), launch=LaunchOptions(nproc_per_node=1))
     return 0
 
 
