@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from medtune import __version__
-from medtune.config import ConfigError, load_config, save_config
+from medtune.config import DTYPES, ConfigError, dtype_name, load_config, save_config
 
 EPILOG = """\
 the whole pipeline:
@@ -144,7 +144,11 @@ def add_report(sub) -> None:
                    help="write report.md, report.html and plots/ here instead of RUN_DIR")
     p.set_defaults(func=cmd_report)
 
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+def _add_dtype_arg(p: argparse.ArgumentParser, choices=DTYPES, default="auto",
+                   help="weights dtype (auto: bf16 on GPU, else fp32)") -> None:
+    # bfloat16, float16 and float32 (medtune 0.1's `evaluate` spelling) still work, with a deprecation note
+    p.add_argument("--dtype", choices=choices, default=default, type=lambda value: dtype_name(value, "--dtype"),
+                   help=help)
 
 
 def _positive_int(text: str) -> int:
@@ -168,7 +172,7 @@ def add_merge(sub) -> None:
                                    "are checked against base+adapter on real prompts before anything is written.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding adapter_config.json")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write the merged model")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+    _add_dtype_arg(p, choices=DTYPES[1:], default=None,
                    help="dtype of the saved weights (default: the base model's, fp32 if it has none)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(func=cmd_merge)
@@ -194,7 +198,7 @@ def add_chat(sub) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: Qwen3's, 0.7 or 0.6 when thinking)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    _add_dtype_arg(p)
     p.set_defaults(func=cmd_chat)
 
 
@@ -231,7 +235,7 @@ def add_serve(sub) -> None:
     p.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto",
                    help="auto: vLLM when installed on a CUDA GPU, else transformers")
     p.add_argument("--model-id", default=None, help="the model name clients use (default: the directory's name)")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    _add_dtype_arg(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -239,13 +243,14 @@ def cmd_evaluate(args) -> int:
     from medtune.evaluate.cli import build_parser as build_evaluations
 
     evaluations, names = build_evaluations()
-    if args.target in names:  # an ad hoc evaluation, e.g. `medtune evaluate compare --model M ...`
+    if args.target in names:  # the first word names an evaluation: `medtune evaluate compare --model M ...`
         sub_args = evaluations.parse_args([args.target, *args.rest])
         return sub_args.func(sub_args)
-    if not Path(args.target).exists() and Path(args.target).suffix not in (".yaml", ".yml"):
+    if not Path(args.target).is_file():  # anything else is a config file
         from medtune.errors import UserError
 
-        raise UserError(f"evaluate: '{args.target}' is neither a config file nor an evaluation ({', '.join(names)})")
+        raise UserError(f"evaluate: no config file '{args.target}'; give a YAML config, or one of the "
+                        f"evaluations: {', '.join(names)}")
     stage = argparse.ArgumentParser(prog="medtune evaluate", description="Run the evaluate stage of a config.")
     _add_config_args(stage)
     stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
@@ -257,14 +262,18 @@ def cmd_evaluate(args) -> int:
 
 
 def add_evaluate(sub) -> None:
-    from medtune.evaluate.cli import overview
+    from medtune.evaluate.cli import build_parser as build_evaluations, overview
 
+    names = build_evaluations()[1]
     p = sub.add_parser(
         "evaluate", help="perplexity, model comparison, reference metrics, safety probe",
         usage="medtune evaluate CONFIG [--set SECTION.KEY=VALUE ...] [--force]\n"
               "       medtune evaluate EVALUATION [options]   (ad hoc, any model, no config)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="With a config: run what its evaluate: section asks for on the run directory, writing\n"
+        description="The first word decides, by name only:\n"
+                    f"  EVALUATION  one of {', '.join(names)}: that evaluation, ad hoc\n"
+                    "  CONFIG      anything else: a config file (one named like an evaluation: ./NAME)\n\n"
+                    "With a config: run what its evaluate: section asks for on the run directory, writing\n"
                     "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
                     "unchanged are skipped unless --force.",
         epilog=overview())
