@@ -358,11 +358,12 @@ def vllm_lora_rank(rank: int) -> int:
                     "use the transformers engine or merge it first (medtune merge)")
 
 
-def load_generator(model: str | Path, adapter: str | Path | None = None, *, dtype: str = "auto",
+def load_generator(model: str | Path | ModelSource, adapter: str | Path | None = None, *, dtype: str = "auto",
                    engine: str = "transformers", merge: bool = False, serving: bool = False,
                    adapters=(), device: str | None = None, max_model_len: int | None = None):
-    """A generator for `model`: a run directory (its adapter and base), a model directory, a hub id or
-    builtin:tiny-qwen3, with `adapter` applied (a run directory's own adapter when `model` is one).
+    """A generator for `model`: a run directory (its adapter and base), a model directory, a hub id,
+    builtin:tiny-qwen3 or a resolved ModelSource, with `adapter` applied (a run directory's own adapter when
+    `model` is one).
 
     dtype: auto|bfloat16|float16|float32 (or bf16|fp16|fp32). engine: auto|transformers|vllm (auto and vllm go
     through choose_engine: vLLM only with a CUDA GPU and adapters it can load). merge: fold the
@@ -370,7 +371,7 @@ def load_generator(model: str | Path, adapter: str | Path | None = None, *, dtyp
     engine for asyncio streaming (AsyncLLMEngine) rather than the offline one. adapters: more adapters
     the generator may switch to with `use_adapter` (vLLM sizes its LoRA slots for them up front).
     """
-    source = resolve_model_source(model)
+    source = model if isinstance(model, ModelSource) else resolve_model_source(model)
     if adapter is not None:
         source = dataclasses.replace(source, adapter=Path(adapter))
     dtype = DTYPE_NAMES.get(dtype, dtype)

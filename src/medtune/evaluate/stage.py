@@ -87,7 +87,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         parts[part] = fp
         write_json(manifest_path, {"parts": parts, "medtune_version": __version__})
 
-    with Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype) as engines:
+    with Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype, log=log) as engines:
         # -- perplexity of the tuned adapter on the validation split --
         val_samples = (read_json(run_dir / "data" / "stats.json") or {}).get("val", 0)
         if ev.perplexity and not val_samples:
@@ -160,6 +160,8 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         # -- multiple-choice benchmarks: every local model of the comparison (thinking does not apply) --
         if ev.benchmarks:
             from medtune.evaluate.bench import run_benchmark, significance
+
+            engines.close()  # the comparison's model goes first (vLLM holds 90% of GPU memory): one model at a time
 
             bench_dir = eval_dir / "benchmarks"
             local = {(a.model, a.adapter): a.name.split("/")[0] for a in arms if not a.base_url}
