@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from medtune.errors import UserError, deprecated
+from medtune.generation import QWEN3_SAMPLING
 
 BUILTIN_TINY_QWEN3 = "builtin:tiny-qwen3"
 QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -189,9 +190,9 @@ class GenerationConfig:
     max_new_tokens: int = 512
     do_sample: bool = True
     """false = greedy decoding (temperature, top_p and top_k are then unused)."""
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
+    temperature: float = QWEN3_SAMPLING[False]["temperature"]
+    top_p: float = QWEN3_SAMPLING[False]["top_p"]
+    top_k: int = QWEN3_SAMPLING[False]["top_k"]
     """0 disables top-k (needed for endpoints that reject it, e.g. api.openai.com)."""
     repetition_penalty: float = 1.0
     seed: int = 0
@@ -210,8 +211,6 @@ class GenerationConfig:
             raise ValueError("generation.repetition_penalty must be > 0")
 
 
-# Qwen3's recommended sampling in thinking mode (the non-thinking values are GenerationConfig's defaults).
-QWEN3_THINKING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
 
 
 @dataclass

@@ -110,7 +110,8 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
     models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
     arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
     parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
-    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype]) as engines:
+    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype],
+                 log=log) as engines:
         run = EvalRun(cfg, arms, engines, base, force, log, parts)
         step_perplexity(run)
         step_compare(run)
@@ -216,6 +217,7 @@ def step_benchmarks(run: EvalRun) -> None:
 
     if not run.cfg.evaluate.benchmarks:
         return
+    run.engines.close()  # the comparison's model goes first (vLLM holds 90% of GPU memory): one model at a time
     bench_dir = run.eval_dir / "benchmarks"
     local = {(a.model, a.adapter): a.name.split("/")[0] for a in run.arms if not a.base_url}
     results = [_benchmark(run, b, model, adapter, label, bench_dir)
