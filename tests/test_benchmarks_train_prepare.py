@@ -44,3 +44,31 @@ def test_gpu_train_benchmark_dry_run():
     for arm in ("trl", "medtune"):
         assert r[arm]["tokens_per_second"] > 0 and 0 < r[arm]["mfu_6n"]
     assert r["medtune"]["batching"] == "group_by_length" and r["trl"]["batching"] == "padding"
+
+
+def test_gpu_check_dry_path_runs_the_cpu_parts_and_skips_the_rest_with_reasons(tmp_path):
+    import importlib.util
+
+    out = tmp_path / "check.json"
+    r = run_script("benchmarks/gpu_check.py", "--dry-run", "--output", str(out),
+                   "--parts", "install,packing_loss,liger_loss,qlora_step,vllm_compare,serve_vllm")
+    assert json.loads(out.read_text(encoding="utf-8")) == r  # the one JSON file is what was printed
+    parts = r["parts"]
+    assert list(parts) == ["install", "packing_loss", "liger_loss", "qlora_step", "vllm_compare", "serve_vllm"]
+    packing = parts["packing_loss"]
+    assert packing["status"] == "pass" and packing["attention"] == "sdpa"
+    assert abs(packing["packed_loss"] - packing["padded_loss"]) <= 1e-5 * packing["padded_loss"]
+    if importlib.util.find_spec("bitsandbytes"):
+        assert parts["qlora_step"]["status"] == "pass" and parts["qlora_step"]["layer"] == "Linear4bit"
+    else:
+        assert parts["qlora_step"] == {"status": "skip", "reason": "bitsandbytes is not installed", "seconds": 0.0}
+    assert parts["liger_loss"]["status"] == "skip" and "CUDA" in parts["liger_loss"]["reason"]
+    assert parts["serve_vllm"]["status"] == parts["vllm_compare"]["status"] == "skip"
+    assert r["passed"] is True and r["dry_run"] is True
+
+
+def test_gpu_check_time_guard_skips_parts_that_would_overrun(tmp_path):
+    r = run_script("benchmarks/gpu_check.py", "--dry-run", "--budget", "5", "--output", str(tmp_path / "c.json"),
+                   "--parts", "packing_loss,liger_loss")
+    assert r["parts"]["packing_loss"]["status"] == "skip" and "time guard" in r["parts"]["packing_loss"]["reason"]
+    assert "CUDA" in r["parts"]["liger_loss"]["reason"]  # a part that cannot run says why, not "time guard"
