@@ -12,7 +12,7 @@ Parts (`--parts` picks some; each in its own try, so one failure hides nothing; 
                   on CPU) gives the same loss as the same samples in a padded batch.
   liger_loss      medtune's loss through Liger's fused linear cross-entropy equals the plain chunked loss (GPU).
   qlora_step      one 4-bit (nf4, double quantization) LoRA step on bitsandbytes: finite loss, LoRA gradients,
-                  the base weights really 4-bit (runs on CPU too: bitsandbytes >= 0.48 has a CPU backend).
+                  the base weights really 4-bit (runs on CPU too: bitsandbytes 0.50 has a CPU backend).
   vllm_compare    `medtune evaluate compare --engine vllm` on the tiny model: answers written (GPU + vllm).
   serve_vllm      `medtune serve --engine vllm`: one /v1/chat/completions answer (GPU + vllm).
 
@@ -80,7 +80,7 @@ def run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
 
 
 def part_install(args, budget: float) -> dict:
-    run([sys.executable, "-m", "pip", "install", "-q", "-e", ".[gpu,vllm]", "bitsandbytes>=0.48"], timeout=budget)
+    run([sys.executable, "-m", "pip", "install", "-q", "-e", ".[gpu,vllm]"], timeout=budget)
     return {"installed": {m: has(m) for m in ("flash_attn", "liger_kernel", "vllm", "bitsandbytes")}}
 
 
