@@ -47,18 +47,26 @@ def _env() -> dict:
 
 
 def _start(*cmd: str) -> subprocess.Popen:
-    # A session of its own, so the test can SIGKILL the launcher and every process it started at once.
-    return subprocess.Popen(list(cmd), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(list(cmd), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_all(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process under it (torchrun puts each rank in a session of its own)."""
+    import psutil
+
+    family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for p in family:
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(family, timeout=30)
+    proc.communicate()
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 240) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"hung for {timeout} s (killed):\n{out[-3000:]}")
+        _kill_all(proc)
+        pytest.fail(f"hung for {timeout} s (killed)")
     return out
 
 
@@ -191,7 +199,7 @@ def test_eval_runs_the_same_number_of_forwards_on_every_rank(model):
     lm.register_forward_hook(lambda *a: calls.append(1))
     rows = {"input_ids": [[5, 6, 7, 8], [5, 6, 7], [9, 10, 11, 12, 13], [4, 5], [3, 4, 5, 6, 7, 8]]}
     rows["labels"] = [[-100] + r[1:] for r in rows["input_ids"]]
-    rows["labels"][3] = [-100, -100]  # no target at all: its batch scores nothing but still runs a forward
+    rows["labels"][1], rows["labels"][3] = [-100] * 3, [-100] * 2  # their batch scores nothing but runs a forward
     ds = datasets.Dataset.from_dict(rows)
     whole = dataset_loss(lm, ds, batch_size=2)
     counts, parts = [], []
@@ -200,7 +208,7 @@ def test_eval_runs_the_same_number_of_forwards_on_every_rank(model):
         parts.append(dataset_loss(lm, ds, batch_size=2, rank=rank, world=2))
         counts.append(len(calls))
     assert counts == [2, 2]
-    assert sum(p[1] for p in parts) == whole[1] == 3 + 2 + 4 + 5
+    assert sum(p[1] for p in parts) == whole[1] == 3 + 4 + 5
     assert sum(p[0] for p in parts) == pytest.approx(whole[0], rel=1e-6)
 
 
@@ -266,26 +274,42 @@ def test_fsdp_config_on_cpu_stops_every_rank_with_a_clear_error(tmp_path, model)
 
 
 @pytest.mark.slow
-def test_fsdp2_on_cpu_eval_and_stop_decision(tmp_path, model):
-    """torch 2.13's FSDP2 (fully_shard) runs on CPU over gloo: under it, an eval whose batches do not divide
-    by the ranks finishes (unequal forwards would wait forever) with the 1-process loss, and a stop wanted
-    by one rank is taken by both."""
+def test_fsdp2_on_cpu_eval_step_and_stop_decision(tmp_path, model):
+    """torch 2.13's FSDP2 (fully_shard) runs on CPU over gloo. Under it: an eval whose batches do not divide
+    by the ranks finishes (unequal forwards would wait forever) with the 1-process loss; medtune's loss on
+    2 + 2 samples gives the LoRA gradients of 1 process on all 4 (1e-6); a stop wanted by one rank is
+    taken by both."""
     import datasets
+    import torch
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from medtune.modeling import dataset_loss
+    from medtune.modeling import right_padded, dataset_loss
+    from medtune.train import target_only_loss
 
-    synthetic_prepared_data(tmp_path, n_train=1, n_val=5)
+    synthetic_prepared_data(tmp_path, n_train=4, n_val=5)
     proc = _start(PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={_port()}",
-                  str(ROOT / "tests" / "fsdp2_worker.py"), str(model), str(tmp_path / "data" / "val"), str(tmp_path))
-    out = _finish(proc, timeout=120)
+                  str(ROOT / "tests" / "fsdp2_worker.py"), str(model), str(tmp_path / "data"), str(tmp_path))
+    out = _finish(proc, timeout=150)
     assert proc.returncode == 0, out
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    nll, tokens = dataset_loss(AutoModelForCausalLM.from_pretrained(str(model)),
-                               datasets.load_from_disk(str(tmp_path / "data" / "val")), batch_size=2)
+    torch.manual_seed(0)
+    lm = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model)),
+                        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    nll, tokens = dataset_loss(lm, datasets.load_from_disk(str(tmp_path / "data" / "val")), batch_size=2)
     for r in ranks:
-        assert r["sharded"] and r["stop"] is True  # lora_B is zero: the adapter leaves the base's loss
+        assert r["sharded"] and r["stop"] is True
         assert r["eval"]["eval_tokens"] == tokens and r["eval"]["eval_loss"] == pytest.approx(nll / tokens, abs=1e-5)
+    rows = datasets.load_from_disk(str(tmp_path / "data" / "train"))[:]
+    ids, labels, mask = right_padded(rows["input_ids"], rows["labels"], [0, 1, 2, 3], pad_id=0)
+    target_only_loss(lm, {"input_ids": ids, "attention_mask": mask, "labels": labels}, None,
+                     lm.get_output_embeddings()).backward()
+    sharded = torch.load(tmp_path / "grads.pt")
+    assert sharded.keys() == {n for n, p in lm.named_parameters() if p.requires_grad}
+    for n, p in lm.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(sharded[n], p.grad, atol=1e-6), n
+    assert any(g.abs().sum() > 0 for g in sharded.values())
 
 
 @pytest.mark.slow
@@ -302,14 +326,14 @@ def test_ddp_two_processes_equal_one_and_resume_after_sigkill(tmp_path, model, r
         assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read()
         assert time.time() < deadline, "no checkpoint-2 in 180 s"
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    _kill_all(proc)
     assert not (run / "adapter_model.safetensors").exists()
     resumed = _start(PY, "-m", "medtune", "train", str(config), "--nproc-per-node", "2", "--accelerate-config",
                      str(ROOT / "configs" / "accelerate" / "ddp.yaml"))
     out = _finish(resumed)
     assert resumed.returncode == 0, out
     assert "resuming from the latest complete checkpoint" in out
+    assert out.count("parameters:") == 1  # only rank 0 prints
     results = json.loads((run / "train_results.json").read_text())
     assert results["world_size"] == 2 and results["effective_batch_size"] == 8 and results["global_step"] == 6
     _same_adapter(run, reference)
