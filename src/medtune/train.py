@@ -167,7 +167,7 @@ def whole_head_weight(state) -> bool:
 
     Liger's fused loss takes the weight tensor itself; under ZeRO-3 it is then an empty placeholder and under
     FSDP a shard. There the loss calls the head as a module instead (target_only_loss's chunked path), so
-    the sharding's own hooks gather it and route its gradient."""
+    the sharding's own hooks gather it and route its gradient (tested under FSDP2 on CPU)."""
     kind = state.distributed_type.value
     if kind == "DEEPSPEED":
         return state.deepspeed_plugin.zero_stage < 3
@@ -283,6 +283,9 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=lora, callbacks=callbacks)
     trainer.use_liger_loss = backends.liger_kernel and whole_head_weight(trainer.accelerator.state)
+    if backends.liger_kernel and not trainer.use_liger_loss:
+        backends.reasons.append("Liger's fused loss off: under ZeRO-3/FSDP lm_head.weight is sharded outside the "
+                                "forward; the loss calls the head as a module, chunked")
     eval_cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
     return trainer
