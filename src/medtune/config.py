@@ -49,6 +49,24 @@ class ConfigError(UserError, ValueError):
 
 
 @dataclass
+class QuantizationConfig:
+    """bitsandbytes quantization of the frozen base weights while training (QLoRA); merge loads them unquantized."""
+
+    bits: int = 4
+    """4 (QLoRA, NF4/FP4) or 8 (LLM.int8)."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type; nf4 is QLoRA's."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (about 0.4 bits per weight saved)."""
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Dtype the 4-bit weights are dequantized to for each matmul (fp32 on CPU)."""
+
+    def __post_init__(self):
+        if self.bits not in (4, 8):
+            raise ValueError(f"model.quantization.bits must be 4 or 8, not {self.bits}")
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = BUILTIN_TINY_QWEN3
     """Hub id (Qwen/Qwen3-8B), local directory, or `builtin:tiny-qwen3` (tiny random Qwen3 for CPU demos)."""
@@ -63,6 +81,9 @@ class ModelConfig:
     """`auto` picks flash-attention when installed on a GPU, else sdpa."""
     enable_thinking: bool = False
     """Chat-template thinking switch used for training data (Qwen3 hybrid models); off = non-thinking SFT."""
+    quantization: QuantizationConfig | None = None
+    """null = full-precision base weights; {bits: 4, quant_type: nf4, double_quant: true, compute_dtype: bf16} =
+    QLoRA through bitsandbytes."""
 
 
 @dataclass

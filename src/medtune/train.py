@@ -10,6 +10,7 @@ timeline.json, environment.json and TensorBoard events under runs/. See docs/run
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
 import math
@@ -22,7 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune import __version__
+from medtune import __version__, quantize
 from medtune.config import Config
 from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
@@ -339,6 +340,7 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
         write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
         raise
     results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), checkpoint, base)
+    results["quantization"] = dataclasses.asdict(cfg.model.quantization) if cfg.model.quantization else None
     _write_run_files(cfg, base, results, final_eval, len(val_ds or []), timeline, backends, world, data_stats)
     say(f"train: done in {result.metrics.get('train_runtime', 0):.0f} s: train loss {results['train_loss']:.4f} "
         f"(run average; last logged {results.get('last_logged_loss')})"
@@ -363,13 +365,16 @@ def load_base(cfg: Config, backends: Backends, main: bool):
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
                                                      attn_implementation=backends.attn_implementation,
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+                                                     trust_remote_code=cfg.model.trust_remote_code,
+                                                     **quantize.load_kwargs(cfg.model.quantization, backends.device))
         tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
                                                   trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
         raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if cfg.model.quantization:
+        model = quantize.prepare_for_training(model, cfg.train.gradient_checkpointing)
     return base, model, tokenizer
 
 
@@ -381,7 +386,8 @@ def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, wo
     eval_steps = eval_every(t)
     trained = data_stats.get("train_target_tokens")
     return "\n".join([
-        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation})",
+        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation}"
+        + (f", weights {quantize.describe(cfg.model.quantization)}" if cfg.model.quantization else "") + ")",
         *(f"  - {r}" for r in backends.reasons),
         f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)",
         f"  effective batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation"
