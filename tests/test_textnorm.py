@@ -10,3 +10,18 @@ def test_width_case_space_and_punctuation_fold_to_one_string():
 def test_different_texts_stay_different():
     assert normalize_text("头痛怎么办") != normalize_text("头晕怎么办")
     assert normalize_text("B 2") != normalize_text("B 3")
+
+
+def test_translate_table_equals_the_per_character_definition_on_every_code_point():
+    import sys
+    import unicodedata
+
+    # The definition, written independently: drop whitespace and Unicode category P* after NFKC + casefold.
+    def reference(text):
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        return "".join(ch for ch in folded if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
+
+    chars = [chr(cp) for cp in range(sys.maxunicode + 1) if not 0xD800 <= cp <= 0xDFFF]
+    for start in range(0, len(chars), 4096):
+        block = "".join(chars[start:start + 4096])
+        assert normalize_text(block) == reference(block)
