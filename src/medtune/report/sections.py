@@ -65,7 +65,7 @@ def sec_overview(c: Ctx) -> list[Section]:
     cfg = run.cfg
     adapter = run.adapter_config.data if run.adapter_config.ok else {}
     base = cfg.model.name_or_path if cfg else text(adapter, "base_model_name_or_path")
-    files = cfg.data.train_files if cfg else []
+    files = cfg.data.source_paths() if cfg else []
     s = Section("overview", t("sec.overview"))
     if base:
         s.blocks.append(Para(t("ov.goal", base=code(base), data=", ".join(code(f) for f in files) if files else NA)))
@@ -212,7 +212,7 @@ def sec_data(c: Ctx) -> list[Section]:
 
 def data_sources(c: Ctx) -> list[str]:
     if c.run.cfg:
-        return [code(f) for f in c.run.cfg.data.train_files]
+        return [code(f) for f in c.run.cfg.data.source_paths()]
     inputs = c.run.manifest.data.get("inputs") if c.run.manifest.ok else None
     return [code(text(i, "hub_id") or Path(text(i, "path") or "?").name) for i in inputs or [] if isinstance(i, dict)]
 
