@@ -332,6 +332,8 @@ class EvaluateConfig:
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"
     """Red-flag prompt set for the safety probe; null skips it."""
+    contamination: bool = True
+    """Check every evaluation input against the training (and align) data -> eval/contamination.json."""
 
     def __post_init__(self):
         if self.max_questions is not None and self.max_questions < 1:

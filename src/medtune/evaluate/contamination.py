@@ -201,6 +201,23 @@ def _flagged(item: EvalItem, matches: list[dict]) -> dict:
             "coverage": best[0]["coverage"], "matching_records": len(matches), "matches": best[:MAX_MATCHES]}
 
 
+def inputs_identity(cfg: Config) -> dict:
+    """What the result depends on, for the evaluate stage's fingerprint: data, evaluation files, benchmark results."""
+    from medtune.evaluate.stage import data_identity, file_identity
+
+    ev, run_dir = cfg.evaluate, cfg.run_dir
+    maybe = lambda p: file_identity(p) if Path(p).is_file() else None  # noqa: E731
+    bench_dir = run_dir / "eval" / "benchmarks"
+    sources = expand_sources(cfg.data)
+    prepared = (read_json(run_dir / "data" / "manifest.json") or {}).get("fingerprint")  # covers the files' hashes
+    return {"records": maybe(run_dir / "data" / "records.parquet"),
+            "prepared": prepared or [maybe(f) or f for s in sources if s.role == "train" for f in s.files],
+            "align": maybe(run_dir / "align" / "pairs.jsonl"),
+            "inputs": [data_identity(b.path) for b in ev.benchmarks] + [file_identity(p) for p in (ev.questions, ev.safety) if p],
+            "results": [file_identity(p) for p in sorted(bench_dir.glob("*.json"))] if bench_dir.is_dir() else [],
+            "n": N, "threshold": THRESHOLD}
+
+
 def check_contamination(cfg: Config, output: Path, log=print) -> dict:
     """Scan the run's training (and align) data for the config's evaluation inputs; write and return the result."""
     started = time.perf_counter()

@@ -10,6 +10,9 @@ outputs exist (`--force` reruns them all):
 - safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
+- contamination (evaluate.contamination): every benchmark item, question and safety prompt against the
+  training split's source records (and align/pairs.jsonl) -> eval/contamination.json, with each benchmark
+  result also scored on its clean items
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
 """
@@ -180,6 +183,17 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
                     results.append(read_json(out))
             write_json(bench_dir / "significance.json", significance(results))
             outputs["benchmarks"] = bench_dir
+
+        # -- contamination: every evaluation input against the training data, benchmarks also on clean items --
+        if ev.contamination and (ev.benchmarks or ev.questions or ev.safety):
+            from medtune.evaluate.contamination import check_contamination, inputs_identity
+
+            out = eval_dir / "contamination.json"
+            fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})
+            if not up_to_date("contamination", fp, out):
+                check_contamination(cfg, out, log=log)
+                done("contamination", fp)
+            outputs["contamination"] = out
 
         # -- LLM-as-judge on the comparison's answers: the first arm against each of the others --
         if ev.judge_base_url and ev.judge_model and "compare" in outputs and len(arms) > 1:
