@@ -182,6 +182,7 @@ def sec_data(c: Ctx) -> list[Section]:
         rows.append([t(f"data.{key}"), f_int(value), t("data.of_kept", share=share) if key == "truncated"
                      else share])
     s.blocks.append(Table([t("col.item"), t("col.count"), t("col.share_of_read")], rows))
+    s.blocks += sources_table(t, st)
     reasons = st.get("rejected_reasons")
     if isinstance(reasons, dict) and reasons:
         counted = sorted(((str(k), num(reasons, k)) for k in reasons), key=lambda kv: -(kv[1] or 0))
@@ -208,6 +209,23 @@ def sec_data(c: Ctx) -> list[Section]:
     s.blocks.append(Para(t("data.speed", seconds=f_num(num(st, "seconds"), 1),
                            rate=f_int(num(st, "examples_per_second")))))
     return [s]
+
+
+def sources_table(t, stats: dict) -> list:
+    """The mixture: per source read, kept, not kept, train samples and their share (only for 2+ sources)."""
+    sources = [x for x in stats.get("sources") or [] if isinstance(x, dict)]
+    if len(sources) < 2:
+        return []
+    rows = []
+    for x in sources:
+        weight = num(x, "weight")
+        dropped = sum(num(x, k) or 0 for k in ("rejected", "duplicates", "dropped_too_long"))
+        rows.append([code(text(x, "path") or "?"), text(x, "role") or NA, text(x, "format") or NA,
+                     f_num(weight, 2) if weight is not None else NA, f_int(num(x, "read")), f_int(num(x, "kept")),
+                     f_int(dropped), f_int(num(x, "unused")), f_int(num(x, "train")), f_pct(num(x, "train_share"))])
+    return [Para(t("mix.intro")),
+            Table([t("mix.source"), t("mix.role"), t("mix.format"), t("mix.weight"), t("data.read"), t("data.kept"),
+                   t("mix.dropped"), t("data.unused"), t("data.train"), t("mix.share")], rows)]
 
 
 def data_sources(c: Ctx) -> list[str]:
