@@ -33,5 +33,6 @@ def normalize_text(text: str) -> str:
     for ch in _COMMON:
         if ch in quick:
             quick = quick.replace(ch, "")
-    folded = quick if unicodedata.is_normalized("NFKC", quick) else unicodedata.normalize("NFKC", text)
-    return folded.casefold().translate(_deleted())
+    folded = (quick if unicodedata.is_normalized("NFKC", quick) else unicodedata.normalize("NFKC", text)).casefold()
+    # All letters and digits (the usual case once the common punctuation is gone): nothing left to delete.
+    return folded if folded.isalnum() else folded.translate(_deleted())
