@@ -53,6 +53,12 @@ def test_weights_are_shares_and_train_is_interleaved(tmp_path, qwen3_tokenizer):
     assert identity(a) and identity(b) and identity(stats)
     assert all(stats[k] == a[k] + b[k] for k in ("read", "kept", "rejected", "duplicates", "unused", "train"))
 
+    from medtune.report.sections import sources_table
+    from medtune.report.strings import Text
+
+    _, table = sources_table(Text("en"), stats)  # the report's mixture table: read, kept, not kept, ..., train
+    assert [row[4:9] for row in table.rows] == [["42", "40", "2", "0", "40"], ["30", "13", "0", "17", "13"]]
+
     import datasets
 
     train = datasets.load_from_disk(str(tmp_path / "run" / "data" / "train"))
