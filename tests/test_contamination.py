@@ -138,3 +138,13 @@ def test_check_contamination_without_records_file_reads_every_valid_record(tmp_p
     (f,) = result["files"]
     assert f["flagged_items"][0]["matches"][0]["line"] == 3 and f["flagged_items"][0]["exact"]
     assert Path(f["flagged_items"][0]["matches"][0]["file"]) == train
+
+
+def test_benchmark_script_smoke():
+    from tests.test_benchmarks_train_prepare import run_script
+
+    r = run_script("benchmarks/contamination.py", "--records", "600", "--items", "30", "--naive-records", "40")
+    assert r["records"] == 600 and r["items"] == 30
+    assert r["same_pairs_on_subsample"] is True  # index and naive per-pair check flag the same pairs
+    assert r["fresh_flagged"] == 0 and r["planted_found_at_their_line"] >= r["planted"] * 0.8
+    assert r["naive_seconds_extrapolated"] > r["seconds"]

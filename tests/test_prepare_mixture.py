@@ -36,7 +36,7 @@ def medical(i):
     return sharegpt(f"医生您好，我第{i}次复诊，血压一直偏高，药量需要调整吗？", f"回答{i}：请带上近一周的血压记录复诊。")
 
 
-def test_weights_are_shares_and_train_is_interleaved(tmp_path, qwen3_tokenizer):
+def test_weights_are_shares_and_train_is_interleaved(tmp_path):
     med = write_jsonl(tmp_path / "med.jsonl", [medical(i) for i in range(40)] + ["{bad json", medical(0)])
     cfg_path = write_config(tmp_path, json.dumps({
         "output_dir": str(tmp_path / "run"),
@@ -62,7 +62,12 @@ def test_weights_are_shares_and_train_is_interleaved(tmp_path, qwen3_tokenizer):
     import datasets
 
     train = datasets.load_from_disk(str(tmp_path / "run" / "data" / "train"))
-    is_med = ["血压" in qwen3_tokenizer.decode(ids) for ids in train["input_ids"]]
+    from tokenizers import Tokenizer
+
+    from medtune.assets import find_qwen3_tokenizer
+
+    tokenizer = Tokenizer.from_file(str(find_qwen3_tokenizer() / "tokenizer.json"))  # the Rust one: loads fast
+    is_med = ["血压" in tokenizer.decode(ids) for ids in train["input_ids"]]
     assert sum(is_med) == 40
     for length in range(1, len(is_med) + 1):  # every prefix holds the shares to within two records
         assert abs(sum(is_med[:length]) - length * 40 / 53) <= 2, (length, is_med)
