@@ -148,3 +148,21 @@ def test_benchmark_script_smoke():
     assert r["same_pairs_on_subsample"] is True  # index and naive per-pair check flag the same pairs
     assert r["fresh_flagged"] == 0 and r["planted_found_at_their_line"] >= r["planted"] * 0.8
     assert r["naive_seconds_extrapolated"] > r["seconds"]
+
+
+def test_records_of_files_the_config_no_longer_names_is_an_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from medtune.errors import UserError
+
+    train = tmp_path / "new.jsonl"
+    train.write_text(json.dumps({"instruction": "问", "output": "答"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"file": [str(tmp_path / "old.jsonl")], "line": [1], "source": [0], "split": ["train"]}),
+                   tmp_path / "run" / "data" / "records.parquet")
+    cfg = config_from_dict({"output_dir": str(tmp_path / "run"), "data": {"train_files": [str(train)]},
+                            "evaluate": {"safety": None}})
+    with pytest.raises(UserError, match="old.jsonl, which data.train_files no longer names"):
+        check_contamination(cfg, tmp_path / "out.json", log=lambda *_: None)

@@ -20,6 +20,7 @@ between the two disjoint groups.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,11 @@ def training_records(cfg: Config) -> tuple[Iterator[TrainingRecord], str]:
     """The training split's records from their source files, and how they were selected (in words)."""
     data_dir = cfg.run_dir / "data"
     selected = _selected_lines(data_dir / "records.parquet")
+    if selected is not None:
+        named = {os.path.abspath(f) for s in expand_sources(cfg.data) if s.role == "train" for f in s.files}
+        if other := sorted(set(selected) - named):
+            raise UserError(f"{data_dir / 'records.parquet'}: the training split came from {', '.join(other)}, which "
+                            "data.train_files no longer names; rerun `medtune prepare CONFIG` first")
     how = ("the training split listed in data/records.parquet" if selected is not None else
            "every valid record of data.train_files (data/records.parquet is missing: prepare has not run, or ran "
            "before medtune recorded its selection), a superset of what was trained on")
@@ -128,7 +134,7 @@ def _selected_lines(path: Path) -> dict[str, set[int]] | None:
     out: dict[str, set[int]] = {}
     for file, line, split in zip(*(table.column(c).to_pylist() for c in ("file", "line", "split"))):
         if split == "train":
-            out.setdefault(file, set()).add(line)
+            out.setdefault(os.path.abspath(file), set()).add(line)
     return out
 
 
@@ -137,7 +143,7 @@ def _iter_training(data: DataConfig, selected: dict[str, set[int]] | None) -> It
         if source.role != "train":
             continue
         for file in source.files:
-            lines = None if selected is None else selected.get(file, set())
+            lines = None if selected is None else selected.get(os.path.abspath(file), set())
             if lines is not None and not lines:
                 continue
             for rec in iter_raw_records(file, source.data):

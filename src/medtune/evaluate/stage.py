@@ -185,7 +185,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
             outputs["benchmarks"] = bench_dir
 
         # -- contamination: every evaluation input against the training data, benchmarks also on clean items --
-        if ev.contamination and (ev.benchmarks or ev.questions or ev.safety):
+        if ev.contamination and cfg.data.train_files and (ev.benchmarks or ev.questions or ev.safety):
             from medtune.evaluate.contamination import check_contamination, inputs_identity
 
             out = eval_dir / "contamination.json"
