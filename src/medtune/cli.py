@@ -21,8 +21,9 @@ stages (each reads and writes only the run directory, output_dir in the config):
   plan      parameters, peak memory per GPU, steps and time for a config, before any download
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
-  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe -> eval/
-            (or ad hoc on any model: medtune evaluate perplexity|compare|bench|judge|metrics|safety ...)
+  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe,
+            contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|bench|judge|
+            metrics|safety|contamination ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
 use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
@@ -304,8 +305,8 @@ def add_evaluate(sub) -> None:
                     f"  EVALUATION  one of {', '.join(names)}: that evaluation, ad hoc\n"
                     "  CONFIG      anything else: a config file (one named like an evaluation: ./NAME)\n\n"
                     "With a config: run what its evaluate: section asks for on the run directory, writing\n"
-                    "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
-                    "unchanged are skipped unless --force.",
+                    "eval/ (perplexity.json, compare/, metrics.json, safety.json, contamination.json); parts whose\n"
+                    "inputs are unchanged are skipped unless --force.",
         epilog=overview())
     p.add_argument("target", metavar="CONFIG | EVALUATION", help="a YAML config, or one of the ad hoc evaluations")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -537,7 +537,7 @@ tags: [medtune, lora, medical, sft]
 # LoRA adapter trained with medtune
 
 A LoRA adapter (r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout} on
-{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.train_files)}
+{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.source_paths())}
 ({results.get('num_train_samples', '?')} dialogues, max length {cfg.data.max_length}) for
 {results.get('global_step')} optimizer steps of {results.get('effective_batch_size')} samples.
 

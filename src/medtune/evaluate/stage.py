@@ -12,6 +12,9 @@ outputs exist (`--force` reruns them all):
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+- contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
+  prompt against the training split's source records (and align/pairs.jsonl) -> eval/contamination.json,
+  with each benchmark result also scored on its clean items
 
 evaluate_run is that list of steps. Adding a step: a function `def step_x(run: EvalRun) -> None` that
 returns early when the config does not ask for it, fingerprints its inputs, skips itself with
@@ -119,6 +122,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_safety(run)
         step_benchmarks(run)
         step_judge(run)
+        step_contamination(run)
     _log_done(run, time.perf_counter() - started)
     return run.outputs
 
@@ -263,6 +267,22 @@ def step_judge(run: EvalRun) -> None:
                        pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
+
+
+def step_contamination(run: EvalRun) -> None:
+    """Every evaluation input against the training (and align) data -> eval/contamination.json, with each
+    benchmark result also on its clean items (so it runs after the benchmarks)."""
+    from medtune.evaluate.contamination import check_contamination, inputs_identity
+
+    cfg, ev = run.cfg, run.cfg.evaluate
+    if not (ev.contamination and cfg.data.train_files and (ev.benchmarks or ev.questions or ev.safety)):
+        return
+    out = run.eval_dir / "contamination.json"
+    fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})
+    if not run.up_to_date("contamination", fp, out):
+        check_contamination(cfg, out, log=run.log)
+        run.done("contamination", fp)
+    run.outputs["contamination"] = out
 
 
 def _log_done(run: EvalRun, seconds: float) -> None:
