@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import json
 import math
 import os
 import platform
@@ -21,7 +20,6 @@ import subprocess
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +28,10 @@ from medtune.config import Config
 from medtune.errors import UserError
 from medtune.modeling import count_parameters, dataset_loss, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
+from medtune.trainer_common import (COMPLETE_MARKER, NonFiniteLoss, Timeline, choose_checkpoint,  # noqa: F401
+                                    complete_checkpoints, trainer_callbacks)
 
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
-COMPLETE_MARKER = "medtune-complete.json"
 
 
 class TrainingError(UserError):
@@ -184,105 +183,16 @@ def _trainer_class():
     return MedtuneSFTTrainer
 
 
-# --- checkpoints -------------------------------------------------------------------------------------
-
-
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints whose completion marker lists files that are all present, oldest first."""
-    found = []
-    for d in run_dir.glob("checkpoint-*"):
-        if not d.is_dir() or not d.name.split("-")[-1].isdigit():
-            continue
-        marker = read_json(d / COMPLETE_MARKER)
-        if not marker:
-            continue
-        if all((d / name).is_file() and (d / name).stat().st_size == size for name, size in marker["files"].items()):
-            found.append(d)
-    return sorted(found, key=lambda d: int(d.name.split("-")[-1]))
-
-
-def _mark_complete(checkpoint: Path) -> None:
-    files = {str(p.relative_to(checkpoint)): p.stat().st_size for p in checkpoint.rglob("*")
-             if p.is_file() and p.name != COMPLETE_MARKER}
-    write_json(checkpoint / COMPLETE_MARKER, {"files": files})
-
-
 # --- callbacks ---------------------------------------------------------------------------------------
 
 
 def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_per_epoch: bool, eval_batch_size: int):
     """Built lazily so that importing this module does not import transformers."""
     has_val = val_dataset is not None and len(val_dataset) > 0
-    import torch
-    from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
-    class MetricsCallback(TrainerCallback):
-        """metrics.jsonl with the learning rate actually used, tokens/s, and a progress bar with ETA."""
-
-        def __init__(self):
-            self.lr_used = None
-            self.last_time = self.start = None
-            self.last_tokens = 0
-            self.bar = None
-            self.file = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.start = self.last_time = time.perf_counter()
-            self.last_tokens = state.num_input_tokens_seen
-            if state.is_world_process_zero:
-                self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
-                                dynamic_ncols=True)
-
-        def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
-            # After optimizer.step() and before the scheduler moves on: the rate this step used.
-            self.lr_used = optimizer.param_groups[0]["lr"]
-
-        def on_step_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs or "train_loss" in logs:  # skip the end-of-run summary
-                return
-            now = time.perf_counter()
-            entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-            if "loss" in logs:
-                tokens = state.num_input_tokens_seen
-                entry.update(loss=logs["loss"], learning_rate=self.lr_used, grad_norm=logs.get("grad_norm"),
-                             tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
-                             num_input_tokens_seen=tokens)
-                self.last_time, self.last_tokens = now, tokens
-                if self.bar is not None:
-                    self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{self.lr_used:.2e}",
-                                         tok_s=f"{entry['tokens_per_second']:.0f}")
-            for key in ("eval_loss", "eval_perplexity", "eval_tokens"):
-                if key in logs:
-                    entry[key] = logs[key]
-            entry["elapsed_seconds"] = round(now - self.start, 3)
-            self.file.write(json.dumps(entry) + "\n")
-            self.file.flush()
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.file:
-                self.file.close()
-            if self.bar is not None:
-                self.bar.close()
-
-    class NonFiniteGuard(TrainerCallback):
-        """Stops at the first non-finite loss or weight, before that step can be saved."""
-
-        def on_step_end(self, args, state, control, model=None, **kw):
-            params = [p for p in model.parameters() if p.requires_grad]
-            if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-                raise NonFiniteLoss(state.global_step, "a trainable weight became NaN/inf")
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            for key in ("loss", "grad_norm"):
-                value = (logs or {}).get(key)
-                if value is not None and not math.isfinite(value):
-                    raise NonFiniteLoss(state.global_step, f"the logged {key} is {value}")
+    metrics_cb, guard_cb, marker_cb = trainer_callbacks(run_dir, extra_keys=("eval_loss", "eval_perplexity",
+                                                                             "eval_tokens"))
 
     class TokenWeightedEval(TrainerCallback):
         """Periodic eval loss, token-weighted with the training label rule (the Trainer's own averages
@@ -302,20 +212,7 @@ def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_per_epoc
             if has_val and eval_per_epoch:
                 return self._evaluate(control, model)
 
-    class CompleteMarker(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            if state.is_world_process_zero:
-                ckpt = run_dir / f"checkpoint-{state.global_step}"
-                if ckpt.is_dir():
-                    _mark_complete(ckpt)
-
-    return MetricsCallback(), NonFiniteGuard(), TokenWeightedEval(), CompleteMarker()
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, what: str):
-        super().__init__(f"step {step}: {what}")
-        self.step, self.what = step, what
+    return metrics_cb, guard_cb, TokenWeightedEval(), marker_cb
 
 
 def _distributed_eval(model, dataset, batch_size: int) -> dict:
@@ -335,19 +232,6 @@ def _distributed_eval(model, dataset, batch_size: int) -> dict:
 
 
 # --- the stage ---------------------------------------------------------------------------------------
-
-
-class Timeline:
-    def __init__(self):
-        self.events = []
-
-    @contextmanager
-    def __call__(self, name: str):
-        start, t0 = dt.datetime.now().astimezone(), time.perf_counter()
-        yield
-        self.events.append({"name": name, "start": start.isoformat(timespec="seconds"),
-                            "end": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                            "seconds": round(time.perf_counter() - t0, 3)})
 
 
 def world_size() -> int:
@@ -456,7 +340,7 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     fp = train_fingerprint(cfg, data_manifest.get("fingerprint"))
     manifest_path = run_dir / "train_manifest.json"
     recorded = read_json(manifest_path, {})
-    checkpoint = _choose_checkpoint(run_dir, recorded, fp, resume, force, say)
+    checkpoint = choose_checkpoint(run_dir, recorded, fp, resume, force, say, "train", TrainingError)
     if checkpoint is None and not force and recorded.get("fingerprint") == fp and recorded.get("status") == "completed" \
             and (run_dir / "adapter_model.safetensors").exists():
         say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {fp}); "
@@ -571,26 +455,6 @@ def _wait_for_base(cfg: Config, run_dir: Path) -> str:
             return str(target.parent.resolve())
         time.sleep(0.5)
     raise TrainingError(f"{target} did not appear: rank 0 failed to create the builtin base model")
-
-
-def _choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None, force: bool, say):
-    if resume:
-        path = Path(resume).resolve()
-        if path not in {c.resolve() for c in complete_checkpoints(path.parent)}:
-            raise TrainingError(f"--resume {resume}: not a complete checkpoint directory (it has no "
-                                f"{COMPLETE_MARKER}, or files listed there are missing)")
-        return path
-    if force:
-        return None
-    checkpoints = complete_checkpoints(run_dir)
-    if not checkpoints or recorded.get("status") == "completed":
-        return None
-    if recorded.get("fingerprint") != fp:
-        raise TrainingError(f"{run_dir} has checkpoints from a different config or data (fingerprint "
-                            f"{recorded.get('fingerprint')} vs {fp}); rerun with --force to start over "
-                            "(it deletes them) or use another output_dir")
-    say(f"train: resuming from the latest complete checkpoint {checkpoints[-1]}")
-    return checkpoints[-1]
 
 
 def _clear_training_outputs(run_dir: Path) -> None:
