@@ -16,12 +16,13 @@ from medtune.config import ConfigError, load_config, save_config
 
 EPILOG = """\
 the whole pipeline:
-  run       prepare -> train -> evaluate -> report on one config; finished stages are skipped
+  run       prepare -> train [-> align] -> evaluate -> report on one config; finished stages are skipped
   demo      run on the embedded tiny default (configs/demo.yaml): CPU, offline, a few minutes
 
 stages (each reads and writes only the run directory, output_dir in the config):
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
+  align     DPO / KTO / GRPO on top of the SFT adapter (config section align:) -> align/ (optional)
   evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe -> eval/
             (or ad hoc on any model: medtune evaluate perplexity|compare|bench|judge|metrics|safety ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
@@ -36,12 +37,14 @@ examples:
   medtune run configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune align configs/demo.yaml --set align.max_steps=20 --force
   medtune evaluate configs/demo.yaml --set evaluate.max_questions=5
   medtune evaluate compare --model Qwen/Qwen3-8B --thinking both --output cmp/
   medtune report runs/demo --lang en
 
   medtune merge runs/demo --output runs/demo-merged --dtype bf16
   medtune chat runs/demo
+  medtune chat runs/demo/align              # the aligned adapter
   medtune serve runs/demo --port 8000
 """
 
@@ -58,7 +61,7 @@ def _config_argv(args) -> list[str]:
 
 
 def _add_force_stage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "align", "evaluate", "report"],
                    metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
 
 
@@ -127,6 +130,25 @@ def add_train(sub) -> None:
     p.add_argument("--accelerate-config", metavar="FILE",
                    help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
     p.set_defaults(func=cmd_train)
+
+
+def cmd_align(args) -> int:
+    from medtune.align import align_model
+
+    align_model(_load(args), force=args.force, resume=args.resume)
+    return 0
+
+
+def add_align(sub) -> None:
+    p = sub.add_parser("align", help="DPO / KTO / GRPO on top of the SFT adapter (config section align:)",
+                       description="Train the run's SFT adapter further with TRL's DPO, KTO or GRPO trainer; the "
+                                   "reference model is the SFT model. Data: preference/KTO/multiple-choice files "
+                                   "(align.train_files) or pairs made from the SFT run itself (align.pairs: self). "
+                                   "Writes <output_dir>/align/; resumes from its latest complete checkpoint.")
+    _add_config_args(p)
+    p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
+    p.add_argument("--force", action="store_true", help="rerun even if align/ is up to date (deletes its checkpoints)")
+    p.set_defaults(func=cmd_align)
 
 
 def cmd_report(args) -> int:
@@ -288,7 +310,7 @@ def cmd_run(args) -> int:
 
 
 def add_run(sub) -> None:
-    p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping finished stages",
+    p = sub.add_parser("run", help="prepare -> train [-> align] -> evaluate -> report, skipping finished stages",
                        description="Run every stage on one run directory. A stage whose outputs exist for unchanged "
                                    "inputs is skipped; after a failure, rerunning continues from there (training "
                                    "resumes from its last complete checkpoint).")
@@ -323,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     add_prepare(sub)
     add_train(sub)
+    add_align(sub)
     add_evaluate(sub)
     add_report(sub)
     add_merge(sub)

@@ -1,4 +1,4 @@
-"""`medtune run`: prepare -> train -> evaluate -> report in one run directory, and `medtune demo`.
+"""`medtune run`: prepare -> train [-> align] -> evaluate -> report in one run directory, and `medtune demo`.
 
 Run as: medtune run CONFIG.yaml [--set ...] [--force STAGE ...]
         medtune demo
@@ -18,7 +18,7 @@ from medtune.assets import PROJECT_ROOT
 from medtune.config import Config, load_config, save_config
 from medtune.errors import UserError
 
-STAGES = ("prepare", "train", "evaluate", "report")
+STAGES = ("prepare", "train", "align", "evaluate", "report")
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 
 
@@ -32,6 +32,8 @@ def run_pipeline(cfg: Config, force: tuple[str, ...] = (), config_args: list[str
     save_config(cfg, cfg.run_dir / "config.yaml")
     report = None
     for stage in STAGES:
+        if stage == "align" and cfg.align is None:
+            continue  # optional: only with an align: section
         log(f"\n=== {stage} ===")
         try:
             if stage == "prepare":
@@ -40,6 +42,10 @@ def run_pipeline(cfg: Config, force: tuple[str, ...] = (), config_args: list[str
                 prepare_dataset(cfg, force="prepare" in force, log=log)
             elif stage == "train":
                 train_stage(cfg, force="train" in force, config_args=config_args, log=log)
+            elif stage == "align":
+                from medtune.align import align_model
+
+                align_model(cfg, force="align" in force, log=log)
             elif stage == "evaluate":
                 from medtune.evaluate.stage import evaluate_run
 
@@ -49,7 +55,7 @@ def run_pipeline(cfg: Config, force: tuple[str, ...] = (), config_args: list[str
 
                 report = write_report(cfg.run_dir, lang=cfg.report.lang)
         except UserError as e:
-            resume = " and training resumes from its last complete checkpoint" if stage == "train" else ""
+            resume = " and training resumes from its last complete checkpoint" if stage in ("train", "align") else ""
             raise StageFailed(f"stage '{stage}' failed: {e}\nFix that and rerun the same command: finished "
                               f"stages are skipped{resume}.") from None
     log(f"\nmedtune run: all stages done in {time.perf_counter() - started:.0f} s")
