@@ -226,8 +226,8 @@ def trl_args(cfg: Config, precision: str, cuda: bool):
         max_steps=a.max_steps, per_device_train_batch_size=a.per_device_train_batch_size,
         gradient_accumulation_steps=a.gradient_accumulation_steps, lr_scheduler_type=a.lr_scheduler_type,
         warmup_steps=a.warmup_steps, max_grad_norm=a.max_grad_norm, bf16=precision == "bf16", use_cpu=not cuda,
-        gradient_checkpointing=checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         logging_steps=a.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit, seed=a.seed,
         data_seed=a.seed, report_to=[r for r in cfg.train.report_to if r != "none"], disable_tqdm=True)

@@ -207,7 +207,7 @@ class CompareModel:
     model: str = "run:base"
     """Hub id or path; `run:base` = this run's base model; with base_url, the model name the endpoint serves."""
     adapter: str | None = None
-    """LoRA adapter directory; `run` = this run's trained adapter."""
+    """LoRA adapter directory; `run` = this run's trained adapter, `run:align` = its aligned adapter (run/align)."""
     prompt_format: str = "chat_template"
     """`chat_template` (the model's own) or a plain format with {question}, e.g. '<human>:{question}\\n<bot>:'."""
     system_prompt: str | None = None
@@ -411,7 +411,8 @@ class AlignConfig:
 
 # TRL settings medtune derives itself (output place, precision, logging): not settable under align.trl.
 ALIGN_OWNED_TRL_KEYS = {"output_dir", "fp16", "use_cpu", "report_to", "disable_tqdm", "logging_dir",
-                        "save_strategy", "overwrite_output_dir", "gradient_checkpointing_kwargs"}
+                        "save_strategy", "overwrite_output_dir", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+                        "activation_checkpointing", "activation_checkpointing_kwargs"}
 
 
 @dataclass

@@ -73,7 +73,8 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
     started = time.perf_counter()
 
     run_base = resolve_base_model(cfg.model.name_or_path, run_dir)
-    models = ev.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
+    aligned = cfg.align is not None and (run_dir / "align" / ADAPTER_FILES[0]).is_file()
+    models = ev.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt, aligned)
     arms = resolve_arms(models, ev.generation, run_dir, run_base)
     outputs: dict[str, Path] = {}
 

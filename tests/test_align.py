@@ -1,0 +1,236 @@
+"""The align stage: the data readers' accounting, the exact ids TRL trains on, which weights the reference
+holds, DPO's first loss and a planted preference, resume and the fingerprint skip.
+
+One tiny SFT run (tests/conftest.make_lora_run: base + a non-zero LoRA, as `medtune train` leaves it) and
+one 4-step DPO run are shared by the module to keep it fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medtune.config import config_from_dict
+from medtune.rundir import write_json
+from tests.conftest import ROOT, make_lora_run
+
+RECORDS = ROOT / "tests" / "fixtures" / "align_records.jsonl"
+
+
+def align_cfg(run: Path, files, **align):
+    return config_from_dict({
+        "output_dir": str(run), "model": {"name_or_path": str(run / "base_model")},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "train": {"report_to": ["none"]},
+        "align": {"algorithm": "dpo", "train_files": [str(f) for f in files], "max_length": 256,
+                  "per_device_train_batch_size": 4, "logging_steps": 1, "save_steps": 2, **align}})
+
+
+def planted_pairs(path: Path, n: int = 8) -> Path:
+    """Every chosen answer is the same short advice, every rejected one the same other text: a preference
+    the policy can learn in a few steps."""
+    rows = [{"prompt": f"问题{i}：头痛{i}天了怎么办？", "chosen": "建议及时就医。", "rejected": "随便吃点药就好了吧。"}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    run = make_lora_run(tmp_path_factory.mktemp("align") / "run")
+    write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
+    return run
+
+
+@pytest.fixture(scope="module")
+def dpo_run(sft_run):
+    """align_model on the planted pairs: 4 steps, checkpoints at 2 and 4."""
+    from medtune.align import align_model
+
+    cfg = align_cfg(sft_run, [planted_pairs(sft_run.parent / "pairs.jsonl")], max_steps=4, learning_rate=5e-3)
+    logs = []
+    results = align_model(cfg, log=logs.append)
+    return cfg, results, logs
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+def test_reader_matrix_accounts_for_every_record(tmp_path, qwen3_tokenizer):
+    from medtune.align_data import read_align_data
+
+    cfg = align_cfg(tmp_path, [RECORDS])
+    rows, summary = read_align_data(cfg, qwen3_tokenizer, [str(RECORDS)], tmp_path / "rejected.jsonl", log=print)
+    # Lines 1-5 are one valid record per layout; 6 repeats 1; 7-12 are bad in six ways (hand-checked).
+    assert (summary["read"], summary["kept"], summary["duplicates"], summary["rejected"]) == (12, 5, 1, 6)
+    assert summary["read"] == summary["kept"] + summary["rejected"] + summary["duplicates"] + summary["too_long"] \
+        + summary["unused"]
+    listed = {r["line"]: r["reason"] for r in map(json.loads, (tmp_path / "rejected.jsonl").read_text().splitlines())}
+    assert sorted(listed) == [6, 7, 8, 9, 10, 11, 12]
+    assert listed[6].startswith("duplicate of") and "identical" in listed[7] and "kto" in listed[8]
+    assert listed[9] == "missing field 'rejected'" and listed[10].startswith("invalid JSON")
+    assert "control text" in listed[12]
+    # The multi-turn record keeps its system prompt and earlier turns in the prompt.
+    assert rows[1]["prompt"][0] == {"role": "system", "content": "你是医生"} and len(rows[1]["prompt"]) == 4
+    assert [r["chosen"][0]["content"] for r in rows] == ["多休息。", "建议就医。", "多喝水。", "规律作息。", "清淡饮食。"]
+
+    kto_cfg = align_cfg(tmp_path, [RECORDS], algorithm="kto")
+    rows, summary = read_align_data(kto_cfg, qwen3_tokenizer, [str(RECORDS)], tmp_path / "r2.jsonl", log=print)
+    assert summary["kept"] == 6 and len(rows) == 11  # 5 pairs -> 2 rows each, plus the KTO record
+    assert [r["label"] for r in rows[:2]] == [True, False]
+
+    short = dataclasses.replace(cfg, align=dataclasses.replace(cfg.align, max_length=16, max_samples=None))
+    with pytest.raises(Exception, match="no usable DPO record"):
+        read_align_data(short, qwen3_tokenizer, [str(RECORDS)], tmp_path / "r3.jsonl", log=print)
+
+
+def _trl_ids(tokenizer, rows):
+    """The ids TRL's DPOTrainer trains on for these rows (its own tokenization of the dataset)."""
+    import datasets
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from medtune.modeling import TINY_QWEN3, qwen3_config
+
+    model = AutoModelForCausalLM.from_config(qwen3_config(**{**TINY_QWEN3, "num_hidden_layers": 1}))
+    args = DPOConfig(output_dir="/tmp/unused-dpo", use_cpu=True, bf16=False, report_to=[], max_length=None)
+    trainer = DPOTrainer(model=model, ref_model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    return trainer.train_dataset
+
+
+@pytest.mark.parametrize("template", ["qwen3", "llama3"])
+def test_trl_trains_on_the_inference_prompt_and_answer_plus_end_of_turn(tmp_path, qwen3_tokenizer, template):
+    import copy
+
+    from medtune.align_data import read_align_data
+
+    tok = copy.deepcopy(qwen3_tokenizer)
+    eot = "<|im_end|>"
+    if template == "llama3":  # a second, Llama-3-style template with a default system prompt
+        tok.chat_template = (
+            "{% if messages[0]['role'] != 'system' %}<|im_start|>system: 你是医生助手<|im_end|>{% endif %}"
+            "{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}<|im_end|>{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant: {% endif %}")
+    cfg = align_cfg(tmp_path, [RECORDS])
+    rows, _ = read_align_data(cfg, tok, [str(RECORDS)], tmp_path / "rejected.jsonl", log=print)
+    trained = _trl_ids(tok, rows)
+    for row, ids in zip(rows, trained):
+        prompt = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, enable_thinking=False,
+                                         tokenize=False)
+        assert ids["prompt_ids"] == tok(prompt, add_special_tokens=False)["input_ids"]
+        after = "\n" if template == "qwen3" else ""  # what each template puts after the end of turn
+        for key in ("chosen", "rejected"):
+            answer = row[key][0]["content"]
+            assert ids[f"{key}_ids"] == tok(answer + eot + after, add_special_tokens=False)["input_ids"]
+    if template == "qwen3":  # the no-think block is on the prompt side, multi-turn included
+        assert tok.decode(trained[1]["prompt_ids"]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        assert "39度" in tok.decode(trained[1]["prompt_ids"]) and "多少度？" in tok.decode(trained[1]["prompt_ids"])
+
+
+# --- the reference model -----------------------------------------------------------------------------------
+
+
+def _logps(model, ids):
+    import torch
+
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
+
+
+def test_reference_is_the_sft_model_not_the_base(sft_run, dpo_run, qwen3_tokenizer):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from medtune.align import build_align_trainer, load_policy, sft_adapter
+
+    cfg, _, _ = dpo_run
+    model, tok, _, precision = load_policy(cfg, sft_adapter(sft_run), log=lambda *a: None)
+    trainer = build_align_trainer(cfg, model, tok, _dataset(cfg, tok), precision)
+    policy = trainer.model
+    ids = qwen3_tokenizer("<|im_start|>user\n头痛<|im_end|>\n<|im_start|>assistant\n多休息。")["input_ids"]
+    sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_run / "base_model"), str(sft_run))
+    base = AutoModelForCausalLM.from_pretrained(sft_run / "base_model")
+    policy.set_adapter("ref")
+    ref = _logps(policy, ids)
+    policy.set_adapter("default")
+    assert ref == pytest.approx(_logps(sft, ids), abs=1e-4)
+    assert abs(ref - _logps(base, ids)) > 1e-2
+    # Frozen: no reference weight is trainable.
+    assert not any(p.requires_grad for n, p in policy.named_parameters() if ".ref." in n)
+    assert any(p.requires_grad for n, p in policy.named_parameters() if ".default." in n)
+    assert torch.equal(*[policy.get_parameter(n.replace(".default.", x)) for x in (".default.", ".ref.")
+                         for n in [next(n for n, _ in policy.named_parameters() if "lora_B.default" in n)]])
+
+
+def _dataset(cfg, tok):
+    import datasets
+
+    from medtune.align_data import read_align_data
+
+    rows, _ = read_align_data(cfg, tok, cfg.align.train_files, cfg.run_dir / "align" / "r.jsonl", log=lambda *a: None)
+    return datasets.Dataset.from_list(rows)
+
+
+# --- training ------------------------------------------------------------------------------------------------
+
+
+def test_dpo_starts_at_ln2_and_learns_a_planted_preference(dpo_run):
+    cfg, results, _ = dpo_run
+    rows = [m for m in metrics(cfg.run_dir / "align") if "loss" in m]
+    # Policy = reference at step 0, so every margin is 0 and the sigmoid loss is ln 2.
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-3)
+    assert rows[-1]["rewards/margins"] > 0.05 and rows[-1]["loss"] < rows[0]["loss"]
+    assert results["reference"] == "sft" and results["global_step"] == 4
+
+
+def test_align_writes_the_trainer_layout_and_skips_when_current(dpo_run):
+    from medtune.align import align_model
+
+    cfg, _, _ = dpo_run
+    out = cfg.run_dir / "align"
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json", "README.md",
+            "trainer_state.json", "train_results.json", "metrics.jsonl", "timeline.json", "data_stats.json",
+            "rejected.jsonl", "align_manifest.json", "checkpoint-2", "checkpoint-4"} <= names
+    assert "ref" not in names and "training_args.bin" not in names
+    assert (out / "checkpoint-2" / "medtune-complete.json").is_file()
+    before = (out / "adapter_model.safetensors").stat().st_mtime_ns
+    logs = []
+    align_model(cfg, log=logs.append)
+    assert "skipping" in logs[-1] and (out / "adapter_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_resume_after_a_stop_gives_the_same_adapter(dpo_run, tmp_path):
+    """A run stopped after checkpoint-2 and resumed equals the unbroken 4-step run."""
+    from safetensors.torch import load_file
+
+    from medtune.align import align_model
+
+    cfg, _, _ = dpo_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.run_dir, run, ignore=shutil.ignore_patterns("checkpoint-4"))
+    out = run / "align"
+    for name in ("adapter_model.safetensors", "train_results.json"):
+        (out / name).unlink()
+    manifest = json.loads((out / "align_manifest.json").read_text())
+    write_json(out / "align_manifest.json", {**manifest, "status": "running"})  # as a killed run leaves it
+    cfg2 = dataclasses.replace(cfg, output_dir=str(run))  # same base model, data and SFT adapter bytes
+    logs = []
+    results = align_model(cfg2, log=logs.append)
+    assert results["resumed_from"].endswith("checkpoint-2")
+    a, b = load_file(cfg.run_dir / "align" / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max().item() < 1e-6, k
