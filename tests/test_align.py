@@ -234,3 +234,53 @@ def test_resume_after_a_stop_gives_the_same_adapter(dpo_run, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max().item() < 1e-6, k
+
+
+# --- configs -------------------------------------------------------------------------------------------------
+
+
+def test_reference_config_documents_valid_dpo_and_grpo_setups():
+    """The commented `align:` blocks of configs/qwen3-8b-huatuo.yaml load once uncommented."""
+    import yaml
+
+    lines = (ROOT / "configs" / "qwen3-8b-huatuo.yaml").read_text(encoding="utf-8").splitlines()
+    blocks, current = [], None
+    for line in lines:
+        if line == "# align:":
+            current = [line[2:]]
+            blocks.append(current)
+        elif current is not None and line.startswith("#   "):
+            current.append(line[2:])
+        else:
+            current = None
+    algorithms = []
+    for block in blocks:
+        raw = {"output_dir": "runs/x", **yaml.safe_load("\n".join(block))}
+        algorithms.append(config_from_dict(raw, source="qwen3-8b-huatuo.yaml (commented)").align.algorithm)
+    assert algorithms == ["dpo", "grpo"]
+
+
+def test_align_config_errors_name_the_key():
+    from medtune.config import ConfigError
+
+    base = {"output_dir": "x", "align": {"algorithm": "dpo", "pairs": "self"}}
+    for change, message in [({"bogus": 1}, "unknown key 'align.bogus'"),
+                            ({"loss_weights": [1.0]}, "align.loss_weights"),
+                            ({"trl": {"output_dir": "y"}}, "align.trl.output_dir"),
+                            ({"pairs": "files"}, "align.train_files is empty"),
+                            ({"algorithm": "grpo"}, "GRPO needs multiple-choice items")]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({**base, "align": {**base["align"], **change}}, source="c.yaml")
+
+
+def test_unknown_trl_setting_is_named(tmp_path):
+    from medtune.align import AlignError, trl_args
+
+    cfg = align_cfg(tmp_path, [RECORDS], trl={"precompute_ref_log_prob": True})
+    with pytest.raises(AlignError, match="align.trl.precompute_ref_log_prob: .*did you mean precompute_ref_log_probs"):
+        trl_args(cfg, "fp32", cuda=False)
+    args = trl_args(align_cfg(tmp_path, [RECORDS], trl={"rpo_alpha": 0.5}, loss_type=["sigmoid", "sft"],
+                              loss_weights=[1.0, 0.2], beta=0.2), "fp32", cuda=False)
+    assert (args.rpo_alpha, args.loss_type, args.loss_weights, args.beta, args.bf16) == \
+        (0.5, ["sigmoid", "sft"], [1.0, 0.2], 0.2, False)
+    assert args.activation_checkpointing is False  # off on CPU

@@ -29,7 +29,7 @@ from medtune.errors import UserError
 from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.readers import expand_inputs
 from medtune.rundir import fingerprint, read_json, write_json
-from medtune.trainer_common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints, trainer_callbacks
+from medtune.trainer_common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints
 
 ALIGN_FORMAT = 1  # bump when the same inputs would align differently
 # Logged TRL keys kept in metrics.jsonl: DPO/KTO rewards, margins, accuracies, log-probs, KL; GRPO rewards.
@@ -70,7 +70,7 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     fp = align_fingerprint(cfg, sft)
     manifest_path = out / "align_manifest.json"
     recorded = read_json(manifest_path, {})
-    checkpoint = choose_checkpoint(out, recorded, fp, resume, force, log, "align", AlignError)
+    checkpoint = choose_checkpoint(out, recorded, fp, resume, force, log, stage="align")
     if checkpoint is None and not force and recorded.get("fingerprint") == fp \
             and recorded.get("status") == "completed" and (out / "adapter_model.safetensors").exists():
         log(f"align: {out} already holds the aligned adapter for this config (fingerprint {fp}); skipping "
@@ -259,10 +259,12 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
     from peft import LoraConfig, PeftModel
     from transformers import PrinterCallback
 
+    from medtune.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard
+
     a, out = cfg.align, cfg.run_dir / "align"
     args = trl_args(cfg, precision, torch.cuda.is_available())
-    metrics_cb, guard_cb, marker_cb = trainer_callbacks(out, extra_keys=ALIGN_LOG_KEYS, desc="align")
-    callbacks = [guard_cb, metrics_cb, marker_cb]
+    callbacks = [NonFiniteGuard(), MetricsCallback(out / "metrics.jsonl", extra_keys=ALIGN_LOG_KEYS, desc="align"),
+                 CompleteMarker(out)]
     peft_config = None if isinstance(model, PeftModel) else LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
