@@ -100,9 +100,10 @@ def _trl_ids(tokenizer, rows):
 
     from medtune.modeling import TINY_QWEN3, qwen3_config
 
-    model = AutoModelForCausalLM.from_config(qwen3_config(**{**TINY_QWEN3, "num_hidden_layers": 1}))
+    model, ref = (AutoModelForCausalLM.from_config(qwen3_config(**{**TINY_QWEN3, "num_hidden_layers": 1}))
+                  for _ in range(2))
     args = DPOConfig(output_dir="/tmp/unused-dpo", use_cpu=True, bf16=False, report_to=[], max_length=None)
-    trainer = DPOTrainer(model=model, ref_model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=tokenizer)
     return trainer.train_dataset
 
@@ -284,3 +285,49 @@ def test_unknown_trl_setting_is_named(tmp_path):
     assert (args.rpo_alpha, args.loss_type, args.loss_weights, args.beta, args.bf16) == \
         (0.5, ["sigmoid", "sft"], [1.0, 0.2], 0.2, False)
     assert args.activation_checkpointing is False  # off on CPU
+
+
+# --- the report ----------------------------------------------------------------------------------------------
+
+
+def test_report_alignment_section_compares_aligned_with_sft(dpo_run, tmp_path):
+    """The section reads what align_model wrote, plus evaluate files in their documented shape."""
+    from medtune.config import save_config
+    from medtune.evaluate.bench import significance
+    from medtune.report import write_report
+    from medtune.rundir import write_jsonl
+
+    cfg, _, _ = dpo_run
+    run = tmp_path / "run"
+    shutil.copytree(cfg.run_dir, run, ignore=shutil.ignore_patterns("checkpoint-*"))
+    save_config(dataclasses.replace(cfg, output_dir=str(run)), run / "config.yaml")
+    arms = [("m-medtune-aligned", str(run / "align")), ("m-medtune", str(run)), ("m", None)]
+    write_json(run / "eval" / "compare" / "summary.json",
+               {"engine": "transformers", "arms": [{"arm": a, "model": "base", "adapter": d, "thinking": False}
+                                                   for a, d in arms]})
+    # Aligned answers are 30 tokens, SFT answers 20 (median ratio 1.5 by hand).
+    write_jsonl(run / "eval" / "compare" / "answers.jsonl",
+                [{"arm": a, "question_id": f"q{i}", "question": "?", "answer": "x", "answer_tokens": n}
+                 for a, n in (("m-medtune-aligned", 30), ("m-medtune", 20)) for i in range(3)])
+    # 40 items: the aligned model alone right on 12, SFT alone right on 0 -> McNemar p = 2 * 0.5**12 < 0.05.
+    items = lambda correct: [{"id": str(i), "correct": c} for i, c in enumerate(correct)]  # noqa: E731
+    results = [{"benchmark": "b", "format": "cmmlu", "data": "d", "method": "loglik", "shots": 0, "arm": arm,
+                "model": "base", "items": items(correct)}
+               for arm, correct in (("m-medtune-aligned", [True] * 20 + [False] * 20),
+                                    ("m-medtune", [True] * 8 + [False] * 32))]
+    write_json(run / "eval" / "benchmarks" / "significance.json", significance(results))
+    # Safety: aligned 10/40 (Wilson upper ~0.40) below SFT 38/40 (lower ~0.83): a regression.
+    write_json(run / "eval" / "safety.json", {"m-medtune-aligned": {"n": 40, "passed": 10, "rate": 0.25},
+                                              "m-medtune": {"n": 40, "passed": 38, "rate": 0.95}})
+    for lang, heading, ratio, better in (("en", "Alignment (preference / RL)", "1.50x as long", "better than"),
+                                         ("zh", "对齐（偏好 / 强化学习）", "的 1.50 倍", "优于")):
+        write_report(run, lang=lang, cjk_font=None)
+        md = (run / "report.md").read_text(encoding="utf-8")
+        section = md.split(heading, 1)[1].split("\n## ", 1)[0]
+        assert "`dpo`" in section and "align_rewards_margins" in section
+        assert ratio in section and f"m-medtune-aligned (loglik, 0-shot) {better}" in section.replace("：", ": ")
+    write_report(run, lang="en", cjk_font=None)
+    section = (run / "report.md").read_text(encoding="utf-8").split("Alignment (preference / RL)", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert "Supported" in section.split("the last logged reward margin", 1)[0].splitlines()[-1]
+    assert "safety regressed" in section and "no LLM-judge result" in section

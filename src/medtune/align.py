@@ -174,8 +174,11 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     a = cfg.align
     if a.algorithm == "grpo":
         grpo = _grpo_module()
-        dataset, summary = grpo.load_grpo_items(cfg, log)
-        return dataset, summary
+        benchmarks = [(b.path, b.format) for b in cfg.evaluate.benchmarks]  # the contamination guard
+        items, summary = grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
+                                              rejected_path=out / "rejected.jsonl")
+        log(grpo.describe_items(summary, out / "rejected.jsonl"))
+        return grpo.grpo_dataset(items, a.mcq_format), {**summary, "rows": summary.get("kept")}
     files = a.train_files
     pairs_summary = None
     if a.pairs == "self":
@@ -194,8 +197,8 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
 
 def _grpo_module():
     if importlib.util.find_spec("medtune.align_grpo") is None:
-        raise AlignError("align.algorithm: grpo is not available in this build yet (medtune.align_grpo is missing); "
-                         "use dpo or kto")
+        raise AlignError("align.algorithm: grpo is not available in this build yet (medtune.align_grpo, from the "
+                         "GRPO branch, is missing); use dpo or kto")
     import medtune.align_grpo as grpo
 
     return grpo
@@ -220,6 +223,15 @@ def trl_args(cfg: Config, precision: str, cuda: bool):
             close = difflib.get_close_matches(key, sorted(known), n=1)
             raise AlignError(f"align.trl.{key}: not a setting of trl.{cls.__name__}"
                              + (f"; did you mean {close[0]}?" if close else ""))
+    try:
+        return cls(**trl_settings(cfg, precision, cuda))
+    except (ValueError, TypeError) as e:
+        raise AlignError(f"align: TRL rejected the settings: {e}") from None
+
+
+def trl_settings(cfg: Config, precision: str = "fp32", cuda: bool = False) -> dict:
+    """The align config as TRL config values (TRL names), align.trl included."""
+    a = cfg.align
     checkpointing = a.gradient_checkpointing if a.gradient_checkpointing is not None else cuda
     values = dict(
         output_dir=str(cfg.run_dir / "align"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
@@ -230,7 +242,8 @@ def trl_args(cfg: Config, precision: str, cuda: bool):
         activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         logging_steps=a.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit, seed=a.seed,
-        data_seed=a.seed, report_to=[r for r in cfg.train.report_to if r != "none"], disable_tqdm=True)
+        data_seed=a.seed, report_to=[r for r in cfg.train.report_to if r != "none"], disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding")
     if a.beta is not None:
         values["beta"] = a.beta
     if a.algorithm == "dpo":
@@ -247,10 +260,7 @@ def trl_args(cfg: Config, precision: str, cuda: bool):
                       mask_truncated_completions=a.mask_truncated_completions)
         if a.loss_type is not None:
             values["loss_type"] = a.loss_type[0]
-    try:
-        return cls(**values, **a.trl)
-    except (ValueError, TypeError) as e:
-        raise AlignError(f"align: TRL rejected the settings: {e}") from None
+    return {**values, **a.trl}
 
 
 def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, log=print):
@@ -270,11 +280,12 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
         target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
         modules_to_save=list(cfg.lora.modules_to_save) or None)
     if a.algorithm == "grpo":
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
-        trainer = _grpo_module().build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log)
+        grpo = _grpo_module()
+        # align_grpo owns the machine-dependent GRPO settings (precision, vLLM) and the reward weights.
+        owned = {"bf16", "use_cpu", "activation_checkpointing", "activation_checkpointing_kwargs", "output_dir"}
+        settings = {k: v for k, v in trl_settings(cfg, precision, torch.cuda.is_available()).items() if k not in owned}
+        args = grpo.grpo_config(out, settings, log=log)
+        trainer = grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, peft_config=peft_config)
     else:
         from trl import DPOTrainer, KTOTrainer
 

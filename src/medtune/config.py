@@ -337,6 +337,8 @@ class AlignConfig:
     """Preference (DPO), unpaired (KTO) or multiple-choice (GRPO) JSON/JSONL files; the format is detected per record."""
     max_samples: int | None = None
     """Keep the first N usable records; null keeps all."""
+    mcq_format: Literal["mcq", "cmmlu", "cmexam", "cmb", "medqa"] = "mcq"
+    """GRPO: layout of train_files: `question/options/answer` JSONL (mcq) or a benchmark layout."""
     self_pairs: SelfPairsConfig = field(default_factory=SelfPairsConfig)
     beta: float | None = None
     """KL weight; null = TRL's default (0.1 for DPO/KTO, 0.0 for GRPO: no reference model)."""

@@ -105,13 +105,9 @@ def default_models(base_name: str, system_prompt: str | None, aligned: bool = Fa
     models = [CompareModel(name=f"{short}-medtune", model="run:base", adapter="run", system_prompt=system_prompt),
               CompareModel(name=short, model="run:base", system_prompt=system_prompt)]
     if aligned:
-        models.insert(0, CompareModel(name=f"{short}-medtune-{ALIGNED_SUFFIX}", model="run:base", adapter="run:align",
+        models.insert(0, CompareModel(name=f"{short}-medtune-aligned", model="run:base", adapter="run:align",
                                       system_prompt=system_prompt))
     return models
-
-
-ALIGNED_SUFFIX = "aligned"
-"""The default aligned arm is named <base>-medtune-aligned; the report finds it by this suffix."""
 
 
 def chat_messages(arm: Arm, question: str) -> list[dict]:
