@@ -79,8 +79,9 @@ def test_reader_matrix_accounts_for_every_record(tmp_path, qwen3_tokenizer):
     assert listed[9] == "missing field 'rejected'" and listed[10].startswith("invalid JSON")
     assert "control text" in listed[12]
     # The multi-turn record keeps its system prompt and earlier turns in the prompt.
-    assert rows[1]["prompt"][0] == {"role": "system", "content": "你是医生"} and len(rows[1]["prompt"]) == 4
-    assert [r["chosen"][0]["content"] for r in rows] == ["多休息。", "建议就医。", "多喝水。", "规律作息。", "清淡饮食。"]
+    assert qwen3_tokenizer.decode(rows[1]["prompt_ids"]).startswith("<|im_start|>system\n你是医生<|im_end|>")
+    assert [qwen3_tokenizer.decode(r["chosen_ids"]) for r in rows] == [
+        "多休息。<|im_end|>", "建议就医。<|im_end|>", "多喝水。<|im_end|>", "规律作息。<|im_end|>", "清淡饮食。<|im_end|>"]
 
     kto_cfg = align_cfg(tmp_path, [RECORDS], algorithm="kto")
     rows, summary = read_align_data(kto_cfg, qwen3_tokenizer, [str(RECORDS)], tmp_path / "r2.jsonl", log=print)
@@ -92,49 +93,63 @@ def test_reader_matrix_accounts_for_every_record(tmp_path, qwen3_tokenizer):
         read_align_data(short, qwen3_tokenizer, [str(RECORDS)], tmp_path / "r3.jsonl", log=print)
 
 
-def _trl_ids(tokenizer, rows):
-    """The ids TRL's DPOTrainer trains on for these rows (its own tokenization of the dataset)."""
+def _trained_ids(tokenizer, rows, algorithm):
+    """The rows the trainer medtune builds trains on (after its dataset preparation)."""
     import datasets
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
+    from trl import KTOConfig, KTOTrainer
 
+    from medtune.align import dpo_trainer_class
     from medtune.modeling import TINY_QWEN3, qwen3_config
+    from trl import DPOConfig
 
     model, ref = (AutoModelForCausalLM.from_config(qwen3_config(**{**TINY_QWEN3, "num_hidden_layers": 1}))
                   for _ in range(2))
-    args = DPOConfig(output_dir="/tmp/unused-dpo", use_cpu=True, bf16=False, report_to=[], max_length=None)
-    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer)
+    cls, config = (dpo_trainer_class(), DPOConfig) if algorithm == "dpo" else (KTOTrainer, KTOConfig)
+    args = config(output_dir="/tmp/unused-align", use_cpu=True, bf16=False, report_to=[], max_length=None)
+    trainer = cls(model=model, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                  processing_class=tokenizer)
     return trainer.train_dataset
 
 
-@pytest.mark.parametrize("template", ["qwen3", "llama3"])
-def test_trl_trains_on_the_inference_prompt_and_answer_plus_end_of_turn(tmp_path, qwen3_tokenizer, template):
+@pytest.mark.parametrize("template,algorithm", [("qwen3", "dpo"), ("llama3", "dpo"), ("qwen3", "kto")])
+def test_trained_ids_are_the_inference_prompt_and_answer_plus_end_of_turn(tmp_path, qwen3_tokenizer, template,
+                                                                          algorithm):
     import copy
 
     from medtune.align_data import read_align_data
 
     tok = copy.deepcopy(qwen3_tokenizer)
-    eot = "<|im_end|>"
-    if template == "llama3":  # a second, Llama-3-style template with a default system prompt
+    if template == "llama3":  # a second, Llama-3-style template (no newline after the header) with a default system
         tok.chat_template = (
             "{% if messages[0]['role'] != 'system' %}<|im_start|>system: 你是医生助手<|im_end|>{% endif %}"
             "{% for m in messages %}<|im_start|>{{ m['role'] }}: {{ m['content'] }}<|im_end|>{% endfor %}"
             "{% if add_generation_prompt %}<|im_start|>assistant: {% endif %}")
-    cfg = align_cfg(tmp_path, [RECORDS])
+    cfg = align_cfg(tmp_path, [RECORDS], algorithm=algorithm)
     rows, _ = read_align_data(cfg, tok, [str(RECORDS)], tmp_path / "rejected.jsonl", log=print)
-    trained = _trl_ids(tok, rows)
-    for row, ids in zip(rows, trained):
-        prompt = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, enable_thinking=False,
-                                         tokenize=False)
-        assert ids["prompt_ids"] == tok(prompt, add_special_tokens=False)["input_ids"]
-        after = "\n" if template == "qwen3" else ""  # what each template puts after the end of turn
-        for key in ("chosen", "rejected"):
-            answer = row[key][0]["content"]
-            assert ids[f"{key}_ids"] == tok(answer + eot + after, add_special_tokens=False)["input_ids"]
+    trained = _trained_ids(tok, rows, algorithm)
+    records = [json.loads(line) for line in RECORDS.read_text(encoding="utf-8").splitlines()[:5]]
+    # Hand-written from the fixture: the history and the answers of its five valid records.
+    histories = [[{"role": "user", "content": "头痛怎么办？"}], records[1]["prompt"],
+                 [{"role": "user", "content": "咳嗽"}], [{"role": "user", "content": "失眠"}],
+                 [{"role": "user", "content": "胃痛"}]]
+    answers = [("多休息。", "不知道。"), ("建议就医。", "没事。"), ("多喝水。", "吃辣的。"), ("规律作息。", "熬夜。"),
+               ("清淡饮食。", "喝酒。")]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    enc = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for i, (history, (chosen, rejected)) in enumerate(zip(histories, answers)):
+        prompt = enc(tok.apply_chat_template(history, add_generation_prompt=True, enable_thinking=False,
+                                             tokenize=False))
+        if algorithm == "dpo":
+            row = trained[i]
+            assert row["prompt_ids"] == prompt
+            assert (row["chosen_ids"], row["rejected_ids"]) == (enc(chosen) + [im_end], enc(rejected) + [im_end])
+        else:  # TRL tokenizes KTO rows: the same prompt, the completion with the template's newline
+            for row, answer in zip(trained.select([2 * i, 2 * i + 1]), (chosen, rejected)):
+                assert row["prompt_ids"] == prompt and row["completion_ids"] == enc(answer) + [im_end] + enc("\n")
     if template == "qwen3":  # the no-think block is on the prompt side, multi-turn included
-        assert tok.decode(trained[1]["prompt_ids"]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
-        assert "39度" in tok.decode(trained[1]["prompt_ids"]) and "多少度？" in tok.decode(trained[1]["prompt_ids"])
+        text = tok.decode(trained[2 if algorithm == "kto" else 1]["prompt_ids"])
+        assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and "多少度？" in text
 
 
 # --- the reference model -----------------------------------------------------------------------------------
@@ -331,3 +346,54 @@ def test_report_alignment_section_compares_aligned_with_sft(dpo_run, tmp_path):
     section = section.split("\n## ", 1)[0]
     assert "Supported" in section.split("the last logged reward margin", 1)[0].splitlines()[-1]
     assert "safety regressed" in section and "no LLM-judge result" in section
+
+
+# --- pairs from the SFT run itself ---------------------------------------------------------------------------
+
+
+def test_self_pairs_drop_near_duplicates_empty_samples_and_judge_losses(tmp_path, qwen3_tokenizer):
+    from medtune.align_pairs import build_self_pairs, training_prompts
+
+    data = tmp_path / "dialogues.jsonl"
+    dialogues = [[("头痛怎么办？", "多休息，必要时就医。")], [("发烧", "多少度？"), ("39度", "建议尽快就医。")],
+                 [("咳嗽", "多喝水。")], [("失眠", "规律作息。")]]
+    data.write_text("".join(json.dumps({"conversations": [t for u, a in d for t in
+                                                           ({"from": "human", "value": u}, {"from": "gpt", "value": a})]},
+                                       ensure_ascii=False) + "\n" for d in dialogues), encoding="utf-8")
+    cfg = config_from_dict({"output_dir": str(tmp_path / "run"), "data": {"train_files": [str(data)]},
+                            "align": {"algorithm": "dpo", "pairs": "self", "self_pairs": {"max_prompts": 4}}})
+    prompts = []
+
+    def generate(batch):
+        prompts.extend(batch)
+        return [("多休息，必要时就医！", "stop"),  # ROUGE-L vs the reference ~0.9: near-duplicate
+                ("不用管。", "length"), ("", "stop"), ("随便吃药。", "stop")]
+
+    judge = lambda q, reference, sample: "loss" if sample == "随便吃药。" else "win"  # noqa: E731
+    summary = build_self_pairs(cfg, qwen3_tokenizer, generate, tmp_path / "align", judge=judge, log=print)
+    assert prompts[1] == [{"role": "user", "content": "发烧"}, {"role": "assistant", "content": "多少度？"},
+                          {"role": "user", "content": "39度"}]  # the history up to the last question
+    assert summary["prompts"] == 4 and summary["kept"] == 1 and summary["rejected_cut_off"] == 1
+    assert summary["dropped"] == {"near-duplicate (ROUGE-L > 0.7)": 1, "empty sample": 1,
+                                  "judge prefers the sample": 1}
+    (pair,) = [json.loads(line) for line in (tmp_path / "align" / "pairs.jsonl").read_text().splitlines()]
+    assert (pair["chosen"], pair["rejected"], pair["line"]) == ("建议尽快就医。", "不用管。", 2)
+    assert len(training_prompts(cfg, qwen3_tokenizer, 2)) == 2
+
+
+def test_batched_sampling_equals_one_prompt_at_a_time(sft_run):
+    """Left padding must not change what the SFT model answers (greedy, so the outputs are comparable)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medtune.align_pairs import SampleAnswers
+    from medtune.config import GenerationConfig
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_run / "base_model"), str(sft_run))
+    tok = AutoTokenizer.from_pretrained(sft_run)
+    greedy = GenerationConfig(max_new_tokens=5, do_sample=False)
+    prompts = [[{"role": "user", "content": "头痛"}],
+               [{"role": "user", "content": "发烧三天了，还咳嗽，晚上睡不着，应该怎么办？"}]]
+    batched = SampleAnswers(model, tok, greedy, batch_size=2, enable_thinking=False)(prompts)
+    alone = [SampleAnswers(model, tok, greedy, batch_size=1, enable_thinking=False)([p])[0] for p in prompts]
+    assert batched == alone and all(text for text, _ in batched)

@@ -287,13 +287,27 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
         args = grpo.grpo_config(out, settings, log=log)
         trainer = grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, peft_config=peft_config)
     else:
-        from trl import DPOTrainer, KTOTrainer
+        from trl import KTOTrainer
 
-        cls = DPOTrainer if a.algorithm == "dpo" else KTOTrainer
+        cls = dpo_trainer_class() if a.algorithm == "dpo" else KTOTrainer
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=peft_config, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the printed dicts
     return trainer
+
+
+def dpo_trainer_class():
+    from trl import DPOTrainer
+
+    class MedtuneDPOTrainer(DPOTrainer):
+        """DPOTrainer on rows align_data tokenized with prepare's rule (prompt_ids, chosen_ids, rejected_ids):
+        TRL's own tokenization drops the prompt's last token for templates whose generation prompt ends inside
+        a token. Over-long rows were rejected (and listed) before, so nothing is filtered here."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    return MedtuneDPOTrainer
 
 
 # --- results -----------------------------------------------------------------------------------------

@@ -13,11 +13,14 @@ read == kept + rejected + duplicates + too_long + unused (beyond align.max_sampl
 validated by prepare's rules (readers.check_conversation), and a missing system prompt gets
 data.system_prompt, as in SFT, so the prompt is the one the SFT model answers.
 
-The rows handed to TRL are conversational (`prompt` = the history as messages, completions as one
-assistant message) with per-row `chat_template_kwargs` = {enable_thinking: model.enable_thinking}: TRL
-renders the prompt with `apply_chat_template(history, add_generation_prompt=True, enable_thinking=False)`,
-exactly the inference prompt, and the completion as the answer followed by the template's end of turn
-(`answer<|im_end|>\\n` for Qwen3). tests/test_align.py checks the ids TRL trains on against that rule.
+DPO rows are tokenized here with prepare's rule: prompt = the ids of `apply_chat_template(history,
+add_generation_prompt=True, enable_thinking=model.enable_thinking)`, exactly the inference prompt;
+completion = the answer's ids + the end-of-turn ids (`<|im_end|>`), exactly SFT's trained tokens. (TRL's own
+tokenization starts the completion where the prompt and prompt+answer renders diverge, which drops the
+prompt's last token for templates whose generation prompt ends inside a token, e.g. `assistant: `.)
+KTO rows are conversational with per-row `chat_template_kwargs`, tokenized by TRL (same prompt for
+templates whose generation prompt ends on a token boundary, as Qwen3's and ChatML's do; the completion is
+then `answer<|im_end|>\\n`). tests/test_align.py checks the ids the trainers train on.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from medtune.config import Config
 from medtune.errors import UserError
 from medtune.readers import (ASSISTANT, SYSTEM, USER, Conversation, InputError, RawRecord, RecordError,
                              check_conversation, expand_inputs, iter_raw_records, role_turns)
+from medtune.template import ConversationTemplate
 
 
 class AlignDataError(UserError):
@@ -157,6 +161,7 @@ def read_align_data(cfg: Config, tokenizer, files: list[str], rejected_path: Pat
     a = cfg.align
     forbidden = tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
     kwargs = {"enable_thinking": cfg.model.enable_thinking}
+    tokens = Tokens(tokenizer, kwargs)
     counts, seen, examples = AlignCounts(), {}, []
     rejected_path.parent.mkdir(parents=True, exist_ok=True)
     with open(rejected_path, "wb") as out:
@@ -182,7 +187,7 @@ def read_align_data(cfg: Config, tokenizer, files: list[str], rejected_path: Pat
                     reject(rec, f"duplicate of {seen[key]}", "duplicates")
                     continue
                 seen[key] = f"{rec.source}:{rec.line}"
-                if (n := _length(tokenizer, ex, kwargs)) > a.max_length:
+                if (n := tokens.length(ex)) > a.max_length:
                     reject(rec, f"too long: {n} tokens > align.max_length {a.max_length}", "too_long")
                     continue
                 if a.max_samples is not None and len(examples) >= a.max_samples:
@@ -190,7 +195,8 @@ def read_align_data(cfg: Config, tokenizer, files: list[str], rejected_path: Pat
                     continue
                 examples.append(ex)
     counts.kept = len(examples)
-    rows = [row for ex in examples for row in to_rows(ex, a.algorithm, kwargs)]
+    rows = [tokens.dpo_row(ex) for ex in examples] if a.algorithm == "dpo" else \
+        [row for ex in examples for row in kto_rows(ex, kwargs)]
     counts.rows = len(rows)
     if not rows:
         raise AlignDataError(f"no usable {a.algorithm.upper()} record in {', '.join(inputs)}: {counts.read} read, "
@@ -208,23 +214,37 @@ def _fits_algorithm(ex: AlignExample, algorithm: str) -> None:
                           "align.algorithm: kto for unpaired data")
 
 
-def to_rows(ex: AlignExample, algorithm: str, kwargs: dict) -> list[dict]:
-    """TRL conversational rows: one DPO pair, or one (KTO record) or two (a pair, for KTO) labelled rows."""
+class Tokens:
+    """Prepare's token rule for align rows: the inference prompt, then the answer + end of turn."""
+
+    def __init__(self, tokenizer, template_kwargs: dict):
+        self.tokenizer, self.kwargs = tokenizer, template_kwargs
+        self.end_of_turn_ids = ConversationTemplate(tokenizer, template_kwargs=template_kwargs).end_of_turn_ids
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, ex: AlignExample) -> list[int]:
+        return self.encode(self.tokenizer.apply_chat_template(ex.prompt, add_generation_prompt=True, tokenize=False,
+                                                              **self.kwargs))
+
+    def length(self, ex: AlignExample) -> int:
+        """Prompt + the longer completion, in tokens."""
+        return len(self.prompt_ids(ex)) + len(self.end_of_turn_ids) + max(
+            len(self.encode(ex.chosen)), len(self.encode(ex.rejected)) if ex.rejected is not None else 0)
+
+    def dpo_row(self, ex: AlignExample) -> dict:
+        return {"prompt_ids": self.prompt_ids(ex), "chosen_ids": self.encode(ex.chosen) + self.end_of_turn_ids,
+                "rejected_ids": self.encode(ex.rejected) + self.end_of_turn_ids}
+
+
+def kto_rows(ex: AlignExample, kwargs: dict) -> list[dict]:
+    """TRL conversational KTO rows: one (a KTO record) or two (a pair: chosen desirable, rejected not)."""
     answer = lambda text: [{"role": ASSISTANT, "content": text}]  # noqa: E731
-    if algorithm == "dpo":
-        return [{"prompt": ex.prompt, "chosen": answer(ex.chosen), "rejected": answer(ex.rejected),
-                 "chat_template_kwargs": kwargs}]
     if ex.label is not None:
         return [{"prompt": ex.prompt, "completion": answer(ex.chosen), "label": ex.label, "chat_template_kwargs": kwargs}]
     return [{"prompt": ex.prompt, "completion": answer(ex.chosen), "label": True, "chat_template_kwargs": kwargs},
             {"prompt": ex.prompt, "completion": answer(ex.rejected), "label": False, "chat_template_kwargs": kwargs}]
-
-
-def _length(tokenizer, ex: AlignExample, kwargs: dict) -> int:
-    """Prompt + the longer completion + end of turn, in tokens (the end of turn is counted as 2: generous)."""
-    prompt = tokenizer.apply_chat_template(ex.prompt, add_generation_prompt=True, tokenize=False, **kwargs)
-    longest = max(ex.chosen, ex.rejected or "", key=len)
-    return len(tokenizer(prompt + longest, add_special_tokens=False)["input_ids"]) + 2
 
 
 def length_summary(examples: list[AlignExample]) -> dict:
