@@ -295,10 +295,10 @@ def test_unknown_trl_setting_is_named(tmp_path):
     cfg = align_cfg(tmp_path, [RECORDS], trl={"precompute_ref_log_prob": True})
     with pytest.raises(AlignError, match="align.trl.precompute_ref_log_prob: .*did you mean precompute_ref_log_probs"):
         trl_args(cfg, "fp32", cuda=False)
-    args = trl_args(align_cfg(tmp_path, [RECORDS], trl={"rpo_alpha": 0.5}, loss_type=["sigmoid", "sft"],
-                              loss_weights=[1.0, 0.2], beta=0.2), "fp32", cuda=False)
-    assert (args.rpo_alpha, args.loss_type, args.loss_weights, args.beta, args.bf16) == \
-        (0.5, ["sigmoid", "sft"], [1.0, 0.2], 0.2, False)
+    args = trl_args(align_cfg(tmp_path, [RECORDS], trl={"precompute_ref_log_probs": True},
+                              loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], beta=0.2), "fp32", cuda=False)
+    assert (args.precompute_ref_log_probs, args.loss_type, args.loss_weights, args.beta, args.bf16) == \
+        (True, ["sigmoid", "sft"], [1.0, 0.2], 0.2, False)
     assert args.activation_checkpointing is False  # off on CPU
 
 

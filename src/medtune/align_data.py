@@ -36,7 +36,7 @@ import orjson
 from medtune.config import Config
 from medtune.errors import UserError
 from medtune.readers import (ASSISTANT, SYSTEM, USER, Conversation, InputError, RawRecord, RecordError,
-                             check_conversation, expand_inputs, iter_raw_records, role_turns)
+                             check_conversation, control_texts, expand_inputs, iter_raw_records, role_turns)
 from medtune.template import ConversationTemplate
 
 
@@ -159,7 +159,7 @@ def read_align_data(cfg: Config, tokenizer, files: list[str], rejected_path: Pat
     except InputError as e:
         raise AlignDataError(str(e)) from None
     a = cfg.align
-    forbidden = tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+    forbidden = control_texts(tokenizer)
     kwargs = {"enable_thinking": cfg.model.enable_thinking}
     tokens = Tokens(tokenizer, kwargs)
     counts, seen, examples = AlignCounts(), {}, []

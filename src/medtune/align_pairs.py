@@ -17,13 +17,14 @@ from pathlib import Path
 from medtune.config import Config
 from medtune.errors import UserError
 from medtune.evaluate.metrics import rouge_l
-from medtune.readers import Conversation, RecordError, expand_inputs, iter_raw_records, to_conversation
+from medtune.readers import (Conversation, RecordError, control_texts, expand_inputs, iter_raw_records,
+                             to_conversation)
 from medtune.rundir import write_json, write_jsonl
 
 
 def training_prompts(cfg: Config, tokenizer, limit: int | None) -> list[Conversation]:
     """The first `limit` valid dialogues of data.train_files (prepare's rules), in file order."""
-    forbidden = tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+    forbidden = control_texts(tokenizer)
     found = []
     for spec in expand_inputs(cfg.data.train_files, "data.train_files"):
         for rec in iter_raw_records(spec, cfg.data):

@@ -34,7 +34,7 @@ from medtune import __version__
 from medtune.assets import load_tokenizer, sha256_file, tokenizer_fingerprint, tokenizer_source
 from medtune.config import Config
 from medtune.errors import UserError
-from medtune.readers import (Conversation, InputError, RecordError, expand_inputs, iter_raw_records,
+from medtune.readers import (Conversation, InputError, RecordError, control_texts, expand_inputs, iter_raw_records,
                              to_conversation)
 from medtune.rundir import fingerprint, is_current, read_json, write_json
 from medtune.template import ConversationTemplate
@@ -135,7 +135,7 @@ def prepare_dataset(cfg: Config, force: bool = False, log=print) -> dict:
 
 def _prepare_into(cfg: Config, tokenizer, template: ConversationTemplate, inputs, val_inputs, tmp: Path):
     counts = Counts()
-    forbidden = tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+    forbidden = control_texts(tokenizer)
     sources = inputs + val_inputs
     builder = _SampleBuilder(cfg, tokenizer, template, tmp / "samples.arrow")
     from_val_file = array("b")  # per usable record

@@ -356,6 +356,11 @@ def _alpaca(data: dict) -> list[tuple[str, Any, str]]:
     return out
 
 
+def control_texts(tokenizer) -> tuple[str, ...]:
+    """The tokenizer's added tokens (longest first): text that must not appear inside a message."""
+    return tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+
+
 def role_turns(data: dict, key: str, layout: str) -> list[tuple[str, Any, str]]:
     """(role, text, where) for the turns under `key`, in the ShareGPT (`from`/`value`) or OpenAI messages layout."""
     if layout == "sharegpt":
