@@ -222,6 +222,11 @@ def test_align_writes_the_trainer_layout_and_skips_when_current(dpo_run):
             "rejected.jsonl", "align_manifest.json", "checkpoint-2", "checkpoint-4"} <= names
     assert "ref" not in names and "training_args.bin" not in names
     assert (out / "checkpoint-2" / "medtune-complete.json").is_file()
+    # merge, chat and serve take the aligned adapter directory as they take a run directory
+    from medtune.inference import resolve_model_source
+
+    source = resolve_model_source(out)
+    assert source.adapter == out and Path(source.base).resolve() == (cfg.run_dir / "base_model").resolve()
     before = (out / "adapter_model.safetensors").stat().st_mtime_ns
     logs = []
     align_model(cfg, log=logs.append)

@@ -63,7 +63,7 @@ def curve_blocks(c: Ctx) -> list:
         ys = [num(p, key) for p in points if num(p, key) is not None]
         if xs:
             out.append(Image(c.plotter.lines("align_" + key.replace("/", "_"), pt(label), pt("plot.step"), pt(label),
-                                             [Line(pt(label), xs, ys, marker=".")]), t("plot.al.caption", key=key)))
+                                             [Line(pt(label), xs, ys, marker=".")]), t("plot.al.caption", metric=key)))
     return out or [Para(t("al.no_curves"), "missing")]
 
 

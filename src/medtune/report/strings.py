@@ -58,7 +58,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plot.al.acc": ("奖励准确率", "Reward accuracy"),
     "plot.al.kl": ("KL", "KL"),
     "plot.al.reward": ("平均奖励", "Mean reward"),
-    "plot.al.caption": ("来自 `align/metrics.jsonl` 的 `{key}`，按优化步。", "`{key}` from `align/metrics.jsonl`, by optimizer step."),
+    "plot.al.caption": ("来自 `align/metrics.jsonl` 的 `{metric}`，按优化步。", "`{metric}` from `align/metrics.jsonl`, by optimizer step."),
     "al.c.margin": ("对齐：最后记录的奖励差为 {margin}（奖励准确率 {acc}）；大于 0 表示策略比参考模型更偏好 chosen 回答。",
                     "Alignment: the last logged reward margin is {margin} (reward accuracy {acc}); above 0 means the "
                     "policy prefers the chosen answers more than the reference does."),
