@@ -126,9 +126,10 @@ def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path, capsys):
     assert main(["evaluate", "compare", "--output", str(tmp_path / "c")]) == 2
     assert "give --model" in capsys.readouterr().err
     assert main(["evaluate", "comapre", "--model", "m"]) == 2
-    assert "'comapre' is neither a config file nor an evaluation (perplexity, compare" in capsys.readouterr().err
+    assert "no config file 'comapre'; give a YAML config, or one of the evaluations: perplexity, compare" \
+        in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.yaml")]) == 2
-    assert "missing.yaml: config file not found" in capsys.readouterr().err
+    assert "missing.yaml'; give a YAML config" in capsys.readouterr().err
 
 
 def test_cli_help_lists_the_evaluations(capsys):
@@ -160,3 +161,83 @@ def test_stage_judges_the_first_arm_against_the_others(openai_server, tmp_path):
     (pair,) = summary["pairs"]
     assert (pair["a"], pair["b"]) == ("a", "b") and pair["unparsable"] == 4 and pair["n"] == 0
     assert len((tmp_path / "run" / "eval" / "judge" / "judgements.jsonl").read_text().splitlines()) == 2
+
+
+# -- one model in memory at a time (vLLM takes 90% of the GPU's memory per engine) --
+
+class FakeTokenizer:
+    chat_template, name_or_path, eos_token_id = "fake", "fake", 0
+
+    def apply_chat_template(self, messages, **kwargs):
+        return messages[-1]["content"]
+
+    def __call__(self, text, **kwargs):
+        return {"input_ids": [1] * len(text)}
+
+
+class FakeGenerator:
+    """Counts the generators alive; loading one while another is alive fails the test."""
+
+    alive: list[str] = []
+    loaded: list[str] = []
+
+    def __init__(self, model):
+        assert not FakeGenerator.alive, f"loading {model} while {FakeGenerator.alive} is still loaded"
+        self.model, self.tokenizer = model, FakeTokenizer()
+        FakeGenerator.alive.append(model)
+        FakeGenerator.loaded.append(model)
+
+    def close(self):
+        FakeGenerator.alive.remove(self.model)
+
+    def use_adapter(self, adapter):
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def generate_one(self, prompt_ids, sampling, enable_thinking=False):
+        from medtune.generation import Generation
+
+        return Generation("请立即拨打120。", "", "请立即拨打120。", 3, 0, "stop", latency_seconds=0.01,
+                          ttft_seconds=0.005)
+
+    def generate_ids(self, prompts, sampling, enable_thinking=False, batch_size=8):
+        return [self.generate_one(p, sampling) for p in prompts]
+
+
+def test_stage_frees_each_model_before_the_next_loads(tmp_path, monkeypatch):
+    import medtune.evaluate.bench as bench
+    import medtune.evaluate.engines as engines
+
+    monkeypatch.setattr(FakeGenerator, "alive", [])
+    monkeypatch.setattr(FakeGenerator, "loaded", [])
+    monkeypatch.setattr(engines, "load_generator", lambda model, **kwargs: FakeGenerator(model))
+    benchmarked = []
+
+    def fake_benchmark(model, adapter, path, format, method, shots, dev_path, output, *args, **kwargs):
+        assert not FakeGenerator.alive, f"benchmark model {model} loaded while {FakeGenerator.alive} is loaded"
+        benchmarked.append((model, adapter))
+        write_json = __import__("medtune.rundir", fromlist=["write_json"]).write_json
+        write_json(output, {"benchmark": "b", "format": format, "method": method, "shots": shots, "model": model,
+                            "adapter": adapter, "arm": kwargs.get("arm"), "data": str(output), "items": []})
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_benchmark)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"r": 4, "base_model_name_or_path": "org/base"}))
+    (run / "adapter_model.safetensors").write_bytes(b"")
+    bench_file = tmp_path / "bench.jsonl"
+    bench_file.write_text("{}\n")
+    safety = tmp_path / "redflags.jsonl"
+    safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:2]), encoding="utf-8")
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(run), "model": {"name_or_path": "org/base"},
+        "evaluate": {"perplexity": False, "questions": str(QUESTIONS), "max_questions": 2, "safety": str(safety),
+                     "compare": [{"name": "tuned", "model": "run:base", "adapter": "run"},
+                                 {"name": "other", "model": "org/other"}],
+                     "benchmarks": [{"path": str(bench_file)}]}}))
+    evaluate_run(load_config(config), log=lambda *_: None)
+    # compare: base, then other; safety: base again, then other; then the benchmarks, each alone.
+    assert FakeGenerator.loaded == ["org/base", "org/other", "org/base", "org/other"]
+    assert benchmarked == [("org/base", str(run)), ("org/other", None)]
+    assert FakeGenerator.alive == []

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.inference import DTYPE_NAMES, SAMPLING_DEFAULTS, resolve_model_source
+from medtune.generation import DTYPE_NAMES, QWEN3_SAMPLING, resolve_model_source
 from medtune.rundir import write_json
 
 DTYPES = ("bf16", "fp16", "fp32")
@@ -195,7 +195,7 @@ def _generation_config(tokenizer, base):
            if i is not None]
     return GenerationConfig(bos_token_id=base.bos_token_id if base is not None else None,
                             eos_token_id=list(dict.fromkeys(ids)), pad_token_id=tokenizer.pad_token_id,
-                            do_sample=True, **SAMPLING_DEFAULTS[False])
+                            do_sample=True, **QWEN3_SAMPLING[False])
 
 
 def _move_into_place(tmp: Path, output: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from medtune.assets import find_qwen3_tokenizer
 from medtune.config import BUILTIN_TINY_QWEN3
 from medtune.errors import UserError
+from medtune.generation import QWEN3_SAMPLING
 
 # The token ids of the real Qwen3 tokenizer.
 QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}
@@ -64,7 +65,7 @@ def build_tiny_qwen3(dest: str | Path, seed: int = 0, **overrides) -> Path:
     model = Qwen3ForCausalLM(qwen3_config(**{**TINY_QWEN3, **overrides}))
     model.generation_config = GenerationConfig(
         bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643,
-        do_sample=True, temperature=0.7, top_p=0.8, top_k=20)  # Qwen3 non-thinking defaults
+        do_sample=True, **QWEN3_SAMPLING[False])
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
