@@ -110,7 +110,8 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
 
     started = time.perf_counter()
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
-    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
+    aligned = cfg.align is not None and (cfg.run_dir / "align" / ADAPTER_FILES[0]).is_file()
+    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt, aligned)
     arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
     parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
     with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype],
