@@ -103,20 +103,25 @@ def default_models(base_name: str, system_prompt: str | None) -> list[CompareMod
             CompareModel(name=short, model="run:base", system_prompt=system_prompt)]
 
 
-def chat_messages(arm: Arm, question: str) -> list[dict]:
+def chat_messages(arm: Arm, question: str | list[dict]) -> list[dict]:
+    """The arm's system message, then one user message, or a whole conversation so far (a list of
+    user/assistant messages ending with the user's, as a multi-turn consultation passes it)."""
     system = [{"role": "system", "content": arm.system_prompt}] if arm.system_prompt else []
-    return system + [{"role": "user", "content": question}]
+    return system + ([{"role": "user", "content": question}] if isinstance(question, str) else list(question))
 
 
-def render_prompt(tokenizer, arm: Arm, question: str) -> str:
+def render_prompt(tokenizer, arm: Arm, question: str | list[dict]) -> str:
     """The exact text the model continues: its own chat template, or the plain format verbatim."""
     if arm.prompt_format == "chat_template":
         return tokenizer.apply_chat_template(chat_messages(arm, question), tokenize=False,
                                              add_generation_prompt=True, enable_thinking=arm.thinking)
+    if not isinstance(question, str):
+        raise UserError(f"arm '{arm.name}': a conversation of several turns needs prompt_format: chat_template, "
+                        f"not the plain format {arm.prompt_format!r}")
     return arm.prompt_format.replace("{question}", question)
 
 
-def prompt_token_ids(tokenizer, arm: Arm, question: str) -> list[int]:
+def prompt_token_ids(tokenizer, arm: Arm, question: str | list[dict]) -> list[int]:
     # A rendered chat template already holds any BOS it wants; a plain format gets the tokenizer's own.
     return tokenizer(render_prompt(tokenizer, arm, question),
                      add_special_tokens=arm.prompt_format != "chat_template")["input_ids"]

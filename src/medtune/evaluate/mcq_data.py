@@ -234,7 +234,7 @@ def _split_options(text: str) -> dict[str, str]:
     return options
 
 
-def _json_records(file: Path):
+def json_records(file: Path):
     """(line, object) from a JSON list or from JSONL; the line is where the object starts."""
     text = _open_text(file)
     if text.lstrip().startswith("["):
@@ -259,7 +259,7 @@ def _json_records(file: Path):
 
 
 def _json_objects(file: Path):
-    for line, obj in _json_records(file):
+    for line, obj in json_records(file):
         yield line, obj if isinstance(obj, (dict, RowError)) else RowError("not a JSON object")
 
 
@@ -267,7 +267,7 @@ def _cmb_answer_key(files: list[Path]) -> tuple[dict[str, object], set[Path]]:
     """({id: answer}, the files that hold them): CMB-test's answer file has ids and answers, no questions."""
     answers, key_files = {}, set()
     for file in files:
-        records = [obj for _, obj in _json_records(file) if isinstance(obj, dict)]
+        records = [obj for _, obj in json_records(file) if isinstance(obj, dict)]
         if records and all("question" not in r and "answer" in r and "id" in r for r in records):
             key_files.add(file)
             answers.update((str(r["id"]), r["answer"]) for r in records)
