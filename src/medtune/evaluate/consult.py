@@ -121,7 +121,7 @@ def _case(obj, line: int) -> Case:
     for k, pair in enumerate(pairs, 1):
         if not isinstance(pair, dict):
             raise RowError(f"QA_pairs[{k}]: not an object")
-        key = "answer" if "answer" in pair else "solution"  # the README's example says `solution`
+        key = "solution" if "solution" in pair and "answer" not in pair else "answer"  # the README says `solution`
         questions.append(_text(pair, "question", f"QA_pairs[{k}]."))
         references.append(_text(pair, key, f"QA_pairs[{k}]."))
     raw_id = obj.get("id")
@@ -143,7 +143,7 @@ def conversation(case: Case, own_answers: list[str]) -> list[dict]:
 def answer_cases(arm: Arm, cases: list[Case], engine) -> list[dict]:
     """Every case's questions in turn; the answers of turn k (all cases in one batch) are the history of k+1."""
     answers: list[list[str]] = [[] for _ in cases]
-    records = []
+    records: list[list[dict]] = [[] for _ in cases]
     for turn in range(max(len(c.questions) for c in cases)):
         active = [i for i, c in enumerate(cases) if turn < len(c.questions)]
         conversations = [conversation(cases[i], answers[i]) for i in active]
@@ -152,13 +152,13 @@ def answer_cases(arm: Arm, cases: list[Case], engine) -> list[dict]:
             thinking_text, answer = split_thinking(gen, arm.thinking)
             answers[i].append(answer)  # only the answer: thinking never goes back into the history
             case = cases[i]
-            records.append({"arm": arm.name, "model": arm.model, "adapter": arm.adapter, "thinking": arm.thinking,
+            records[i].append({"arm": arm.name, "model": arm.model, "adapter": arm.adapter, "thinking": arm.thinking,
                             "case_id": case.id, "title": case.title, "turn": turn + 1,
                             "question": case.questions[turn], "reference": case.references[turn],
                             "answer": answer, "thinking_text": thinking_text, "messages": messages,
                             "answer_tokens": gen.tokens - gen.thinking_tokens,
                             "thinking_tokens": gen.thinking_tokens, "finish_reason": gen.finish_reason})
-    return records
+    return [r for case_records in records for r in case_records]  # case by case, turn by turn
 
 
 # -- scoring --
