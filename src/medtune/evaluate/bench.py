@@ -247,10 +247,12 @@ def score_items(model, tokenizer, items: list[Item], examples: dict, format: str
 
 def run_benchmark(model: str, adapter: str | None, path: str, format: str, method: str, shots: int,
                   dev_path: str | None, output: Path, batch_size: int = 8, max_new_tokens: int = 32,
-                  name: str | None = None, arm: str | None = None) -> dict:
+                  name: str | None = None, arm: str | None = None, kind: str = "medical",
+                  subjects: list[str] | None = None) -> dict:
     """Load the model, score the benchmark, write the result JSON (docs/run-directory.md) and return it.
 
-    `arm` names the model in tables and tests (e.g. the comparison arm it belongs to); default model+adapter."""
+    `arm` names the model in tables and tests (e.g. the comparison arm it belongs to); default model+adapter.
+    `kind` (medical|general) is recorded for the report; `subjects` keeps only those subjects."""
     from medtune.modeling import load_model, resolve_base_model
 
     if format not in FORMATS:
@@ -261,6 +263,8 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
         raise UserError(f"--shots must be 0 or more, not {shots}")
     started = time.perf_counter()
     items, rejected = load_items(path, format)
+    if subjects is not None:
+        items = only_subjects(items, subjects, path)
     dev_items = None
     if dev_path is not None:
         dev_items, dev_rejected = load_items(dev_path, format)
@@ -275,7 +279,8 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
     for subject in sorted({o["subject"] for o in outcomes}):
         subjects[subject] = accuracy_summary([o for o in outcomes if o["subject"] == subject])
     result = {
-        "benchmark": name or Path(path).stem, "format": format, "method": method, "shots": shots,
+        "benchmark": name or Path(path).stem, "kind": kind, "subjects_selected": subjects,
+        "format": format, "method": method, "shots": shots,
         "arm": arm, "model": model, "adapter": adapter, "data": str(Path(path).resolve()),
         "dev": str(Path(dev_path).resolve()) if dev_path else None,
         **accuracy_summary(outcomes),
@@ -286,6 +291,15 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
     }
     write_json(output, result)
     return result
+
+
+def only_subjects(items: list[Item], subjects: list[str], where) -> list[Item]:
+    """The items of these subjects; every named subject must exist (a typo would silently score nothing)."""
+    present = {it.subject for it in items}
+    unknown = [s for s in subjects if s not in present]
+    if unknown:
+        raise UserError(f"{where}: no subject {', '.join(map(repr, unknown))}; it has {', '.join(sorted(present))}")
+    return [it for it in items if it.subject in set(subjects)]
 
 
 def result_label(result: dict) -> str:

@@ -10,6 +10,8 @@ outputs exist (`--force` reruns them all):
 - safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
+- consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
+  history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
 """
@@ -165,21 +167,40 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
             local = {(a.model, a.adapter): a.name.split("/")[0] for a in arms if not a.base_url}
             results = []
             for b in ev.benchmarks:
-                bench_name = Path(b.path.rstrip("/")).stem
+                bench_name = b.name or Path(b.path.rstrip("/")).stem
                 for (model, adapter), label in local.items():
                     out = bench_dir / f"{bench_name}-{b.method}-{b.shots}shot--{label}.json"
                     fp = fingerprint({"part": "bench", "model": model_identity(model), "adapter": [
                         file_identity(Path(adapter) / f) for f in ADAPTER_FILES] if adapter else None,
                         "data": data_identity(b.path), "dev": data_identity(b.dev_path) if b.dev_path else None,
-                        "format": b.format, "method": b.method, "shots": b.shots, "batch_size": ev.batch_size})
+                        "format": b.format, "method": b.method, "shots": b.shots, "batch_size": ev.batch_size,
+                        "kind": b.kind, "subjects": b.subjects})
                     if not up_to_date(f"bench:{out.name}", fp, out):
                         log(f"evaluate: benchmark {bench_name} ({b.format}, {b.method}, {b.shots}-shot) on {label}")
                         run_benchmark(model, adapter, b.path, b.format, b.method, b.shots, b.dev_path, out,
-                                      ev.batch_size, name=bench_name, arm=label)
+                                      ev.batch_size, name=bench_name, arm=label, kind=b.kind, subjects=b.subjects)
                         done(f"bench:{out.name}", fp)
                     results.append(read_json(out))
             write_json(bench_dir / "significance.json", significance(results))
             outputs["benchmarks"] = bench_dir
+
+        # -- multi-turn consultations: every chat-template arm, its own answers as the history --
+        if ev.consultations:
+            from medtune.evaluate.consult import answers_path, run_consultation
+
+            consult_dir = eval_dir / "consultations"
+            judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env)) \
+                if ev.judge_base_url and ev.judge_model else None
+            for c in ev.consultations:
+                name = Path(c.path).stem
+                out = consult_dir / f"{name}.json"
+                fp = fingerprint({"part": "consult", "arms": arm_ids, "data": file_identity(c.path),
+                                  "max_cases": c.max_cases, "judge": judge[:2] if judge else None,
+                                  "engine": ev.engine, "batch_size": ev.batch_size, "dtype": cfg.model.torch_dtype})
+                if not up_to_date(f"consult:{name}", fp, out, answers_path(out)):
+                    run_consultation(arms, c.path, out, engines, judge, name=name, max_cases=c.max_cases, log=log)
+                    done(f"consult:{name}", fp)
+            outputs["consultations"] = consult_dir
 
         # -- LLM-as-judge on the comparison's answers: the first arm against each of the others --
         if ev.judge_base_url and ev.judge_model and "compare" in outputs and len(arms) > 1:
