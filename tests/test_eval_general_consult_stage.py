@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from medtune.config import load_config
 from medtune.evaluate.stage import evaluate_run
 from medtune.report import write_report
@@ -62,3 +64,45 @@ def test_stage_scores_general_next_to_medical_and_consults_and_the_report_shows_
     assert (run / "plots" / "consult_rouge_l_cmb_clin_demo.png").is_file()
     turn1 = consult["arms"][1]["per_turn"][0]["rouge_l"]
     assert f"| `tiny-qwen3` | {turn1:.3f} |" in consult_part  # the per-turn table reads the stage's numbers
+
+
+# ---- the rules and the subject filter, unit by unit ------------------------------------------------
+
+def say(finding) -> str:
+    from medtune.report.strings import Text
+
+    return Text("en")(finding.key, **finding.params)
+
+
+@pytest.mark.parametrize("acc_a,acc_b,p,verdict,words", [
+    (0.40, 0.50, 0.01, "flag", "10.0% below"), (0.55, 0.50, 0.01, "supported", "5.0% above"),
+    (0.40, 0.50, 0.20, "not_supported", "no evidence that general ability changed")])
+def test_rule_general_names_a_cost_only_when_significant(acc_a, acc_b, p, verdict, words):
+    from medtune.report.conclusions import rule_general
+
+    f = rule_general({"benchmark": "g", "a": "tuned", "b": "base", "accuracy_a": acc_a, "accuracy_b": acc_b,
+                      "p_value": p, "only_a": 3, "only_b": 9})
+    assert f.verdict == verdict and words in say(f)
+
+
+@pytest.mark.parametrize("cases,ci,verdict", [
+    (40, [-0.2, -0.05], "flag"), (40, [-0.1, 0.05], "not_supported"), (40, [0.01, 0.2], "info"),
+    (5, [-0.2, -0.05], "too_few"), (40, None, "no_evidence")])
+def test_rule_consultation_says_quality_falls_only_when_the_interval_is_below_zero(cases, ci, verdict):
+    from medtune.report.conclusions import rule_consultation
+
+    summary = {"benchmark": "clin", "arms": [{"arm": "m", "trend": {
+        "cases": cases, "rouge_l_change": -0.1, "rouge_l_change_ci": ci}}]}
+    (f,) = rule_consultation(summary)
+    assert f.verdict == verdict and "clin, m" in say(f)
+
+
+def test_a_subject_filter_naming_an_absent_subject_is_an_error():
+    from medtune.errors import UserError
+    from medtune.evaluate.bench import only_subjects
+    from medtune.evaluate.mcq_data import load_items
+
+    items, _ = load_items(GENERAL, "cmmlu")
+    assert {it.subject for it in only_subjects(items, ["computer_science"], GENERAL)} == {"computer_science"}
+    with pytest.raises(UserError, match=r"no subject 'geography'; it has chinese_history, computer_science"):
+        only_subjects(items, ["geography"], GENERAL)
