@@ -78,9 +78,10 @@ def test_cmexam_csv_with_either_separator(tmp_path, separator, lines):
 
 def test_cmexam_xlsx_rejections_name_the_spreadsheet_row(tmp_path):
     rows = CMEXAM_ROWS[:1] + [["题干", "A 只有一个选项", "A", None, None, None, None, None, None],
-                              ["", "A 甲\\nB 乙", "A", None, None, None, None, None, None]]
+                              [None, "A 甲\\nB 乙", "A", None, None, None, None, None, None],  # no question
+                              [None] * 9, ["题干", "A 甲\\nB 乙", "B", None, None, None, None, None, None]]
     items, rejected = load_items(write_cmexam_xlsx(tmp_path / "val.xlsx", rows), "cmexam")
-    assert [it.id for it in items] == ["val.xlsx:2"]
+    assert [it.id for it in items] == ["val.xlsx:2", "val.xlsx:6"]  # row 5 is empty
     assert [(r["line"], r["reason"]) for r in rejected] == [
         (3, "options: 1 option(s); a multiple-choice question needs at least 2"), (4, "question: empty")]
 

@@ -163,8 +163,11 @@ def _xlsx_records(file: Path):
     except Exception as e:  # a broken file raises zipfile, KeyError or openpyxl's own errors
         raise UserError(f"{file}: cannot read it as an .xlsx workbook ({type(e).__name__}: {e})") from None
     try:
-        rows = [(cells[0].row, [_cell_text(c.value) for c in cells]) for cells in book.worksheets[0].iter_rows()
-                if cells]
+        sheet = book.worksheets[0]
+        # Read-only sheets yield every row from min_row on, empty ones too, so the count is the row number
+        # (an empty cell carries no row number of its own).
+        rows = [(number, [_cell_text(v) for v in values])
+                for number, values in enumerate(sheet.iter_rows(values_only=True), sheet.min_row or 1)]
     finally:
         book.close()
     width = 0
