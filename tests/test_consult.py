@@ -17,6 +17,7 @@ from medtune.evaluate.arms import Arm, Generation, render_prompt
 from medtune.evaluate.consult import (FIRST_TURN, JUDGE_RUBRIC, answers_path, conversation, load_cases, parse_score,
                                       run_consultation)
 from tests.conftest import ROOT
+from tests.eval_fixtures import ANSWER, openai_server  # noqa: F401
 
 DEMO = ROOT / "data" / "bench" / "cmb_clin_demo.json"
 
@@ -200,3 +201,21 @@ def test_cli_runs_on_a_tiny_model(tmp_path, capsys):
     first, second = (r for r in records if r["case_id"] == "0" and r["turn"] in (1, 2))
     assert second["messages"][1] == {"role": "assistant", "content": first["answer"]}
     assert "ROUGE-L by turn" in capsys.readouterr().out
+
+
+def test_an_endpoint_gets_the_whole_conversation_with_its_own_answers_and_no_thinking(openai_server, clin_file,
+                                                                                     tmp_path):
+    """Through an OpenAI-compatible endpoint (the loopback server answers THINKING + ANSWER when thinking is on)."""
+    from medtune.evaluate.engines import Engines
+
+    long = GenerationConfig(max_new_tokens=64, do_sample=False)
+    arms = [replace(arm("served"), base_url=openai_server.url, generation=long),
+            replace(arm("served/think", thinking=True), base_url=openai_server.url, generation=long)]
+    with Engines(arms, "auto", 2) as engines:
+        run_consultation(arms, clin_file, tmp_path / "clin.json", engines, log=lambda *_: None)
+    bodies = [body for path, body in openai_server.requests if path.endswith("/chat/completions")]
+    second = [b for b in bodies if len(b["messages"]) == 3]
+    assert [b["chat_template_kwargs"]["enable_thinking"] for b in second] == [False, True]
+    for body in second:
+        assert body["messages"][1] == {"role": "assistant", "content": ANSWER}  # its own answer, thinking removed
+        assert body["messages"][2] == {"role": "user", "content": "简述治疗。"}
