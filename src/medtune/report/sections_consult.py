@@ -114,6 +114,7 @@ def per_turn(c: Ctx, benchmark: str, arms: list[dict], judged: bool) -> list:
         if lines:
             name = f"consult_{key}_{''.join(ch if ch.isalnum() else '_' for ch in benchmark)}"
             title_text = pt(title, benchmark=c.plotter.plain(benchmark))
-            path = c.plotter.lines(name, title_text, pt("plot.cs.x"), "ROUGE-L" if key == "rouge_l" else "1–10", lines)
+            path = c.plotter.lines(name, title_text, pt("plot.cs.x"), "ROUGE-L" if key == "rouge_l" else "1–10", lines,
+                                   integer_x=True)
             blocks.append(Image(path, t("plot.cs.caption")))
     return blocks
