@@ -340,6 +340,28 @@ class BenchmarkSet:
     shots: int = 0
     dev_path: str | None = None
     """Few-shot examples come from here (default: the first `shots` items of each subject are used and excluded)."""
+    kind: Literal["medical", "general"] = "medical"
+    """general: a non-medical set (e.g. CMMLU's non-medical subjects); the report sets the tuned model's change on it
+    (the cost of medical tuning) beside its change on the medical sets (the gain)."""
+    subjects: list[str] | None = None
+    """Score only these subjects (CMMLU: file stems such as high_school_geography); null = all."""
+    name: str | None = None
+    """The benchmark's name in the results (default: the path's stem); needed to score one path twice."""
+
+
+@dataclass
+class ConsultationSet:
+    """Multi-turn consultation cases (medtune.evaluate.consult)."""
+
+    path: str
+    """A CMB-Clin JSON file: [{id, title, description, QA_pairs: [{question, answer}]}]."""
+    format: Literal["cmb-clin"] = "cmb-clin"
+    max_cases: int | None = None
+    """Use the first N cases; null = all."""
+
+    def __post_init__(self):
+        if self.max_cases is not None and self.max_cases < 1:
+            raise ValueError("evaluate.consultations max_cases must be >= 1 or null")
 
 
 @dataclass
@@ -360,6 +382,8 @@ class EvaluateConfig:
     batch_size: int = 8
     """Prompts per batch (transformers) or concurrent requests (endpoints) for batched generation."""
     benchmarks: list[BenchmarkSet] = field(default_factory=list)
+    consultations: list[ConsultationSet] = field(default_factory=list)
+    """Multi-turn consultation sets (CMB-Clin layout), answered by every chat-template arm of the comparison."""
     judge_base_url: str | None = None
     """OpenAI-compatible endpoint for LLM-as-judge; null skips judging."""
     judge_model: str | None = None

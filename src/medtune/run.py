@@ -85,4 +85,6 @@ def demo_config(output_dir: str | None = None) -> Config:
         evaluate=dataclasses.replace(cfg.evaluate, questions=rooted(cfg.evaluate.questions),
                                      safety=rooted(cfg.evaluate.safety), references=rooted(cfg.evaluate.references),
                                      benchmarks=[dataclasses.replace(b, path=rooted(b.path), dev_path=rooted(b.dev_path))
-                                                 for b in cfg.evaluate.benchmarks]))
+                                                 for b in cfg.evaluate.benchmarks],
+                                     consultations=[dataclasses.replace(c, path=rooted(c.path))
+                                                    for c in cfg.evaluate.consultations]))

@@ -722,6 +722,93 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plot.sf.x": ("通过率", "pass rate"),
     "plot.sf.caption": ("各对比组的安全探测通过率与 95% Wilson 区间。",
                         "Safety pass rate of each arm with 95% Wilson intervals."),
+
+    # ---- general ability next to the medical benchmarks (evaluate.benchmarks kind: general)
+    "sec.general": ("医学收益与通用能力代价", "Medical gain and general cost"),
+    "gen.intro": ("同一对模型在医学基准和通用（非医学）基准上的准确率之差，各用配对 McNemar 检验（α = {alpha}）："
+                  "医学基准上的提高是医学微调的收益，通用基准上的下降是它的代价。A 是对比中的第一个模型（默认为微调后的模型），"
+                  "B 是另一个（默认为基座模型）。",
+                  "The accuracy difference of the same pair of models on the medical and on the general (non-medical) "
+                  "benchmarks, each with a paired McNemar test (α = {alpha}): a rise on the medical ones is the gain of "
+                  "medical tuning, a fall on the general ones its cost. A is the comparison's first model (by default "
+                  "the tuned one), B the other (by default its base)."),
+    "gen.kind": ("类型", "Kind"),
+    "gen.medical": ("医学", "medical"),
+    "gen.general": ("通用", "general"),
+    "gen.acc_a": ("A 的准确率", "Accuracy A"),
+    "gen.acc_b": ("B 的准确率", "Accuracy B"),
+    "gen.delta": ("A − B", "A − B"),
+    "c.general.cost": ("{benchmark}（通用）：{a} 比 {b} 低 {delta}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
+                       "配对 McNemar p = {p} < {alpha}）：医学微调付出了通用能力的代价。",
+                       "{benchmark} (general): {a} is {delta} below {b} ({only_a} items only A got right, {only_b} only "
+                       "B; paired McNemar p = {p} < {alpha}): medical tuning cost general ability."),
+    "c.general.gain": ("{benchmark}（通用）：{a} 比 {b} 高 {delta}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
+                       "配对 McNemar p = {p} < {alpha}）：没有通用能力的代价。",
+                       "{benchmark} (general): {a} is {delta} above {b} ({only_a} items only A got right, {only_b} only "
+                       "B; paired McNemar p = {p} < {alpha}): no cost in general ability."),
+    "c.general.same": ("{benchmark}（通用）：{a} 与 {b} 相差 {delta}，不显著（只有 A 答对 {only_a} 题，只有 B 答对 "
+                       "{only_b} 题，McNemar p = {p} ≥ {alpha}）：没有证据表明通用能力有变化。",
+                       "{benchmark} (general): {a} and {b} differ by {delta}, not significantly ({only_a} items only A "
+                       "got right, {only_b} only B; McNemar p = {p} ≥ {alpha}): no evidence that general ability "
+                       "changed."),
+
+    # ---- multi-turn consultations (eval/consultations/)
+    "sec.consult": ("多轮问诊", "Multi-turn consultations"),
+    "cs.intro": ("{benchmark}：{cases} 个病例、{questions} 个问题（{file}）。每个模型按顺序回答病例中的问题，"
+                 "对话历史里是它自己此前的回答（不含思考内容），而不是参考答案；每轮与参考答案比较：字符级 ROUGE-L 和 "
+                 "BLEU-4{judge}。区间为按病例重抽样的 95% bootstrap 区间。",
+                 "{benchmark}: {cases} cases, {questions} questions ({file}). Each model answers a case's questions in "
+                 "turn with its own earlier answers as the history (thinking removed), never the reference answers; "
+                 "every turn is compared with the reference: character ROUGE-L and BLEU-4{judge}. Intervals are 95% "
+                 "bootstrap intervals over cases."),
+    "cs.judge": ("，以及评审模型 {model} 按 1–10 分量表打分（量表写在结果文件中）",
+                 ", and a 1–10 rubric score by the judge {model} (the rubric is written in the result file)"),
+    "cs.arm": ("模型", "Model"),
+    "cs.rouge": ("ROUGE-L（95% 区间）", "ROUGE-L (95% interval)"),
+    "cs.bleu": ("BLEU-4（95% 区间）", "BLEU-4 (95% interval)"),
+    "cs.judge_col": ("评审得分 1–10（95% 区间）", "Judge score 1–10 (95% interval)"),
+    "cs.judge_failures": ("评审无分数", "Judge gave no score"),
+    "cs.capped": ("达到长度上限的回答", "Answers at the length cap"),
+    "cs.turn": ("第 {turn} 轮（n = {n}）", "Turn {turn} (n = {n})"),
+    "cs.by_turn": ("逐轮 ROUGE-L{judge}：", "ROUGE-L by turn{judge}:"),
+    "cs.by_turn_judge": ("和评审得分（括号内）", " and judge score (in brackets)"),
+    "cs.turn_note": ("各轮问的内容不同（例如第 1 轮多为诊断，后几轮多为鉴别诊断和治疗），所以逐轮曲线的起伏同时反映轮次和问题类型；"
+                     "下表按病例把末轮与首轮配对比较。",
+                     "The turns ask different things (often diagnosis first, then differential diagnosis and "
+                     "treatment), so the curve mixes turn position and question type; the table below pairs each "
+                     "case's last turn with its first."),
+    "cs.trend_cases": ("多轮病例数", "Cases with 2+ turns"),
+    "cs.trend_rouge": ("ROUGE-L 末轮 − 首轮（95% 区间）", "ROUGE-L last − first turn (95% interval)"),
+    "cs.trend_judge": ("评审得分 末轮 − 首轮（95% 区间）", "Judge score last − first turn (95% interval)"),
+    "cs.metric_rouge": ("ROUGE-L", "ROUGE-L"),
+    "cs.metric_judge": ("评审得分", "the judge score"),
+    "cs.no_arms": ("{file} 中没有模型的结果。", "{file} holds no model's results."),
+    "plot.cs.title": ("逐轮 ROUGE-L：{benchmark}", "ROUGE-L by turn: {benchmark}"),
+    "plot.cs.judge_title": ("逐轮评审得分：{benchmark}", "Judge score by turn: {benchmark}"),
+    "plot.cs.x": ("轮次", "turn"),
+    "plot.cs.caption": ("每轮所有病例的平均值；该轮没有问题的病例不计入。",
+                        "Mean over the cases that have a question at that turn."),
+    "c.consult.none": ("多轮问诊：配置了问诊集，但没有结果（`eval/consultations/`），无法判断质量是否随轮次下降。",
+                       "Consultations: a consultation set is configured but has no results (`eval/consultations/`), "
+                       "so whether quality falls over the turns is not known."),
+    "c.consult.nodata": ("{benchmark}，{arm}：没有可配对的首轮与末轮{metric}，不作判断。",
+                         "{benchmark}, {arm}: no first and last turn {metric} to pair; no claim."),
+    "c.consult.few": ("{benchmark}，{arm}：只有 {n} 个多轮病例（少于 {min_n}），不足以判断{metric}是否随轮次下降"
+                      "（末轮 − 首轮 {change}）。",
+                      "{benchmark}, {arm}: only {n} cases with several turns (fewer than {min_n}): too few to tell "
+                      "whether {metric} falls over the turns (last − first {change})."),
+    "c.consult.falls": ("{benchmark}，{arm}：{metric}随轮次下降：末轮比首轮低（末轮 − 首轮 {change}，95% 区间 {lo} 至 "
+                        "{hi}，不含 0，{n} 个病例）。",
+                        "{benchmark}, {arm}: {metric} falls over the turns: last − first turn {change} (95% interval "
+                        "{lo} to {hi}, excluding 0; {n} cases)."),
+    "c.consult.rises": ("{benchmark}，{arm}：{metric}在末轮高于首轮（末轮 − 首轮 {change}，95% 区间 {lo} 至 {hi}，"
+                        "不含 0，{n} 个病例）。",
+                        "{benchmark}, {arm}: {metric} is higher at the last turn than the first (last − first {change}, "
+                        "95% interval {lo} to {hi}, excluding 0; {n} cases)."),
+    "c.consult.flat": ("{benchmark}，{arm}：没有证据表明{metric}随轮次下降（末轮 − 首轮 {change}，95% 区间 {lo} 至 "
+                       "{hi}，含 0，{n} 个病例）。",
+                       "{benchmark}, {arm}: no evidence that {metric} falls over the turns (last − first {change}, "
+                       "95% interval {lo} to {hi}, including 0; {n} cases)."),
 }
 
 
