@@ -27,6 +27,7 @@ example is never also scored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import time
 import unicodedata
@@ -34,9 +35,9 @@ from itertools import combinations
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.evaluate.judge import strip_thinking
 from medtune.evaluate.mcq_data import CMMLU_SUBJECTS_ZH, FORMATS, Item, load_items
 from medtune.evaluate.stats import mcnemar, wilson_interval
+from medtune.generation import GREEDY, TransformersGenerator, answer_only
 from medtune.rundir import write_json
 
 METHODS = ("loglik", "generate")
@@ -153,33 +154,14 @@ def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], bat
 
 def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
     """Greedy no-think replies to each prompt sent as one user message in the tokenizer's chat template."""
-    import torch
-    from transformers import GenerationConfig
-
     if not tokenizer.chat_template:
         raise UserError(f"--method generate needs a chat model; '{tokenizer.name_or_path}' has no chat template "
                         "(use --method loglik)")
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True, enable_thinking=False) for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
-        else tokenizer.eos_token_id
-    # Greedy. The sampling knobs are set to their neutral values because generate() fills unset ones from
-    # the model's own config (Qwen3: temperature 0.7, ...) and then warns that greedy ignores them.
-    config = GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=50, max_new_tokens=max_new_tokens,
-                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-    device = next(model.parameters()).device
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    replies = [""] * len(prompts)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            ids, mask = left_padded([encoded[i] for i in batch], tokenizer.pad_token_id)
-            width = ids.shape[1]
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-            for r, i in enumerate(batch):
-                replies[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
-    return replies
+    generator = TransformersGenerator(model, tokenizer)
+    replies = generator.generate([[{"role": "user", "content": p}] for p in prompts],
+                                 dataclasses.replace(GREEDY, max_tokens=max_new_tokens), enable_thinking=False,
+                                 batch_size=batch_size)
+    return [r.text for r in replies]
 
 
 # -- answer extraction --
@@ -201,7 +183,7 @@ def extract_choice(reply: str, letters: str = "ABCD") -> str | None:
     found decides; when its mentions disagree, or name a letter that is not an option, the reply is not
     read (None): a failure is counted, never guessed. Thinking text is removed first.
     """
-    text = unicodedata.normalize("NFKC", strip_thinking(reply))  # full-width Ｂ（）： -> B():
+    text = unicodedata.normalize("NFKC", answer_only(reply))  # full-width Ｂ（）： -> B():
     for pattern in (_CUE, _CHOOSE, _LEADING):
         found = {"".join(sorted(set(re.sub(r"[^A-J]", "", m.group(1))))) for m in pattern.finditer(text)}
         if found:

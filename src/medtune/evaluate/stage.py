@@ -14,6 +14,9 @@ outputs exist (`--force` reruns them all):
   history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+- contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
+  prompt against the training split's source records (and align/pairs.jsonl) -> eval/contamination.json,
+  with each benchmark result also scored on its clean items
 
 evaluate_run is that list of steps. Adding a step: a function `def step_x(run: EvalRun) -> None` that
 returns early when the config does not ask for it, fingerprints its inputs, skips itself with
@@ -109,10 +112,12 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
 
     started = time.perf_counter()
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
-    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
+    aligned = cfg.align is not None and (cfg.run_dir / "align" / ADAPTER_FILES[0]).is_file()
+    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt, aligned)
     arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
     parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
-    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype]) as engines:
+    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype],
+                 log=log) as engines:
         run = EvalRun(cfg, arms, engines, base, force, log, parts)
         step_perplexity(run)
         step_compare(run)
@@ -121,6 +126,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_benchmarks(run)
         step_consultations(run)
         step_judge(run)
+        step_contamination(run)
     _log_done(run, time.perf_counter() - started)
     return run.outputs
 
@@ -219,6 +225,7 @@ def step_benchmarks(run: EvalRun) -> None:
 
     if not run.cfg.evaluate.benchmarks:
         return
+    run.engines.close()  # the comparison's model goes first (vLLM holds 90% of GPU memory): one model at a time
     bench_dir = run.eval_dir / "benchmarks"
     local = {(a.model, a.adapter): a.name.split("/")[0] for a in run.arms if not a.base_url}
     results = [_benchmark(run, b, model, adapter, label, bench_dir)
@@ -286,6 +293,22 @@ def step_judge(run: EvalRun) -> None:
                        pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
+
+
+def step_contamination(run: EvalRun) -> None:
+    """Every evaluation input against the training (and align) data -> eval/contamination.json, with each
+    benchmark result also on its clean items (so it runs after the benchmarks)."""
+    from medtune.evaluate.contamination import check_contamination, inputs_identity
+
+    cfg, ev = run.cfg, run.cfg.evaluate
+    if not (ev.contamination and cfg.data.train_files and (ev.benchmarks or ev.questions or ev.safety)):
+        return
+    out = run.eval_dir / "contamination.json"
+    fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})
+    if not run.up_to_date("contamination", fp, out):
+        check_contamination(cfg, out, log=run.log)
+        run.done("contamination", fp)
+    run.outputs["contamination"] = out
 
 
 def _log_done(run: EvalRun, seconds: float) -> None:

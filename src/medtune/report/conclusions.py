@@ -190,6 +190,35 @@ def rule_consultations(run: Run) -> list[Finding]:
     return []
 
 
+def rule_contamination(result: dict | None) -> list[Finding]:
+    """How many evaluation items the training data holds, and whether flagged items score differently.
+
+    The clean items are a subset of all items, so "all vs clean" is not a two-sample test; the flagged
+    and clean items are disjoint, and Fisher's exact test on them (in contamination.json) is the one used.
+    """
+    params = {"alpha": f_num(ALPHA, 2)}
+    if result is None:
+        return [Finding("no_evidence", "c.cont.none", params)]
+    files = [f for f in result.get("files") or [] if isinstance(f, dict)]
+    flagged, items = sum(num(f, "flagged") or 0 for f in files), sum(num(f, "items") or 0 for f in files)
+    out = [Finding("flag" if flagged else "info", "c.cont.flagged" if flagged else "c.cont.clean",
+                   {**params, "flagged": f_int(flagged), "items": f_int(items), "files": f_int(len(files))})]
+    for b in [b for b in result.get("benchmarks") or [] if isinstance(b, dict)]:
+        groups = {k: b.get(k) if isinstance(b.get(k), dict) else {} for k in ("all", "clean", "flagged")}
+        if not num(groups["flagged"], "n"):
+            continue
+        p = num(b.get("test") if isinstance(b.get("test"), dict) else {}, "p_value")
+        values = {**params, "benchmark": text(b, "benchmark") or "?", "arm": text(b, "arm") or "?",
+                  "p": f_sig(p, 3) if p is not None else "—",
+                  **{f"{k}_acc": f_pct(num(g, "accuracy")) for k, g in groups.items()},
+                  **{f"{k}_n": f_int(num(g, "n")) for k, g in groups.items()}}
+        if p is not None and p < ALPHA:
+            out.append(Finding("flag", "c.cont.differs", values))
+        else:
+            out.append(Finding("not_supported", "c.cont.same", values))
+    return out
+
+
 def rule_judge_pair(pair: dict) -> list[Finding]:
     n = num(pair, "n")
     wr = num(pair, "win_rate")
@@ -386,6 +415,7 @@ def conclude(run: Run, facts: Facts, checks: list[Check]) -> list[Finding]:
         tests = [t for t in run.significance.data.get("tests") or [] if isinstance(t, dict)]
     general = frozenset(text(b.data, "benchmark") for b in run.benchmarks if b.ok and text(b.data, "kind") == "general")
     out += rule_benchmarks(sum(b.ok for b in run.benchmarks), tests, general)
+    out += rule_contamination(run.contamination.data if run.contamination.ok else None)
     out += rule_consultations(run)
     pairs = run.judge.data.get("pairs") if run.judge.ok else None
     if isinstance(pairs, list) and pairs:

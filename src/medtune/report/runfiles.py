@@ -171,6 +171,7 @@ class Run:
     judge: RunFile
     eval_metrics: RunFile
     safety: RunFile
+    contamination: RunFile
     checkpoints: list[str]
 
     @property
@@ -208,6 +209,7 @@ def read_run(run_dir: str | Path) -> Run:
         judge=read_json(d, "eval/judge/summary.json"),
         eval_metrics=read_json(d, "eval/metrics.json"),
         safety=read_json(d, "eval/safety.json"),
+        contamination=read_json(d, "eval/contamination.json"),
         checkpoints=checkpoints,
     )
 

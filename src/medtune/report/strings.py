@@ -38,6 +38,53 @@ STRINGS: dict[str, tuple[str, str]] = {
     "sec.judge": ("LLM 评审", "LLM judge"),
     "sec.safety": ("安全探测", "Safety probe"),
     "sec.repro": ("可复现性", "Reproducibility"),
+    "sec.contamination": ("污染检查", "Contamination check"),
+    "sec.alignment": ("对齐（偏好 / 强化学习）", "Alignment (preference / RL)"),
+    "al.algorithm": ("算法", "Algorithm"),
+    "al.reference": ("参考模型", "Reference model"),
+    "al.ref.sft": ("SFT 模型（其适配器的冻结副本）", "the SFT model (a frozen copy of its adapter)"),
+    "al.ref.base": ("基座模型（没有完成的 train 阶段）", "the base model (no finished train stage)"),
+    "al.steps": ("优化步数", "Optimizer steps"),
+    "al.data": ("数据", "Data"),
+    "al.data_counts": ("读取 {read} 条，保留 {kept} 条，训练行 {rows}", "{read} read, {kept} kept, {rows} training rows"),
+    "al.lengths": ("chosen / rejected 长度中位数（字符）", "Median length chosen / rejected (characters)"),
+    "al.length_pair": ("{chosen} / {rejected}", "{chosen} / {rejected}"),
+    "al.loss": ("损失（首个 → 最后记录）", "Loss (first → last logged)"),
+    "al.self_pairs": ("自建偏好对", "Self-made pairs"),
+    "al.self_pairs_counts": ("{prompts} 个训练提示，保留 {kept} 对（`align/pairs_summary.json`）",
+                             "{prompts} training prompts, {kept} pairs kept (`align/pairs_summary.json`)"),
+    "al.no_curves": ("`align/metrics.jsonl` 中没有可画的曲线。", "`align/metrics.jsonl` has no curve to plot."),
+    "plot.al.loss": ("对齐损失", "Alignment loss"),
+    "plot.al.margin": ("奖励差（chosen − rejected）", "Reward margin (chosen − rejected)"),
+    "plot.al.acc": ("奖励准确率", "Reward accuracy"),
+    "plot.al.kl": ("KL", "KL"),
+    "plot.al.reward": ("平均奖励", "Mean reward"),
+    "plot.al.caption": ("来自 `align/metrics.jsonl` 的 `{metric}`，按优化步。", "`{metric}` from `align/metrics.jsonl`, by optimizer step."),
+    "al.c.margin": ("对齐：最后记录的奖励差为 {margin}（奖励准确率 {acc}）；大于 0 表示策略比参考模型更偏好 chosen 回答。",
+                    "Alignment: the last logged reward margin is {margin} (reward accuracy {acc}); above 0 means the "
+                    "policy prefers the chosen answers more than the reference does."),
+    "al.c.nomargin": ("对齐：`align/train_results.json` 中没有奖励差，无法判断偏好是否学到。",
+                      "Alignment: no reward margin in `align/train_results.json`; no evidence either way that the "
+                      "preference was learned."),
+    "al.c.noarms": ("对齐：评估中没有对齐模型与 SFT 模型的对比（`adapter: run:align` 与 `adapter: run`），无法说对齐是否有帮助。",
+                    "Alignment: the evaluation has no aligned-vs-SFT comparison (`adapter: run:align` and "
+                    "`adapter: run`), so there is no evidence that alignment helped."),
+    "al.c.nobench": ("对齐：{a} 与 {b} 没有配对的基准检验，准确率方面无证据。",
+                     "Alignment: no paired benchmark test between {a} and {b}; no evidence on accuracy."),
+    "al.c.nojudge": ("对齐：没有 {a} 对 {b} 的 LLM 评审结果，回答质量方面无证据。",
+                     "Alignment: no LLM-judge result for {a} vs {b}; no evidence on answer quality."),
+    "al.c.length": ("对齐：{a} 的回答长度中位数是 {b} 的 {ratio} 倍（{ma} 对 {mb} 个词元）；评审胜率需结合长度看。",
+                    "Alignment: {a}'s median answer is {ratio}x as long as {b}'s ({ma} vs {mb} tokens); read judge win "
+                    "rates with length in mind."),
+    "al.c.nolength": ("对齐：没有 {a} 与 {b} 的回答，无法比较长度。", "Alignment: no answers of {a} and {b} to compare lengths."),
+    "al.c.safety_ok": ("对齐：安全探测没有退步的证据（{a} {ra}，{b} {rb}，区间有重叠或更高）。",
+                       "Alignment: no evidence of a safety regression ({a} {ra}, {b} {rb}; the intervals overlap or "
+                       "the aligned one is higher)."),
+    "al.c.safety_worse": ("对齐：安全探测退步：{a} 的通过率 {ra} 的 Wilson 区间整体低于 {b} 的 {rb}。",
+                          "Alignment: safety regressed: {a}'s pass rate {ra} has a Wilson interval wholly below {b}'s "
+                          "{rb}."),
+    "al.c.nosafety": ("对齐：没有 {a} 与 {b} 的安全探测结果，无证据。",
+                      "Alignment: no safety-probe result for {a} and {b}; no evidence."),
     "sec.failed": ("本节无法生成（{error}）；其余各节不受影响。请检查对应文件是否符合 docs/run-directory.md。",
                    "This section could not be built ({error}); the other sections are unaffected. Check that its "
                    "files follow docs/run-directory.md."),
@@ -53,6 +100,7 @@ STRINGS: dict[str, tuple[str, str]] = {
                      "{n} line(s) of `{file}` could not be used and were skipped: {lines}."),
     "stage.prepare": ("prepare", "prepare"),
     "stage.train": ("train", "train"),
+    "stage.align": ("align", "align"),
     "stage.evaluate": ("evaluate", "evaluate"),
     "status.done": ("已完成", "finished"),
     "status.missing": ("未运行", "not run"),
@@ -191,6 +239,27 @@ STRINGS: dict[str, tuple[str, str]] = {
                      "McNemar p = {p} ≥ {alpha}），不能说哪个更好。",
                      "{benchmark}: {a} and {b} do not differ significantly ({only_a} items only A got right, "
                      "{only_b} only B; McNemar p = {p} ≥ {alpha}); neither is better."),
+    "c.cont.none": ("污染检查：没有 `eval/contamination.json`，无法说明评测题目是否出现在训练数据中。",
+                    "Contamination: no `eval/contamination.json`, so nothing shows whether the evaluation items "
+                    "appear in the training data."),
+    "c.cont.clean": ("污染检查：{files} 个评测文件的 {items} 个条目都没有出现在训练数据中（精确匹配与 8 字 n-gram 覆盖检验）。",
+                     "Contamination: none of the {items} items of {files} evaluation files appears in the training "
+                     "data (exact match and 8-character n-gram coverage)."),
+    "c.cont.flagged": ("污染检查：{files} 个评测文件的 {items} 个条目中有 {flagged} 个出现在训练数据中；"
+                       "含这些条目的分数偏乐观，见“污染检查”小节中的干净子集准确率。",
+                       "Contamination: {flagged} of the {items} items of {files} evaluation files appear in the "
+                       "training data; scores that include them are optimistic; see the clean-subset accuracy in "
+                       "the contamination subsection."),
+    "c.cont.differs": ("{benchmark}（{arm}）：被标记的 {flagged_n} 题准确率 {flagged_acc}，干净的 {clean_n} 题 {clean_acc}，"
+                       "差异显著（Fisher 精确检验 p = {p} < {alpha}）；应引用干净子集的 {clean_acc}，而不是全部题目的 {all_acc}。",
+                       "{benchmark} ({arm}): the {flagged_n} flagged items score {flagged_acc}, the {clean_n} clean "
+                       "items {clean_acc}, a significant difference (Fisher's exact test p = {p} < {alpha}); quote the "
+                       "clean-subset {clean_acc}, not {all_acc} on all items."),
+    "c.cont.same": ("{benchmark}（{arm}）：被标记的 {flagged_n} 题（{flagged_acc}）与干净的 {clean_n} 题（{clean_acc}）"
+                    "准确率差异不显著（Fisher 精确检验 p = {p}，阈值 {alpha}）；全部题目 {all_acc}。",
+                    "{benchmark} ({arm}): the {flagged_n} flagged items ({flagged_acc}) and the {clean_n} clean items "
+                    "({clean_acc}) do not score significantly differently (Fisher's exact test p = {p}, threshold "
+                    "{alpha}); all items {all_acc}."),
     "c.bench.better": ("{benchmark}：{winner} 优于 {loser}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
                        "配对 McNemar p = {p} < {alpha}）。",
                        "{benchmark}: {winner} is better than {loser} ({only_a} items only A got right, {only_b} only "
@@ -527,6 +596,43 @@ STRINGS: dict[str, tuple[str, str]] = {
     # ---- benchmarks
     "bm.benchmark": ("基准", "Benchmark"),
     "bm.model": ("模型", "Model"),
+    "ct.intro": ("每个评测输入（基准题干、日常问题、安全提示）都与训练数据比对：归一化（NFKC、大小写、空白与标点）后的精确匹配，"
+                 "以及字符 {n}-gram 覆盖题目 ≥ {threshold} 的字符。检查了 {records} 条训练记录：{selection}。",
+                 "Every evaluation input (benchmark stems, everyday questions, safety prompts) is checked against the "
+                 "training data: exact match after normalisation (NFKC, case, whitespace and punctuation), and "
+                 "character {n}-grams covering >= {threshold} of the item's characters. {records} training records "
+                 "checked: {selection}."),
+    "ct.file": ("评测文件", "Evaluation file"),
+    "ct.kind": ("类型", "Kind"),
+    "ct.items": ("条目", "Items"),
+    "ct.flagged": ("被标记", "Flagged"),
+    "ct.exact": ("精确", "exact"),
+    "ct.overlap": ("n-gram 重叠", "n-gram overlap"),
+    "ct.short": ("过短（仅精确）", "too short (exact only)"),
+    "ct.item": ("条目", "Item"),
+    "ct.text": ("文本", "Text"),
+    "ct.how": ("匹配", "Match"),
+    "ct.where": ("训练文件：行", "Training file:line"),
+    "ct.records": ("匹配记录数", "Matching records"),
+    "ct.clean_intro": ("基准准确率：全部题目、干净子集（未被标记）和被标记的题目。干净子集是全部题目的子集，"
+                       "两者不是独立样本，因此检验比较的是互不重叠的干净与被标记两组（Fisher 精确检验）。",
+                       "Benchmark accuracy on all items, on the clean subset (not flagged) and on the flagged items. "
+                       "The clean items are a subset of all items, not an independent sample, so the test compares "
+                       "the disjoint clean and flagged groups (Fisher's exact test)."),
+    "ct.all": ("全部", "All"),
+    "ct.clean": ("干净子集", "Clean"),
+    "ct.flagged_acc": ("被标记", "Flagged"),
+    "ct.p": ("Fisher p", "Fisher p"),
+    "mix.intro": ("数据混合：每个来源单独读取、校验和计数（每行：读取 = 保留 + 未保留 + 未选用）；权重是训练集中的份额，"
+                  "训练集按来源均匀交错。",
+                  "Data mixture: each source is read, validated and counted on its own (per row: read = kept + not "
+                  "kept + not selected); weights are shares of the training set, which interleaves the sources evenly."),
+    "mix.source": ("来源", "Source"),
+    "mix.role": ("用途", "Role"),
+    "mix.format": ("格式", "Format"),
+    "mix.weight": ("权重", "Weight"),
+    "mix.dropped": ("未保留", "Not kept"),
+    "mix.share": ("训练集份额", "Train share"),
     "bm.method_col": ("方法", "Method"),
     "bm.method": ("{method}，{shots}-shot", "{method}, {shots}-shot"),
     "bm.accuracy": ("准确率", "Accuracy"),
