@@ -17,7 +17,7 @@ from pathlib import Path
 from medtune.config import Config
 from medtune.errors import UserError
 from medtune.evaluate.metrics import rouge_l
-from medtune.readers import (Conversation, RecordError, control_texts, expand_inputs, iter_raw_records,
+from medtune.readers import (Conversation, RecordError, control_texts, expand_sources, iter_raw_records,
                              to_conversation)
 from medtune.rundir import write_json, write_jsonl
 
@@ -26,10 +26,10 @@ def training_prompts(cfg: Config, tokenizer, limit: int | None) -> list[Conversa
     """The first `limit` valid dialogues of data.train_files (prepare's rules), in file order."""
     forbidden = control_texts(tokenizer)
     found = []
-    for spec in expand_inputs(cfg.data.train_files, "data.train_files"):
-        for rec in iter_raw_records(spec, cfg.data):
+    for spec, data in ((f, src.data) for src in expand_sources(cfg.data) if src.role == "train" for f in src.files):
+        for rec in iter_raw_records(spec, data):
             try:
-                found.append(to_conversation(rec, cfg.data, forbidden))
+                found.append(to_conversation(rec, data, forbidden))
             except RecordError:
                 continue  # prepare lists these in data/rejected.jsonl
             if limit is not None and len(found) >= limit:

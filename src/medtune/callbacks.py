@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from medtune.trainer_common import NonFiniteLoss, any_rank, distributed_eval, mark_complete
+from medtune.trainer_common import NonFiniteLoss, any_rank, barrier, distributed_eval, mark_complete
 
 
 class MetricsCallback(TrainerCallback):
@@ -127,6 +127,7 @@ class CompleteMarker(TrainerCallback):
         self.run_dir = run_dir
 
     def on_save(self, args, state, control, **kw):
+        barrier()  # every rank has written its part (rng_state_<rank>.pth, its shard) before the marker
         if state.is_world_process_zero:
             checkpoint = self.run_dir / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():

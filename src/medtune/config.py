@@ -50,6 +50,24 @@ class ConfigError(UserError, ValueError):
 
 
 @dataclass
+class QuantizationConfig:
+    """bitsandbytes quantization of the frozen base weights while training (QLoRA); merge loads them unquantized."""
+
+    bits: int = 4
+    """4 (QLoRA, NF4/FP4) or 8 (LLM.int8)."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type; nf4 is QLoRA's."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (about 0.4 bits per weight saved)."""
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Dtype the 4-bit weights are dequantized to for each matmul (fp32 on CPU)."""
+
+    def __post_init__(self):
+        if self.bits not in (4, 8):
+            raise ValueError(f"model.quantization.bits must be 4 or 8, not {self.bits}")
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = BUILTIN_TINY_QWEN3
     """Hub id (Qwen/Qwen3-8B), local directory, or `builtin:tiny-qwen3` (tiny random Qwen3 for CPU demos)."""
@@ -64,12 +82,52 @@ class ModelConfig:
     """`auto` picks flash-attention when installed on a GPU, else sdpa."""
     enable_thinking: bool = False
     """Chat-template thinking switch used for training data (Qwen3 hybrid models); off = non-thinking SFT."""
+    quantization: QuantizationConfig | None = None
+    """null = full-precision base weights; {bits: 4, quant_type: nf4, double_quant: true, compute_dtype: bf16} =
+    QLoRA through bitsandbytes."""
+
+
+@dataclass
+class TrainSource:
+    """One source of a data mixture: a file, glob, directory or hub id read with its own layout."""
+
+    path: str
+    weight: float | None = None
+    """Share of the training set: sources' weights are normalised to shares (3 and 1 = 75% and 25%)."""
+    max_samples: int | None = None
+    """At most this many usable records of this source (chosen as data.select says); null = all."""
+    format: Literal["auto", "sharegpt", "messages", "alpaca", "csv"] | None = None
+    """Record layout of this source; null = data.format."""
+    columns: dict[str, str] | None = None
+    """CSV column mapping of this source; null = data.columns."""
+    encoding: str | None = None
+    """Text encoding of this source; null = data.encoding."""
+    system_prompt: str | None = None
+    """System prompt for this source's records that have none; null = data.system_prompt."""
+
+    def __post_init__(self):
+        if not self.path.strip():
+            raise ValueError("data.train_files: a source needs a non-empty path")
+        if self.weight is not None and self.weight <= 0:
+            raise ValueError(f"data.train_files '{self.path}': weight must be > 0")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"data.train_files '{self.path}': max_samples must be >= 1 or null")
+
+
+@dataclass
+class ExcludeFile:
+    """An evaluation file whose items are removed from the training data by prepare."""
+
+    path: str
+    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa"] = "questions"
+    """questions/safety: JSONL or CSV with a `question`/`prompt` field; else a benchmark layout."""
 
 
 @dataclass
 class DataConfig:
-    train_files: list[str] = field(default_factory=list)
-    """Local JSON/JSONL(.gz)/Parquet/CSV files or globs, or one hub dataset id."""
+    train_files: list[str | TrainSource] = field(default_factory=list)
+    """Local JSON/JSONL(.gz)/Parquet/CSV files or globs, or one hub dataset id; an entry may also be a
+    mapping {path, weight | max_samples, format, columns, encoding, system_prompt} to mix sources."""
     val_files: list[str] = field(default_factory=list)
     """Optional separate validation files; when empty, `val_size` records are held out of train_files."""
     format: Literal["auto", "sharegpt", "messages", "alpaca", "csv"] = "auto"
@@ -98,8 +156,20 @@ class DataConfig:
     """Drop exact duplicate conversations (counted and listed in rejected.jsonl)."""
     seed: int = 42
     """Seed for random selection and the validation split."""
+    exclude: list[str | ExcludeFile] = field(default_factory=list)
+    """Evaluation files whose items must not be trained on: a training dialogue that contains one (the
+    contamination check's test) is rejected as `overlaps evaluation item FILE:LINE`. A plain path must be
+    one of the evaluate section's files (its format is taken from there); else give {path, format}."""
+
+    def source_paths(self) -> list[str]:
+        """The path (or glob, or hub id) of every data.train_files entry, in order."""
+        return [s.path if isinstance(s, TrainSource) else s for s in self.train_files]
 
     def __post_init__(self):
+        weighted = [isinstance(s, TrainSource) and s.weight is not None for s in self.train_files]
+        if any(weighted) and not all(weighted):
+            raise ValueError("data.train_files: give every source a weight, or none (weights are shares of the "
+                             "training set)")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("data.max_samples must be >= 1 or null")
         if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
@@ -270,6 +340,28 @@ class BenchmarkSet:
     shots: int = 0
     dev_path: str | None = None
     """Few-shot examples come from here (default: the first `shots` items of each subject are used and excluded)."""
+    kind: Literal["medical", "general"] = "medical"
+    """general: a non-medical set (e.g. CMMLU's non-medical subjects); the report sets the tuned model's change on it
+    (the cost of medical tuning) beside its change on the medical sets (the gain)."""
+    subjects: list[str] | None = None
+    """Score only these subjects (CMMLU: file stems such as high_school_geography); null = all."""
+    name: str | None = None
+    """The benchmark's name in the results (default: the path's stem); needed to score one path twice."""
+
+
+@dataclass
+class ConsultationSet:
+    """Multi-turn consultation cases (medtune.evaluate.consult)."""
+
+    path: str
+    """A CMB-Clin JSON file: [{id, title, description, QA_pairs: [{question, answer}]}]."""
+    format: Literal["cmb-clin"] = "cmb-clin"
+    max_cases: int | None = None
+    """Use the first N cases; null = all."""
+
+    def __post_init__(self):
+        if self.max_cases is not None and self.max_cases < 1:
+            raise ValueError("evaluate.consultations max_cases must be >= 1 or null")
 
 
 @dataclass
@@ -290,6 +382,8 @@ class EvaluateConfig:
     batch_size: int = 8
     """Prompts per batch (transformers) or concurrent requests (endpoints) for batched generation."""
     benchmarks: list[BenchmarkSet] = field(default_factory=list)
+    consultations: list[ConsultationSet] = field(default_factory=list)
+    """Multi-turn consultation sets (CMB-Clin layout), answered by every chat-template arm of the comparison."""
     judge_base_url: str | None = None
     """OpenAI-compatible endpoint for LLM-as-judge; null skips judging."""
     judge_model: str | None = None
@@ -299,6 +393,8 @@ class EvaluateConfig:
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"
     """Red-flag prompt set for the safety probe; null skips it."""
+    contamination: bool = True
+    """Check every evaluation input against the training (and align) data -> eval/contamination.json."""
 
     def __post_init__(self):
         if self.max_questions is not None and self.max_questions < 1:
@@ -596,7 +692,7 @@ def _convert(value: Any, tp: Any, source: str, key: str):
         return value
     if origin is list:
         if isinstance(value, (str, dict)) or not isinstance(value, list):
-            if args and args[0] is str and isinstance(value, str):
+            if args and str in (args[0], *typing.get_args(args[0])) and isinstance(value, str):
                 return [value]  # a single path is a one-element list
             raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
         return [_convert(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value)] if args else value

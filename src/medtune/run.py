@@ -80,8 +80,11 @@ def demo_config(output_dir: str | None = None) -> Config:
     rooted = lambda p: str(PROJECT_ROOT / p) if p and not Path(p).is_absolute() else p  # noqa: E731
     return dataclasses.replace(
         cfg, output_dir=output_dir or str(PROJECT_ROOT / cfg.output_dir),
-        data=dataclasses.replace(cfg.data, train_files=[rooted(p) for p in cfg.data.train_files]),
+        data=dataclasses.replace(cfg.data, train_files=[rooted(p) if isinstance(p, str) else dataclasses.replace(
+            p, path=rooted(p.path)) for p in cfg.data.train_files]),
         evaluate=dataclasses.replace(cfg.evaluate, questions=rooted(cfg.evaluate.questions),
                                      safety=rooted(cfg.evaluate.safety), references=rooted(cfg.evaluate.references),
                                      benchmarks=[dataclasses.replace(b, path=rooted(b.path), dev_path=rooted(b.dev_path))
-                                                 for b in cfg.evaluate.benchmarks]))
+                                                 for b in cfg.evaluate.benchmarks],
+                                     consultations=[dataclasses.replace(c, path=rooted(c.path))
+                                                    for c in cfg.evaluate.consultations]))

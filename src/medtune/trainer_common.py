@@ -65,6 +65,13 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if rank_and_world()[1] > 1:
+        dist.barrier()
+
+
 # --- checkpoints -------------------------------------------------------------------------------------
 
 

@@ -92,20 +92,25 @@ def default_models(base_name: str, system_prompt: str | None, aligned: bool = Fa
     return models
 
 
-def chat_messages(arm: Arm, question: str) -> list[dict]:
+def chat_messages(arm: Arm, question: str | list[dict]) -> list[dict]:
+    """The arm's system message, then one user message, or a whole conversation so far (a list of
+    user/assistant messages ending with the user's, as a multi-turn consultation passes it)."""
     system = [{"role": "system", "content": arm.system_prompt}] if arm.system_prompt else []
-    return system + [{"role": "user", "content": question}]
+    return system + ([{"role": "user", "content": question}] if isinstance(question, str) else list(question))
 
 
-def render_prompt(tokenizer, arm: Arm, question: str) -> str:
+def render_prompt(tokenizer, arm: Arm, question: str | list[dict]) -> str:
     """The exact text the model continues: its own chat template, or the plain format verbatim."""
     if arm.prompt_format == "chat_template":
         return tokenizer.apply_chat_template(chat_messages(arm, question), tokenize=False,
                                              add_generation_prompt=True, enable_thinking=arm.thinking)
+    if not isinstance(question, str):
+        raise UserError(f"arm '{arm.name}': a conversation of several turns needs prompt_format: chat_template, "
+                        f"not the plain format {arm.prompt_format!r}")
     return arm.prompt_format.replace("{question}", question)
 
 
-def prompt_token_ids(tokenizer, arm: Arm, question: str) -> list[int]:
+def prompt_token_ids(tokenizer, arm: Arm, question: str | list[dict]) -> list[int]:
     if arm.prompt_format == "chat_template":
         return chat_prompt_ids(tokenizer, chat_messages(arm, question), arm.thinking)
     return tokenizer(render_prompt(tokenizer, arm, question))["input_ids"]  # a plain format gets the tokenizer's BOS
