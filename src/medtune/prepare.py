@@ -34,8 +34,8 @@ from medtune import __version__
 from medtune.assets import load_tokenizer, sha256_file, tokenizer_fingerprint, tokenizer_source
 from medtune.config import Config
 from medtune.errors import UserError
-from medtune.readers import (Conversation, InputError, RecordError, Source, expand_sources, iter_raw_records,
-                             to_conversation)
+from medtune.readers import (Conversation, InputError, RecordError, Source, control_texts, expand_sources,
+                             iter_raw_records, to_conversation)
 from medtune.rundir import fingerprint, is_current, read_json, write_json
 from medtune.template import ConversationTemplate
 
@@ -145,7 +145,7 @@ def prepare_dataset(cfg: Config, force: bool = False, log=print) -> dict:
 
 def _prepare_into(cfg: Config, tokenizer, template: ConversationTemplate, sources: list[Source], excluder, tmp: Path):
     per_source = [Counts() for _ in sources]  # the totals are their sum
-    forbidden = tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+    forbidden = control_texts(tokenizer)
     builder = _SampleBuilder(cfg, tokenizer, template, tmp / "samples.arrow")
     seen: dict[bytes, tuple[str, int]] = {}
     pending = None  # (chunk, future): the tokenizer works on one chunk while the next is validated

@@ -388,6 +388,24 @@ def _alpaca(data: dict) -> list[tuple[str, Any, str]]:
     return out
 
 
+def control_texts(tokenizer) -> tuple[str, ...]:
+    """The tokenizer's added tokens (longest first): text that must not appear inside a message."""
+    return tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+
+
+def role_turns(data: dict, key: str, layout: str) -> list[tuple[str, Any, str]]:
+    """(role, text, where) for the turns under `key`, in the ShareGPT (`from`/`value`) or OpenAI messages layout."""
+    if layout == "sharegpt":
+        return _role_turns(data, key, "from", "value", SHAREGPT_ROLES, "human, gpt or system")
+    return _role_turns(data, key, "role", "content", MESSAGES_ROLES, "user, assistant or system")
+
+
+def check_conversation(messages: list[tuple[str, Any, str]], cfg: DataConfig, forbidden: tuple[str, ...],
+                       rec: RawRecord) -> Conversation:
+    """(role, text, where) triples validated into a Conversation by prepare's rules, or RecordError."""
+    return _check(messages, cfg, forbidden, rec)
+
+
 def _check(messages: list[tuple[str, Any, str]], cfg: DataConfig, forbidden: tuple[str, ...],
            rec: RawRecord) -> Conversation:
     system = None

@@ -24,7 +24,7 @@ HELP = {
     "compare": "answer a question set with one or more models, timed like the reference",
     "metrics": "ROUGE-L, BLEU-4 and Distinct-1/2 on characters against references",
     "safety": "red-flag prompts: does the model send people to urgent care / refuse harm?",
-    "bench": "medical multiple-choice benchmarks (CMMLU, CMExam, CMB, MedQA): accuracy with intervals",
+    "bench": "medical benchmarks: multiple choice (CMMLU, CMExam, CMB, MedQA), multi-turn (CMB-Clin)",
     "judge": "pairwise LLM-as-judge through an OpenAI-compatible endpoint, both orders",
     "contamination": "a config's evaluation inputs against its training data: exact and 8-gram overlap",
 }
