@@ -52,7 +52,7 @@ def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[st
     for path in files:
         items, rejected = load_items(path, fmt)
         read += len(items) + len(rejected)
-        not_kept += [{**r, "kind": "rejected"} for r in rejected]
+        not_kept += [{**r, "file": str(Path(r["file"]).resolve()), "kind": "rejected"} for r in rejected]
         for item in items:
             question = normalize_text(item.question)
             key = (question, tuple(normalize_text(v) for v in item.options.values()))
