@@ -43,6 +43,7 @@ def mcq_file(tmp_path: Path) -> Path:
         "",                                                                          # 11 blank: not a record
         j({"question": "小儿高热惊厥发作时, 首选的 止惊措施是？", "options": {"A": "口服退热药", "B": "静脉注射地西泮"},
            "answer": "B"}),                                                          # 12 contaminated (bench line 2)
+        j({**GOOD, "options": {"A": "骨软化症", "B": "坏血病"}}),                        # 13 kept: same question, other options
     ])
 
 
@@ -53,10 +54,10 @@ def test_reader_accounting_duplicates_conflicts_and_contamination(tmp_path):
     rejected_path = tmp_path / "align" / "rejected.jsonl"
     items, summary = load_grpo_items([mcq_file(tmp_path)], "mcq", [(str(bench.parent), "cmmlu")], rejected_path)
 
-    assert [it.id for it in items] == ["train.jsonl:1", "train.jsonl:2"]
-    assert [it.answer for it in items] == ["A", "BC"]
+    assert [it.id for it in items] == ["train.jsonl:1", "train.jsonl:2", "train.jsonl:13"]
+    assert [it.answer for it in items] == ["A", "BC", "A"]
     assert (summary["read"], summary["kept"], summary["rejected"], summary["duplicates"], summary["contaminated"]) \
-        == (11, 2, 7, 1, 1)
+        == (12, 3, 7, 1, 1)
     assert summary["read"] == summary["kept"] + summary["rejected"] + summary["duplicates"] + summary["contaminated"]
     rows = [json.loads(line) for line in rejected_path.read_text(encoding="utf-8").splitlines()]
     assert [(r["line"], r["kind"]) for r in rows] == [

@@ -23,7 +23,6 @@ from pathlib import Path
 from medtune.errors import UserError
 from medtune.evaluate.bench import build_prompt, extract_choice
 from medtune.evaluate.mcq_data import ITEM_FORMATS, Item, load_items
-from medtune.inference import split_thinking
 from medtune.rundir import write_jsonl
 from medtune.textnorm import normalize_text
 
@@ -137,9 +136,9 @@ def reply_text(completion) -> str:
 
 
 def reply_choice(completion, letters: str) -> str | None:
-    """The answer letters of a completion as the benchmark reads them; None = extraction failure."""
-    _, answer = split_thinking(reply_text(completion), enable_thinking=False)
-    return extract_choice(answer, letters)
+    """The answer letters of a completion exactly as the benchmark reads a reply (`extract_choice` removes the
+    thinking first: an unclosed `<think>` leaves no answer); None = extraction failure."""
+    return extract_choice(reply_text(completion), letters)
 
 
 def gold_is_scorable(answer, letters: str) -> bool:
