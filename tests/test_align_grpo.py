@@ -130,23 +130,24 @@ def test_rewards_on_hand_written_replies():
     assert answer_reward(completions, gold, letters, log_metric=lambda k, v: logged.append((k, v))) \
         == [c[3] for c in cases]
     assert format_reward(completions, gold, letters) == [c[4] for c in cases]
-    assert logged == [("answers/extraction_failures", 3 / 10)]  # 10 scorable replies, 3 without a clear answer
+    assert logged == [("completions/extraction_failures", 3 / 10)]  # 10 scorable replies, 3 without a clear answer
 
 
 def test_device_settings_choose_precision_and_generation():
     assert device_settings(cuda=False, bf16_supported=False, vllm_installed=True) == {
-        "bf16": False, "fp16": False, "gradient_checkpointing": False, "use_vllm": False}
+        "bf16": False, "fp16": False, "activation_checkpointing": False, "use_vllm": False}
+    gpu = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
     assert device_settings(cuda=True, bf16_supported=True, vllm_installed=True) == {
-        "bf16": True, "gradient_checkpointing": True, "use_vllm": True, "vllm_mode": "colocate"}
+        "bf16": True, **gpu, "use_vllm": True, "vllm_mode": "colocate"}
     assert device_settings(cuda=True, bf16_supported=False, vllm_installed=False) == {
-        "bf16": False, "gradient_checkpointing": True, "use_vllm": False}
+        "bf16": False, **gpu, "use_vllm": False}
 
 
 def test_grpo_config_on_cpu_is_fp32_with_the_no_think_prompt(tmp_path):
     lines = []
     args = grpo_config(tmp_path, {"num_generations": 4, "bf16": True, "beta": 0.04, "max_completion_length": 64},
                        format_weight=0.2, log=lines.append)
-    assert (args.bf16, args.fp16, args.gradient_checkpointing, args.use_vllm) == (False, False, False, False)
+    assert (args.bf16, args.fp16, args.activation_checkpointing, args.use_vllm) == (False, False, False, False)
     assert (args.num_generations, args.beta, args.max_completion_length) == (4, 0.04, 64)
     assert args.reward_weights == [1.0, 0.2] and args.chat_template_kwargs == {"enable_thinking": False}
     assert "CPU: fp32" in lines[0] and "gradient checkpointing off" in lines[0] and "transformers" in lines[0]
@@ -229,11 +230,11 @@ def test_grpo_step_feeds_the_inference_prompt_and_logs_hand_computed_rewards(lor
     assert log["reward"] == pytest.approx(mean)
     assert log["reward_std"] == pytest.approx(math.sqrt(sum((r - mean) ** 2 for r in total) / 3), rel=1e-5)
     assert log["frac_reward_zero_std"] == pytest.approx(0.5)
-    assert log["answers/extraction_failures"] == pytest.approx(0.25)
+    assert log["completions/extraction_failures"] == pytest.approx(0.25)
     assert log["rewards/answer_reward/mean"] == pytest.approx(0.75)
     assert log["rewards/format_reward/mean"] == pytest.approx(0.75)
     kept = grpo_log_entry({**log, "loss": 0.0, "grad_norm": 1.0, "learning_rate": 1e-4})
-    assert {"reward", "reward_std", "frac_reward_zero_std", "answers/extraction_failures",
+    assert {"reward", "reward_std", "frac_reward_zero_std", "completions/extraction_failures",
             "completions/mean_length", "completions/clipped_ratio"} <= set(kept)
     assert not {"loss", "grad_norm", "learning_rate"} & set(kept) and all(k.startswith(GRPO_METRIC_PREFIXES)
                                                                            for k in kept)

@@ -28,8 +28,9 @@ from medtune.textnorm import normalize_text
 
 # Prefixes of the GRPO figures TRL logs (reward, reward_std, rewards/<func>/mean, frac_reward_zero_std,
 # completions/mean_length, completions/clipped_ratio, kl, entropy, clip_ratio/...) and of ours
-# (answers/extraction_failures): what metrics.jsonl keeps of each log.
-GRPO_METRIC_PREFIXES = ("reward", "frac_reward_zero_std", "completions/", "answers/", "kl", "entropy", "clip_ratio")
+# (completions/extraction_failures): what metrics.jsonl keeps of each log (the align stage's ALIGN_LOG_KEYS
+# cover them all).
+GRPO_METRIC_PREFIXES = ("reward", "frac_reward_zero_std", "completions/", "kl", "entropy", "clip_ratio")
 
 
 # -- items --
@@ -149,7 +150,7 @@ def gold_is_scorable(answer, letters: str) -> bool:
 def answer_reward(completions, answer, letters, log_metric=None, **_) -> list[float | None]:
     """1.0 when the reply's letter set equals the gold set, else 0.0; None (excluded) when the gold cannot be scored.
 
-    Logs `answers/extraction_failures`: the share of scored replies with no clear answer."""
+    Logs `completions/extraction_failures`: the share of scored replies with no clear answer."""
     rewards, failures = [], []
     for completion, gold, options in zip(completions, answer, letters):
         if not gold_is_scorable(gold, options):
@@ -159,7 +160,7 @@ def answer_reward(completions, answer, letters, log_metric=None, **_) -> list[fl
         failures.append(choice is None)
         rewards.append(float(choice is not None and set(choice) == set(gold)))
     if log_metric is not None and failures:
-        log_metric("answers/extraction_failures", sum(failures) / len(failures))
+        log_metric("completions/extraction_failures", sum(failures) / len(failures))
     return rewards
 
 
@@ -180,9 +181,10 @@ def device_settings(cuda: bool, bf16_supported: bool, vllm_installed: bool) -> d
     memory saving). CUDA: bf16 where supported, and vLLM generation in the training process (`colocate`)
     when vllm is installed, else transformers' generate."""
     if not cuda:
-        return {"bf16": False, "fp16": False, "gradient_checkpointing": False, "use_vllm": False}
-    return {"bf16": bf16_supported, "gradient_checkpointing": True, "use_vllm": vllm_installed,
-            **({"vllm_mode": "colocate"} if vllm_installed else {})}
+        return {"bf16": False, "fp16": False, "activation_checkpointing": False, "use_vllm": False}
+    return {"bf16": bf16_supported, "activation_checkpointing": True,
+            "activation_checkpointing_kwargs": {"use_reentrant": False},  # needed with a frozen base (LoRA)
+            "use_vllm": vllm_installed, **({"vllm_mode": "colocate"} if vllm_installed else {})}
 
 
 def grpo_config(output_dir: str | Path, settings: dict, format_weight: float = 0.1, log=print):
@@ -201,7 +203,7 @@ def grpo_config(output_dir: str | Path, settings: dict, format_weight: float = 0
     if not cuda:
         values.update(bf16=False, fp16=False)
     log(f"align: GRPO on {'CUDA' if cuda else 'CPU'}: {'bf16' if values['bf16'] else 'fp32'}, gradient checkpointing "
-        f"{'on' if values['gradient_checkpointing'] else 'off'}, generation with "
+        f"{'on' if values['activation_checkpointing'] else 'off'}, generation with "
         f"{'vLLM (colocate)' if values['use_vllm'] else 'transformers'}"
         + ("" if cuda else " (this CPU has no bf16 instructions: fp32 is 8-19x faster)"))
     return GRPOConfig(**values)
