@@ -63,7 +63,9 @@ def test_reader_accounting_duplicates_conflicts_and_contamination(tmp_path):
     assert [(r["line"], r["kind"]) for r in rows] == [
         (3, "rejected"), (4, "rejected"), (5, "rejected"), (6, "rejected"), (7, "rejected"), (8, "duplicate"),
         (9, "rejected"), (10, "rejected"), (12, "contaminated")]
-    assert {r["file"] for r in rows} == {str((tmp_path / "train.jsonl").resolve())}
+    assert {r["source"] for r in rows} == {str((tmp_path / "train.jsonl").resolve())}
+    assert summary["rejected_reasons"] == {"answer": 2, "invalid JSON": 1, "question": 1, "multi": 1, "options": 1,
+                                           "not a JSON object": 1}
     reasons = {r["line"]: r["reason"] for r in rows}
     assert "invalid JSON" in reasons[3] and reasons[4] == "question: empty" and "E is not one of" in reasons[5]
     assert reasons[6].startswith("multi:") and "option C is missing" in reasons[7]

@@ -39,8 +39,8 @@ def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[st
                     rejected_path: str | Path | None = None) -> tuple[list[Item], dict]:
     """Multiple-choice training items from `files` (each a file or directory in layout `fmt`) and a summary.
 
-    Every record read is kept or listed as not kept ({file, line, kind, reason}; kind is rejected,
-    duplicate or contaminated): read == kept + rejected + duplicates + contaminated. An item whose
+    Every record read is kept or listed as not kept ({source, line, kind, reason}: prepare's rejected.jsonl
+    fields plus kind, one of rejected, duplicate, contaminated): read == kept + rejected + duplicates + contaminated. An item whose
     normalised question is also a question of one of `benchmarks` ((path, format) pairs: what the evaluate
     stage scores) is contaminated. The list is written to `rejected_path` when given.
     """
@@ -52,7 +52,8 @@ def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[st
     for path in files:
         items, rejected = load_items(path, fmt)
         read += len(items) + len(rejected)
-        not_kept += [{**r, "file": str(Path(r["file"]).resolve()), "kind": "rejected"} for r in rejected]
+        not_kept += [{"source": str(Path(r["file"]).resolve()), "line": r["line"], "kind": "rejected",
+                      "reason": r["reason"]} for r in rejected]
         for item in items:
             question = normalize_text(item.question)
             key = (question, tuple(normalize_text(v) for v in item.options.values()))
@@ -66,7 +67,7 @@ def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[st
             else:
                 seen[key] = item
                 kept.append(item)
-    not_kept.sort(key=lambda r: (r["file"], r["line"]))
+    not_kept.sort(key=lambda r: (r["source"], r["line"]))
     if rejected_path is not None:
         write_jsonl(rejected_path, not_kept)
     summary = _summary(fmt, files, benchmarks, guard, read, kept, not_kept)
@@ -89,7 +90,7 @@ def benchmark_questions(benchmarks: list[tuple[str, str]]) -> dict[str, str]:
 
 def _not_kept(item: Item, kind: str, reason: str) -> dict:
     file, line = item.source.rsplit(":", 1)
-    return {"file": file, "line": int(line), "kind": kind, "reason": reason}
+    return {"source": file, "line": int(line), "kind": kind, "reason": reason}
 
 
 def _summary(fmt, files, benchmarks, guard, read, kept, not_kept) -> dict:
@@ -99,8 +100,8 @@ def _summary(fmt, files, benchmarks, guard, read, kept, not_kept) -> dict:
         "read": read, "kept": len(kept), "rejected": kinds["rejected"], "duplicates": kinds["duplicate"],
         "contaminated": kinds["contaminated"], "multi_answer": sum(len(it.answer) > 1 for it in kept),
         # The text before the first ':' of a reason names the field or the check ("answer", "options", ...).
-        "reasons": dict(Counter(r["reason"].split(":")[0] if r["kind"] == "rejected" else r["kind"]
-                                for r in not_kept).most_common()),
+        "rejected_reasons": dict(Counter(r["reason"].split(":")[0] for r in not_kept
+                                         if r["kind"] == "rejected").most_common()),
         "benchmarks": [{"path": str(Path(p).resolve()), "format": f} for p, f in benchmarks],
         "benchmark_questions": len(guard),
     }
