@@ -171,16 +171,12 @@ def inference_prompt_ids(tokenizer, content: str, template: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def demo_trainer(lora_run, qwen3_tokenizer, tmp_path, template: str):
+def demo_trainer(lora_run, qwen3_tokenizer, tmp_path):
     """A GRPO trainer on two demo items (维生素C -> A; 脂溶性维生素 -> ACD) and the tiny random Qwen3 with the
     real vocabulary (conftest's run directory keeps its base in base_model/)."""
-    import copy
-
     from transformers import AutoModelForCausalLM
 
-    tokenizer = copy.deepcopy(qwen3_tokenizer)  # the session's tokenizer stays as it was (loading costs ~10 s)
-    if template != "qwen3":
-        tokenizer.chat_template = CHATML_WITH_SYSTEM
+    tokenizer = qwen3_tokenizer  # the session's (loading costs ~10 s); a test that changes its template restores it
     items, _ = load_grpo_items([ROOT / "data" / "align" / "mcq_demo.jsonl"], "mcq")
     items = [items[0], items[4]]
     dataset = grpo_dataset(items, "mcq")
@@ -194,10 +190,15 @@ def demo_trainer(lora_run, qwen3_tokenizer, tmp_path, template: str):
 @needs_shared
 def test_second_template_prompt_is_its_inference_prompt(lora_run, qwen3_tokenizer, tmp_path):
     """TRL tokenizes the prompts with the tokenizer's own template (here ChatML with a default system prompt)."""
-    trainer, tokenizer, items, dataset = demo_trainer(lora_run, qwen3_tokenizer, tmp_path, "chatml-with-system")
-    prompt_ids = trainer._tokenize_prompts([row["prompt"] for row in dataset])[0]  # what GRPOTrainer generates from
-    assert [list(p) for p in prompt_ids] == [inference_prompt_ids(tokenizer, row["prompt"][0]["content"], "chatml")
-                                             for row in dataset]
+    trainer, tokenizer, items, dataset = demo_trainer(lora_run, qwen3_tokenizer, tmp_path)
+    qwen3_template = tokenizer.chat_template
+    tokenizer.chat_template = CHATML_WITH_SYSTEM
+    try:
+        prompt_ids = trainer._tokenize_prompts([row["prompt"] for row in dataset])[0]  # what GRPOTrainer generates from
+        expected = [inference_prompt_ids(tokenizer, row["prompt"][0]["content"], "chatml") for row in dataset]
+    finally:
+        tokenizer.chat_template = qwen3_template
+    assert [list(p) for p in prompt_ids] == expected
 
 
 @needs_shared
@@ -205,7 +206,7 @@ def test_grpo_step_feeds_the_inference_prompt_and_logs_hand_computed_rewards(lor
                                                                            single_torch_thread):
     """One GRPO step with planned replies in place of sampling: TRL's prompt token ids must be the Qwen3 no-think
     inference prompt's, and the logged rewards must be the hand-computed ones."""
-    trainer, tokenizer, items, dataset = demo_trainer(lora_run, qwen3_tokenizer, tmp_path, "qwen3")
+    trainer, tokenizer, items, dataset = demo_trainer(lora_run, qwen3_tokenizer, tmp_path)
     # item 0: one right, one without an answer (spread); item 1: both right (all equal: no gradient)
     planned = {items[0].question: ["答案：A", "我不确定。"], items[1].question: ["答案：A、C、D", "ACD"]}
     seen_prompts = []
