@@ -6,24 +6,25 @@ Run as: medtune --help
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from medtune import __version__
-from medtune.config import ConfigError, load_config, save_config
+from medtune.config import DTYPES, ConfigError, dtype_name, load_config, save_config
 
 EPILOG = """\
 the whole pipeline:
-  run       prepare -> train -> evaluate -> report on one config; finished stages are skipped
+  run       prepare -> train [-> align] -> evaluate -> report on one config; finished stages are skipped
   demo      run on the embedded tiny default (configs/demo.yaml): CPU, offline, a few minutes
 
 stages (each reads and writes only the run directory, output_dir in the config):
+  plan      parameters, peak memory per GPU, steps and time for a config, before any download
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
-  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe -> eval/
-            (or ad hoc on any model: medtune evaluate perplexity|compare|bench|judge|metrics|safety ...)
+  align     DPO / KTO / GRPO on top of the SFT adapter (config section align:) -> align/ (optional)
+  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe,
+            contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|bench|judge|
+            metrics|safety|contamination ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
 use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
@@ -34,14 +35,17 @@ use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model di
 examples:
   medtune demo
   medtune run configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune plan configs/qwen3-8b-huatuo.yaml --gpus 4 --gpu-memory 32GB
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune align configs/demo.yaml --set align.max_steps=20 --force
   medtune evaluate configs/demo.yaml --set evaluate.max_questions=5
   medtune evaluate compare --model Qwen/Qwen3-8B --thinking both --output cmp/
   medtune report runs/demo --lang en
 
   medtune merge runs/demo --output runs/demo-merged --dtype bf16
   medtune chat runs/demo
+  medtune chat runs/demo/align              # the aligned adapter
   medtune serve runs/demo --port 8000
 """
 
@@ -57,8 +61,28 @@ def _config_argv(args) -> list[str]:
     return [args.config, *(word for item in args.overrides for word in ("--set", item))]
 
 
+def _add_launch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
+    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
+    p.add_argument("--accelerate-config", metavar="FILE",
+                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+
+
+def _launch_options(args):
+    from medtune.launch import LaunchOptions
+
+    return LaunchOptions(nproc_per_node=args.nproc_per_node, nnodes=args.nnodes, node_rank=args.node_rank,
+                         master_addr=args.master_addr, master_port=args.master_port,
+                         accelerate_config=args.accelerate_config)
+
+
 def _add_force_stage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+    from medtune.run import STAGES
+
+    p.add_argument("--force", action="append", default=[], choices=STAGES,
                    metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
 
 
@@ -84,30 +108,40 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
-def cmd_train(args) -> int:
-    from medtune.launch import is_launched, launch_command
-
-    nproc = args.nproc_per_node
-    if nproc is None and not is_launched() and not args.accelerate_config:
-        import torch
-
-        nproc = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1  # every visible GPU
-    if not is_launched() and (nproc and nproc > 1 or args.nnodes > 1 or args.accelerate_config):
-        own = _config_argv(args) + (["--force"] if args.force else [])
-        own += ["--resume", args.resume] if args.resume else []
-        load_config(args.config, args.overrides)  # fail here, once, on a bad config
-        cmd = launch_command(own, nproc_per_node=nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
-                             master_addr=args.master_addr, master_port=args.master_port,
-                             accelerate_config=args.accelerate_config)
-        print("train: launching " + " ".join(cmd), flush=True)
-        return subprocess.run(cmd).returncode
-    from medtune.train import train_model
+def cmd_plan(args) -> int:
+    from medtune.plan import format_plan, parse_memory, plan_config
 
     cfg = load_config(args.config, args.overrides)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    train_model(cfg, resume=args.resume, force=args.force)
+    memory = parse_memory(args.gpu_memory) if args.gpu_memory else None
+    result = plan_config(cfg, gpus=args.gpus, gpu_memory=memory, tokens_per_second=args.tokens_per_second,
+                         samples=args.samples, shard_weights=args.fsdp)
+    print(format_plan(cfg, result))
     return 0
+
+
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="parameters, peak GPU memory, steps and time for a config (downloads nothing)",
+                       description="Build the base model from its config.json on the meta device, wrap it with the "
+                                   "config's LoRA and print parameters, peak memory per GPU (weights, LoRA state, "
+                                   "activations, logits chunk, headroom), steps, tokens and time, and what to change "
+                                   "when it does not fit.")
+    _add_config_args(p)
+    p.add_argument("--gpus", type=int, default=1, help="GPUs (data-parallel processes) in the run (default 1)")
+    p.add_argument("--gpu-memory", metavar="SIZE", help="memory per GPU, e.g. 24GB, 80GB (GiB); enables the fit check")
+    p.add_argument("--fsdp", action="store_true", help="the weights are sharded over the GPUs (FSDP / ZeRO-3)")
+    p.add_argument("--tokens-per-second", type=float, metavar="N",
+                   help="training rate of the whole run for the time estimate (default 950 per GPU)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="training samples (default: the prepared data's, else data.max_samples)")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_train(args) -> int:
+    from medtune.launch import train_or_launch
+
+    cfg = load_config(args.config, args.overrides)  # fail here, once, on a bad config
+    return train_or_launch(cfg, _config_argv(args), _launch_options(args), resume=args.resume, force=args.force,
+                           log=lambda message: print(message, flush=True))
 
 
 def add_train(sub) -> None:
@@ -119,14 +153,27 @@ def add_train(sub) -> None:
     p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
     p.add_argument("--force", action="store_true", help="train from scratch even if a finished adapter or "
                                                          "checkpoints exist (deletes the checkpoints)")
-    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
-    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
-    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
-    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
-    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
-    p.add_argument("--accelerate-config", metavar="FILE",
-                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+    _add_launch_args(p)
     p.set_defaults(func=cmd_train)
+
+
+def cmd_align(args) -> int:
+    from medtune.align import align_model
+
+    align_model(_load(args), force=args.force, resume=args.resume)
+    return 0
+
+
+def add_align(sub) -> None:
+    p = sub.add_parser("align", help="DPO / KTO / GRPO on top of the SFT adapter (config section align:)",
+                       description="Train the run's SFT adapter further with TRL's DPO, KTO or GRPO trainer; the "
+                                   "reference model is the SFT model. Data: preference/KTO/multiple-choice files "
+                                   "(align.train_files) or pairs made from the SFT run itself (align.pairs: self). "
+                                   "Writes <output_dir>/align/; resumes from its latest complete checkpoint.")
+    _add_config_args(p)
+    p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
+    p.add_argument("--force", action="store_true", help="rerun even if align/ is up to date (deletes its checkpoints)")
+    p.set_defaults(func=cmd_align)
 
 
 def cmd_report(args) -> int:
@@ -150,7 +197,11 @@ def add_report(sub) -> None:
                    help="write report.md, report.html and plots/ here instead of RUN_DIR")
     p.set_defaults(func=cmd_report)
 
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+def _add_dtype_arg(p: argparse.ArgumentParser, choices=DTYPES, default="auto",
+                   help="weights dtype (auto: bf16 on GPU, else fp32)") -> None:
+    # bfloat16, float16 and float32 (medtune 0.1's `evaluate` spelling) still work, with a deprecation note
+    p.add_argument("--dtype", choices=choices, default=default, type=lambda value: dtype_name(value, "--dtype"),
+                   help=help)
 
 
 def _positive_int(text: str) -> int:
@@ -174,7 +225,7 @@ def add_merge(sub) -> None:
                                    "are checked against base+adapter on real prompts before anything is written.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding adapter_config.json")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write the merged model")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+    _add_dtype_arg(p, choices=DTYPES[1:], default=None,
                    help="dtype of the saved weights (default: the base model's, fp32 if it has none)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(func=cmd_merge)
@@ -200,7 +251,7 @@ def add_chat(sub) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: Qwen3's, 0.7 or 0.6 when thinking)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    _add_dtype_arg(p)
     p.set_defaults(func=cmd_chat)
 
 
@@ -237,7 +288,7 @@ def add_serve(sub) -> None:
     p.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto",
                    help="auto: vLLM when installed on a CUDA GPU, else transformers")
     p.add_argument("--model-id", default=None, help="the model name clients use (default: the directory's name)")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    _add_dtype_arg(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -245,13 +296,14 @@ def cmd_evaluate(args) -> int:
     from medtune.evaluate.cli import build_parser as build_evaluations
 
     evaluations, names = build_evaluations()
-    if args.target in names:  # an ad hoc evaluation, e.g. `medtune evaluate compare --model M ...`
+    if args.target in names:  # the first word names an evaluation: `medtune evaluate compare --model M ...`
         sub_args = evaluations.parse_args([args.target, *args.rest])
         return sub_args.func(sub_args)
-    if not Path(args.target).exists() and Path(args.target).suffix not in (".yaml", ".yml"):
+    if not Path(args.target).is_file():  # anything else is a config file
         from medtune.errors import UserError
 
-        raise UserError(f"evaluate: '{args.target}' is neither a config file nor an evaluation ({', '.join(names)})")
+        raise UserError(f"evaluate: no config file '{args.target}'; give a YAML config, or one of the "
+                        f"evaluations: {', '.join(names)}")
     stage = argparse.ArgumentParser(prog="medtune evaluate", description="Run the evaluate stage of a config.")
     _add_config_args(stage)
     stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
@@ -263,16 +315,20 @@ def cmd_evaluate(args) -> int:
 
 
 def add_evaluate(sub) -> None:
-    from medtune.evaluate.cli import overview
+    from medtune.evaluate.cli import build_parser as build_evaluations, overview
 
+    names = build_evaluations()[1]
     p = sub.add_parser(
         "evaluate", help="perplexity, model comparison, reference metrics, safety probe",
         usage="medtune evaluate CONFIG [--set SECTION.KEY=VALUE ...] [--force]\n"
               "       medtune evaluate EVALUATION [options]   (ad hoc, any model, no config)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="With a config: run what its evaluate: section asks for on the run directory, writing\n"
-                    "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
-                    "unchanged are skipped unless --force.",
+        description="The first word decides, by name only:\n"
+                    f"  EVALUATION  one of {', '.join(names)}: that evaluation, ad hoc\n"
+                    "  CONFIG      anything else: a config file (one named like an evaluation: ./NAME)\n\n"
+                    "With a config: run what its evaluate: section asks for on the run directory, writing\n"
+                    "eval/ (perplexity.json, compare/, metrics.json, safety.json, contamination.json); parts whose\n"
+                    "inputs are unchanged are skipped unless --force.",
         epilog=overview())
     p.add_argument("target", metavar="CONFIG | EVALUATION", help="a YAML config, or one of the ad hoc evaluations")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -283,24 +339,28 @@ def cmd_run(args) -> int:
     from medtune.run import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
-    run_pipeline(cfg, force=tuple(args.force), config_args=_config_argv(args))
+    run_pipeline(cfg, force=tuple(args.force), launch=_launch_options(args))
     return 0
 
 
 def add_run(sub) -> None:
-    p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping finished stages",
+    p = sub.add_parser("run", help="prepare -> train [-> align] -> evaluate -> report, skipping finished stages",
                        description="Run every stage on one run directory. A stage whose outputs exist for unchanged "
                                    "inputs is skipped; after a failure, rerunning continues from there (training "
-                                   "resumes from its last complete checkpoint).")
+                                   "resumes from its last complete checkpoint). Training launches one process per GPU "
+                                   "when several are visible, with the same launch options as `medtune train`.")
     _add_config_args(p)
     _add_force_stage(p)
+    _add_launch_args(p)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_demo(args) -> int:
+    from medtune.launch import LaunchOptions
     from medtune.run import demo_config, run_pipeline
 
-    run_pipeline(demo_config(args.output), force=tuple(args.force))
+    # the demo trains in this process, on any machine
+    run_pipeline(demo_config(args.output), force=tuple(args.force), launch=LaunchOptions(nproc_per_node=1))
     return 0
 
 
@@ -322,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(sub)
     add_demo(sub)
     add_prepare(sub)
+    add_plan(sub)
     add_train(sub)
+    add_align(sub)
     add_evaluate(sub)
     add_report(sub)
     add_merge(sub)

@@ -14,6 +14,7 @@ from pathlib import Path
 from medtune.assets import find_qwen3_tokenizer
 from medtune.config import BUILTIN_TINY_QWEN3
 from medtune.errors import UserError
+from medtune.generation import QWEN3_SAMPLING
 
 # The token ids of the real Qwen3 tokenizer.
 QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}
@@ -64,7 +65,7 @@ def build_tiny_qwen3(dest: str | Path, seed: int = 0, **overrides) -> Path:
     model = Qwen3ForCausalLM(qwen3_config(**{**TINY_QWEN3, **overrides}))
     model.generation_config = GenerationConfig(
         bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643,
-        do_sample=True, temperature=0.7, top_p=0.8, top_k=20)  # Qwen3 non-thinking defaults
+        do_sample=True, **QWEN3_SAMPLING[False])
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -177,7 +178,7 @@ def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0, rank: int
     with torch.no_grad():  # not inference_mode: FSDP2 must be able to reshard the gathered weights
         for i in range(rank, -(-len(batches) // world) * world, world):
             counted = i < len(batches)
-            ids, labels, mask = _right_padded(ids_all, labels_all, batches[i] if counted else batches[0], pad_id)
+            ids, labels, mask = right_padded(ids_all, labels_all, batches[i] if counted else batches[0], pad_id)
             # The logit at position t predicts token t + 1: keep only positions whose next token is a target.
             shifted = labels[:, 1:]
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -196,7 +197,7 @@ def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0, rank: int
     return loss_sum, n_tokens
 
 
-def _right_padded(ids_all: list, labels_all: list, rows: list[int], pad_id: int):
+def right_padded(ids_all: list, labels_all: list, rows: list[int], pad_id: int):
     """input_ids, labels and attention mask of these samples, right-padded (real positions unchanged)."""
     import torch
 

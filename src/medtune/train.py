@@ -10,6 +10,7 @@ timeline.json, environment.json and TensorBoard events under runs/. See docs/run
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
 import math
@@ -22,7 +23,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune import __version__
+from medtune import __version__, quantize
 from medtune.config import Config
 from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
@@ -47,8 +48,10 @@ class Backends:
     reasons: list[str] = field(default_factory=list)
 
 
-def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool) -> Backends:
-    """Pick precision, attention kernel, batching and kernels from the config and what the machine has."""
+def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
+                    flash_attn_3: bool = False) -> Backends:
+    """Pick precision, attention kernel, batching and kernels from the config and what the machine has
+    (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
     t, m = cfg.train, cfg.model
     reasons = []
     device = "cuda" if cuda else "cpu"
@@ -67,8 +70,10 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
 
     if m.attn_implementation != "auto":
         attn = m.attn_implementation
-        if attn.startswith("flash_attention") and not (cuda and flash_attn):
-            raise TrainingError(f"model.attn_implementation is {attn} but flash-attn is not installed on a GPU here; "
+        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
+        if not (installed and (cuda or not attn.startswith("flash_attention"))):
+            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
+            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
                                 "use auto or sdpa")
         reasons.append(f"attention {attn}: model.attn_implementation")
     elif cuda and flash_attn:
@@ -105,11 +110,14 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
 
 def detect_backends(cfg: Config) -> Backends:
     import torch
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
 
     cuda = torch.cuda.is_available()
+    # transformers' own checks, the ones from_pretrained applies: FA3 is `flash_attn_interface` from the
+    # flash-attn-3 distribution, not the flash_attn (2) package.
     return select_backends(
         cfg, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-        flash_attn=importlib.util.find_spec("flash_attn") is not None,
+        flash_attn=is_flash_attn_2_available(), flash_attn_3=is_flash_attn_3_available(),
         liger=importlib.util.find_spec("liger_kernel") is not None)
 
 
@@ -153,6 +161,18 @@ def _ce_sum(lm_head, hidden, targets):
     import torch.nn.functional as F
 
     return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
+
+
+def whole_head_weight(state) -> bool:
+    """Whether lm_head.weight, read outside the model's forward, is the whole matrix on every rank.
+
+    Liger's fused loss takes the weight tensor itself; under ZeRO-3 it is then an empty placeholder and under
+    FSDP a shard. There the loss calls the head as a module instead (target_only_loss's chunked path), so
+    the sharding's own hooks gather it and route its gradient (tested under FSDP2 on CPU)."""
+    kind = state.distributed_type.value
+    if kind == "DEEPSPEED":
+        return state.deepspeed_plugin.zero_stage < 3
+    return kind != "FSDP"
 
 
 def _trainer_class():
@@ -263,7 +283,10 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
     callbacks = [NonFiniteGuard(), MetricsCallback(run_dir / "metrics.jsonl"), eval_cb, CompleteMarker(run_dir)]
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=lora, callbacks=callbacks)
-    trainer.use_liger_loss = backends.liger_kernel
+    trainer.use_liger_loss = backends.liger_kernel and whole_head_weight(trainer.accelerator.state)
+    if backends.liger_kernel and not trainer.use_liger_loss:
+        backends.reasons.append("Liger's fused loss off: under ZeRO-3/FSDP lm_head.weight is sharded outside the "
+                                "forward; the loss calls the head as a module, chunked")
     eval_cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
     return trainer
@@ -317,6 +340,7 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
         write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
         raise
     results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), checkpoint, base)
+    results["quantization"] = dataclasses.asdict(cfg.model.quantization) if cfg.model.quantization else None
     _write_run_files(cfg, base, results, final_eval, len(val_ds or []), timeline, backends, world, data_stats)
     say(f"train: done in {result.metrics.get('train_runtime', 0):.0f} s: train loss {results['train_loss']:.4f} "
         f"(run average; last logged {results.get('last_logged_loss')})"
@@ -341,13 +365,16 @@ def load_base(cfg: Config, backends: Backends, main: bool):
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
                                                      attn_implementation=backends.attn_implementation,
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+                                                     trust_remote_code=cfg.model.trust_remote_code,
+                                                     **quantize.load_kwargs(cfg.model.quantization, backends.device))
         tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
                                                   trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
         raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if cfg.model.quantization:
+        model = quantize.prepare_for_training(model, cfg.train.gradient_checkpointing)
     return base, model, tokenizer
 
 
@@ -359,7 +386,8 @@ def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, wo
     eval_steps = eval_every(t)
     trained = data_stats.get("train_target_tokens")
     return "\n".join([
-        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation})",
+        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation}"
+        + (f", weights {quantize.describe(cfg.model.quantization)}" if cfg.model.quantization else "") + ")",
         *(f"  - {r}" for r in backends.reasons),
         f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)",
         f"  effective batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation"
@@ -509,7 +537,7 @@ tags: [medtune, lora, medical, sft]
 # LoRA adapter trained with medtune
 
 A LoRA adapter (r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout} on
-{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.train_files)}
+{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.source_paths())}
 ({results.get('num_train_samples', '?')} dialogues, max length {cfg.data.max_length}) for
 {results.get('global_step')} optimizer steps of {results.get('effective_batch_size')} samples.
 

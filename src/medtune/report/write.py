@@ -9,7 +9,7 @@ can be written anywhere the run directory is copied to.
 from __future__ import annotations
 
 import shutil
-import sys
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,12 +22,17 @@ from medtune.report.plots import Plotter, find_cjk_font
 from medtune.report.runfiles import read_run
 from medtune.report.sections import (Ctx, sec_checks, sec_conclusions, sec_config, sec_data, sec_metrics,
                                      sec_outputs, sec_overview, sec_params, sec_repro, sec_timeline, sec_training)
+from medtune.report.sections_align import sec_alignment
 from medtune.report.sections_eval import sec_benchmarks, sec_compare, sec_judge, sec_safety
 from medtune.report.strings import LANGS, Text
 
 SECTION_BUILDERS = (sec_overview, sec_conclusions, sec_checks, sec_data, sec_config, sec_timeline, sec_training,
-                    sec_metrics, sec_params, sec_outputs, sec_compare, sec_benchmarks, sec_judge, sec_safety,
-                    sec_repro)
+                    sec_metrics, sec_params, sec_outputs, sec_alignment, sec_compare, sec_benchmarks, sec_judge,
+                    sec_safety, sec_repro)
+
+
+class SectionFailed(UserWarning):
+    """A report section raised; the report says so in its place. The tests turn it into an error."""
 
 
 @dataclass
@@ -40,15 +45,19 @@ class ReportResult:
 
 
 def build_sections(c: Ctx) -> list[Section]:
-    sections = []
-    for number, build in enumerate(SECTION_BUILDERS, 1):
+    sections, number = [], 0
+    for build in SECTION_BUILDERS:
         try:
             built = build(c)
         except Exception as e:  # a file shaped unlike the contract costs its section, never the report
             name = build.__name__.removeprefix("sec_")
-            print(f"medtune report: section {name!r} could not be built: {type(e).__name__}: {e}", file=sys.stderr)
+            warnings.warn(f"medtune report: section {name!r} could not be built: {type(e).__name__}: {e}",
+                          SectionFailed, stacklevel=2)
             built = [Section(name, c.t(f"sec.{name}"),
                              [Para(c.t("sec.failed", error=f"{type(e).__name__}: {e}"), "warn")])]
+        if not built:  # a section for an optional stage the run does not have
+            continue
+        number += 1
         built[0].title = f"{number}. {built[0].title}"
         sections += built
     return sections
