@@ -59,6 +59,7 @@ def test_reader_accounting_duplicates_conflicts_and_contamination(tmp_path):
     assert (summary["read"], summary["kept"], summary["rejected"], summary["duplicates"], summary["contaminated"]) \
         == (12, 3, 7, 1, 1)
     assert summary["read"] == summary["kept"] + summary["rejected"] + summary["duplicates"] + summary["contaminated"]
+    assert summary["unused"] == 0
     rows = [json.loads(line) for line in rejected_path.read_text(encoding="utf-8").splitlines()]
     assert [(r["line"], r["kind"]) for r in rows] == [
         (3, "rejected"), (4, "rejected"), (5, "rejected"), (6, "rejected"), (7, "rejected"), (8, "duplicate"),
@@ -101,6 +102,16 @@ def test_nothing_usable_is_an_error_naming_the_counts(tmp_path):
         load_grpo_items([path], "mcq")
 
 
+def test_max_items_keeps_the_first_usable_and_counts_the_rest_unused(tmp_path):
+    rows = [json.dumps({**GOOD, "question": f"第{i}题"}, ensure_ascii=False) for i in range(5)]
+    path = write_lines(tmp_path / "five.jsonl", rows[:2] + ["oops"] + rows[2:])
+    items, summary = load_grpo_items([path], "mcq", rejected_path=tmp_path / "rejected.jsonl", max_items=2)
+    assert [it.id for it in items] == ["five.jsonl:1", "five.jsonl:2"]
+    assert (summary["read"], summary["kept"], summary["rejected"], summary["unused"]) == (6, 2, 1, 3)
+    rows = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], r["kind"]) for r in rows] == [(3, "rejected"), (4, "unused"), (5, "unused"), (6, "unused")]
+
+
 @needs_shared
 def test_demo_items_do_not_repeat_a_demo_or_shared_benchmark_question():
     from medtune.config import load_config
@@ -109,7 +120,7 @@ def test_demo_items_do_not_repeat_a_demo_or_shared_benchmark_question():
     benchmarks = [(str(ROOT / b.path), b.format) for b in cfg.evaluate.benchmarks] + [(str(CMMLU_DEV), "cmmlu")]
     items, summary = load_grpo_items([ROOT / "data" / "align" / "mcq_demo.jsonl"], "mcq", benchmarks)
     assert (summary["read"], summary["kept"], summary["contaminated"], summary["multi_answer"]) == (32, 32, 0, 4)
-    assert summary["benchmark_questions"] == 36 + 50
+    assert summary["benchmark_questions"] == 36 + 30 + 50  # demo medical + demo general + shared CMMLU dev
 
 
 def test_rewards_on_hand_written_replies():

@@ -36,12 +36,12 @@ GRPO_METRIC_PREFIXES = ("reward", "frac_reward_zero_std", "completions/", "kl", 
 # -- items --
 
 def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[str, str]] = (),
-                    rejected_path: str | Path | None = None) -> tuple[list[Item], dict]:
+                    rejected_path: str | Path | None = None, max_items: int | None = None) -> tuple[list[Item], dict]:
     """Multiple-choice training items from `files` (each a file or directory in layout `fmt`) and a summary.
 
     Every record read is kept or listed as not kept ({source, line, kind, reason}: prepare's rejected.jsonl
-    fields plus kind, one of rejected, duplicate, contaminated): read == kept + rejected + duplicates + contaminated. An item whose
-    normalised question is also a question of one of `benchmarks` ((path, format) pairs: what the evaluate
+    fields plus kind, one of rejected, duplicate, contaminated, unused): read == kept + rejected + duplicates
+    + contaminated + unused (usable items beyond the first `max_items`). An item whose normalised question is also a question of one of `benchmarks` ((path, format) pairs: what the evaluate
     stage scores) is contaminated. The list is written to `rejected_path` when given.
     """
     if fmt not in ITEM_FORMATS:
@@ -67,6 +67,9 @@ def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[st
             else:
                 seen[key] = item
                 kept.append(item)
+    if max_items is not None:
+        not_kept += [_not_kept(it, "unused", f"unused: beyond align.max_samples {max_items}") for it in kept[max_items:]]
+        kept = kept[:max_items]
     not_kept.sort(key=lambda r: (r["source"], r["line"]))
     if rejected_path is not None:
         write_jsonl(rejected_path, not_kept)
@@ -98,7 +101,7 @@ def _summary(fmt, files, benchmarks, guard, read, kept, not_kept) -> dict:
     return {
         "format": fmt, "files": [str(Path(f).resolve()) for f in files],
         "read": read, "kept": len(kept), "rejected": kinds["rejected"], "duplicates": kinds["duplicate"],
-        "contaminated": kinds["contaminated"], "multi_answer": sum(len(it.answer) > 1 for it in kept),
+        "contaminated": kinds["contaminated"], "unused": kinds["unused"], "multi_answer": sum(len(it.answer) > 1 for it in kept),
         # The text before the first ':' of a reason names the field or the check ("answer", "options", ...).
         "rejected_reasons": dict(Counter(r["reason"].split(":")[0] for r in not_kept
                                          if r["kind"] == "rejected").most_common()),
@@ -109,7 +112,8 @@ def _summary(fmt, files, benchmarks, guard, read, kept, not_kept) -> dict:
 
 def _counts_text(summary: dict) -> str:
     return (f"{summary['kept']} kept, {summary['rejected']} rejected, {summary['duplicates']} duplicates, "
-            f"{summary['contaminated']} also in an evaluation benchmark")
+            f"{summary['contaminated']} also in an evaluation benchmark"
+            + (f", {summary['unused']} unused (align.max_samples)" if summary["unused"] else ""))
 
 
 def describe_items(summary: dict, rejected_path: str | Path | None = None) -> str:
