@@ -281,3 +281,15 @@ def test_mean_reward_rises_on_a_planted_verifiable_reward(tmp_path, single_torch
     assert len(rewards) == 12
     assert all(h["frac_reward_zero_std"] < 1 for h in trainer.state.log_history if "reward" in h)
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards
+
+
+def test_report_grpo_finding_from_the_logged_rewards():
+    from medtune.report.sections_align import grpo_finding
+
+    rows = [{"step": 1, "reward": 0.2, "frac_reward_zero_std": 0.5}, {"step": 1, "loss": 0.1},
+            {"step": 2, "reward": 0.6, "frac_reward_zero_std": 0.25}]
+    f = grpo_finding(rows)
+    assert (f.verdict, f.key, f.params) == ("info", "al.c.grpo", {"first": "0.200", "last": "0.600", "zero": "37.5%"})
+    flat = grpo_finding([{"reward": 0.0, "frac_reward_zero_std": 1.0}, {"reward": 0.0, "frac_reward_zero_std": 0.9}])
+    assert (flat.verdict, flat.key, flat.params["zero"]) == ("flag", "al.c.grpo_flat", "95.0%")
+    assert grpo_finding([{"step": 1, "loss": 0.3}]).key == "al.c.noreward"
