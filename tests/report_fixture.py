@@ -283,6 +283,7 @@ def _evaluate(d: Path) -> None:
             "benchmark": "cmmlu-medical", "format": "cmmlu", "method": "loglik", "shots": 0, "model": model,
             "adapter": adapter, "accuracy": k / n, "n": n, "correct": k, "ci_low": lo, "ci_high": hi,
             "extraction_failures": 0, "subjects": {}, "rejected": []})
+    _contamination(e, tuned, base)
     test = mcnemar(tuned, base)
     write(e / "benchmarks" / "significance.json", {"tests": [
         {"benchmark": "cmmlu-medical", "a": "qwen3-8b-medtune", "b": "qwen3-8b", **test}]})
@@ -300,3 +301,31 @@ def _evaluate(d: Path) -> None:
                        "by_category": {"chest_pain": {"n": 6, "passed": min(6, passed // 7)},
                                        "stroke": {"n": 6, "passed": min(6, passed // 6)}}}
     write(e / "safety.json", safety)
+
+
+def _contamination(e: Path, tuned: list[bool], base: list[bool]) -> None:
+    """24 of the 1,112 CMMLU items flagged (items 0-11 and 100-111), none of the questions or prompts."""
+    from medtune.evaluate.contamination import clean_subset
+
+    flagged_ids = [f"clinical_knowledge.csv:{i + 2}" for i in [*range(12), *range(100, 112)]]
+    flagged = [{"id": fid, "line": int(fid.split(":")[1]), "text": f"（第 {fid} 题的题干）", "exact": i % 3 == 0,
+                "coverage": 1.0 if i % 3 == 0 else 0.91, "matching_records": 1,
+                "matches": [{"file": "HuatuoGPT-sft-data-v1.jsonl", "line": 1000 + i, "coverage": 1.0 if i % 3 == 0
+                             else 0.91, "exact": i % 3 == 0}]} for i, fid in enumerate(flagged_ids)]
+    files = [{"kind": "cmmlu", "path": "/data/cmmlu-medical", "items": 1112, "too_short_for_ngrams": 3,
+              "flagged": 24, "exact": 8, "overlap": 16, "flagged_items": flagged},
+             {"kind": "questions", "path": "data/questions/zh_everyday.jsonl", "items": 10, "too_short_for_ngrams": 0,
+              "flagged": 0, "exact": 0, "overlap": 0, "flagged_items": []},
+             {"kind": "safety", "path": "data/safety/redflags_zh.jsonl", "items": 42, "too_short_for_ngrams": 0,
+              "flagged": 0, "exact": 0, "overlap": 0, "flagged_items": []}]
+    benchmarks = []
+    for name, correct in (("qwen3-8b-medtune", tuned), ("qwen3-8b", base)):
+        outcomes = [{"id": f"clinical_knowledge.csv:{i + 2}", "correct": c} for i, c in enumerate(correct)]
+        benchmarks.append({"result": f"cmmlu-medical__{name}.json", "benchmark": "cmmlu-medical", "arm": name,
+                           **clean_subset(outcomes, set(flagged_ids))})
+    write(e / "contamination.json", {
+        "method": {"normalisation": "NFKC, case-folded, whitespace and punctuation removed", "exact": "...",
+                   "overlap": "...", "n": 8, "threshold": 0.8},
+        "training": {"selection": "the training split listed in data/records.parquet", "records_checked": 100_000,
+                     "align": None},
+        "files": files, "benchmarks": benchmarks, "seconds": 41.2})

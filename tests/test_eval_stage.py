@@ -28,15 +28,29 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     shutil.copytree(tiny_run, run)
     safety = tmp_path / "redflags.jsonl"
     safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    # Training data holding one everyday question with spaces around it; without data/records.parquet
+    # (prepare has not run on it) every valid record of data.train_files is checked.
+    (run / "data" / "records.parquet").unlink(missing_ok=True)
+    train = tmp_path / "train.jsonl"
+    question = json.loads(QUESTIONS.read_text(encoding="utf-8").splitlines()[1])
+    train.write_text(json.dumps({"conversations": [{"from": "human", "value": " " + question["question"] + " "},
+                                                   {"from": "gpt", "value": "答"}]}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
     config = write_config(tmp_path, json.dumps({
-        "output_dir": str(run), "model": {"name_or_path": "builtin:tiny-qwen3"},
+        "output_dir": str(run), "model": {"name_or_path": "builtin:tiny-qwen3"}, "data": {"train_files": [str(train)]},
         "evaluate": {"questions": str(QUESTIONS), "max_questions": 2, "batch_size": 2, "safety": str(safety),
                      "generation": {"max_new_tokens": 4, "do_sample": False}}}))
     logs: list[str] = []
     outputs = evaluate_run(load_config(config), log=logs.append)
     assert eval_files(run) == {"manifest.json", "perplexity.json", "compare/answers.jsonl", "compare/summary.json",
-                               "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl"}
-    assert set(outputs) == {"perplexity", "compare", "metrics", "safety"}
+                               "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl",
+                               "contamination.json"}
+    assert set(outputs) == {"perplexity", "compare", "metrics", "safety", "contamination"}
+    contamination = json.loads((run / "eval" / "contamination.json").read_text())
+    assert [(f["kind"], f["items"], f["flagged"]) for f in contamination["files"]] == [("questions", 38, 1),
+                                                                                        ("safety", 3, 0)]
+    assert contamination["files"][0]["flagged_items"][0]["matches"][0] == {"file": str(train), "line": 1,
+                                                                           "coverage": 1.0, "exact": True}
     perplexity = json.loads((run / "eval" / "perplexity.json").read_text())
     assert perplexity["samples"] == 5 and perplexity["adapter"] == str(run) and "baseline" in perplexity
     summary = json.loads((run / "eval" / "compare" / "summary.json").read_text())
@@ -52,7 +66,7 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").rglob("*") if p.is_file()}
     logs.clear()
     evaluate_run(load_config(config), log=logs.append)
-    assert sum("up to date" in line for line in logs) == 4
+    assert sum("up to date" in line for line in logs) == 5
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # A changed question count reruns the comparison and the metrics on its answers, nothing else.

@@ -15,14 +15,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from medtune.trainer_common import NonFiniteLoss, any_rank, distributed_eval, mark_complete
+from medtune.trainer_common import NonFiniteLoss, any_rank, barrier, distributed_eval, mark_complete
 
 
 class MetricsCallback(TrainerCallback):
     """metrics.jsonl with the learning rate actually used, tokens/s, and a progress bar with ETA (rank 0)."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, extra_keys: tuple[str, ...] = ("eval_loss", "eval_perplexity", "eval_tokens"),
+                 desc: str = "train"):
+        """`extra_keys`: logged keys, or key prefixes, copied into metrics.jsonl too (align: rewards/, kl, ...)."""
+        self.path, self.extra_keys, self.desc = path, extra_keys, desc
         self.lr_used = None
         self.last_time = self.start = None
         self.last_tokens = 0
@@ -34,7 +36,7 @@ class MetricsCallback(TrainerCallback):
         self.last_tokens = state.num_input_tokens_seen
         if state.is_world_process_zero:
             self.file = open(self.path, "a", encoding="utf-8")
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
                             dynamic_ncols=True)
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
@@ -52,9 +54,7 @@ class MetricsCallback(TrainerCallback):
         entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
         if "loss" in logs:
             entry.update(self._train_entry(logs, state.num_input_tokens_seen, now))
-        for key in ("eval_loss", "eval_perplexity", "eval_tokens"):
-            if key in logs:
-                entry[key] = logs[key]
+        entry.update({k: v for k, v in logs.items() if k.startswith(self.extra_keys)})
         entry["elapsed_seconds"] = round(now - self.start, 3)
         self.file.write(json.dumps(entry) + "\n")
         self.file.flush()
@@ -127,6 +127,7 @@ class CompleteMarker(TrainerCallback):
         self.run_dir = run_dir
 
     def on_save(self, args, state, control, **kw):
+        barrier()  # every rank has written its part (rng_state_<rank>.pth, its shard) before the marker
         if state.is_world_process_zero:
             checkpoint = self.run_dir / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():

@@ -178,7 +178,7 @@ def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0, rank: int
     with torch.no_grad():  # not inference_mode: FSDP2 must be able to reshard the gathered weights
         for i in range(rank, -(-len(batches) // world) * world, world):
             counted = i < len(batches)
-            ids, labels, mask = _right_padded(ids_all, labels_all, batches[i] if counted else batches[0], pad_id)
+            ids, labels, mask = right_padded(ids_all, labels_all, batches[i] if counted else batches[0], pad_id)
             # The logit at position t predicts token t + 1: keep only positions whose next token is a target.
             shifted = labels[:, 1:]
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -197,7 +197,7 @@ def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0, rank: int
     return loss_sum, n_tokens
 
 
-def _right_padded(ids_all: list, labels_all: list, rows: list[int], pad_id: int):
+def right_padded(ids_all: list, labels_all: list, rows: list[int], pad_id: int):
     """input_ids, labels and attention mask of these samples, right-padded (real positions unchanged)."""
     import torch
 

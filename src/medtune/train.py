@@ -48,8 +48,10 @@ class Backends:
     reasons: list[str] = field(default_factory=list)
 
 
-def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool) -> Backends:
-    """Pick precision, attention kernel, batching and kernels from the config and what the machine has."""
+def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
+                    flash_attn_3: bool = False) -> Backends:
+    """Pick precision, attention kernel, batching and kernels from the config and what the machine has
+    (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
     t, m = cfg.train, cfg.model
     reasons = []
     device = "cuda" if cuda else "cpu"
@@ -68,8 +70,10 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
 
     if m.attn_implementation != "auto":
         attn = m.attn_implementation
-        if attn.startswith("flash_attention") and not (cuda and flash_attn):
-            raise TrainingError(f"model.attn_implementation is {attn} but flash-attn is not installed on a GPU here; "
+        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
+        if not (installed and (cuda or not attn.startswith("flash_attention"))):
+            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
+            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
                                 "use auto or sdpa")
         reasons.append(f"attention {attn}: model.attn_implementation")
     elif cuda and flash_attn:
@@ -106,11 +110,14 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
 
 def detect_backends(cfg: Config) -> Backends:
     import torch
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
 
     cuda = torch.cuda.is_available()
+    # transformers' own checks, the ones from_pretrained applies: FA3 is `flash_attn_interface` from the
+    # flash-attn-3 distribution, not the flash_attn (2) package.
     return select_backends(
         cfg, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-        flash_attn=importlib.util.find_spec("flash_attn") is not None,
+        flash_attn=is_flash_attn_2_available(), flash_attn_3=is_flash_attn_3_available(),
         liger=importlib.util.find_spec("liger_kernel") is not None)
 
 
@@ -154,6 +161,18 @@ def _ce_sum(lm_head, hidden, targets):
     import torch.nn.functional as F
 
     return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
+
+
+def whole_head_weight(state) -> bool:
+    """Whether lm_head.weight, read outside the model's forward, is the whole matrix on every rank.
+
+    Liger's fused loss takes the weight tensor itself; under ZeRO-3 it is then an empty placeholder and under
+    FSDP a shard. There the loss calls the head as a module instead (target_only_loss's chunked path), so
+    the sharding's own hooks gather it and route its gradient (tested under FSDP2 on CPU)."""
+    kind = state.distributed_type.value
+    if kind == "DEEPSPEED":
+        return state.deepspeed_plugin.zero_stage < 3
+    return kind != "FSDP"
 
 
 def _trainer_class():
@@ -264,7 +283,10 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
     callbacks = [NonFiniteGuard(), MetricsCallback(run_dir / "metrics.jsonl"), eval_cb, CompleteMarker(run_dir)]
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                                peft_config=lora, callbacks=callbacks)
-    trainer.use_liger_loss = backends.liger_kernel
+    trainer.use_liger_loss = backends.liger_kernel and whole_head_weight(trainer.accelerator.state)
+    if backends.liger_kernel and not trainer.use_liger_loss:
+        backends.reasons.append("Liger's fused loss off: under ZeRO-3/FSDP lm_head.weight is sharded outside the "
+                                "forward; the loss calls the head as a module, chunked")
     eval_cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
     return trainer
@@ -515,7 +537,7 @@ tags: [medtune, lora, medical, sft]
 # LoRA adapter trained with medtune
 
 A LoRA adapter (r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout} on
-{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.train_files)}
+{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.source_paths())}
 ({results.get('num_train_samples', '?')} dialogues, max length {cfg.data.max_length}) for
 {results.get('global_step')} optimizer steps of {results.get('effective_batch_size')} samples.
 

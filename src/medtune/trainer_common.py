@@ -65,6 +65,13 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if rank_and_world()[1] > 1:
+        dist.barrier()
+
+
 # --- checkpoints -------------------------------------------------------------------------------------
 
 
@@ -89,7 +96,8 @@ def mark_complete(checkpoint: Path) -> None:
     write_json(checkpoint / COMPLETE_MARKER, {"files": files})
 
 
-def choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None, force: bool, say) -> Path | None:
+def choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None, force: bool, say,
+                      stage: str = "train") -> Path | None:
     """The checkpoint to resume from: --resume, else the latest complete one of an unfinished run with the
     same fingerprint (`recorded` is the stage's manifest), else None."""
     if resume:
@@ -107,7 +115,7 @@ def choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None
         raise TrainingError(f"{run_dir} has checkpoints from a different config or data (fingerprint "
                             f"{recorded.get('fingerprint')} vs {fp}); rerun with --force to start over "
                             "(it deletes them) or use another output_dir")
-    say(f"train: resuming from the latest complete checkpoint {checkpoints[-1]}")
+    say(f"{stage}: resuming from the latest complete checkpoint {checkpoints[-1]}")
     return checkpoints[-1]
 
 

@@ -44,7 +44,8 @@ def thinking_generation(model: CompareModel, generation: GenerationConfig) -> Ge
 
 def resolve_arms(models: list[CompareModel], default_generation: GenerationConfig,
                  run_dir: str | Path | None = None, run_base: str | None = None) -> list[Arm]:
-    """Arms for these models; `run:base` is `run_base` and adapter `run` is `run_dir` (a run is needed for both)."""
+    """Arms for these models; `run:base` is `run_base`, adapter `run` is `run_dir` and adapter `run:align` is
+    `run_dir/align` (the align stage's adapter); a run is needed for all three."""
     arms = []
     for m in models:
         model = m.model
@@ -56,13 +57,14 @@ def resolve_arms(models: list[CompareModel], default_generation: GenerationConfi
         elif not m.base_url:
             model = resolve_base_model(model, run_dir)  # creates the builtin tiny model on first use
         adapter = m.adapter
-        if adapter == "run":
+        if adapter in ("run", "run:align"):
             if run_dir is None:
-                raise UserError(f"model '{m.name}': adapter 'run' means a run's trained adapter, which needs a "
+                raise UserError(f"model '{m.name}': adapter '{adapter}' means a run's trained adapter, which needs a "
                                 "config; give the adapter directory instead")
-            adapter = str(run_dir)
+            adapter = str(run_dir) if adapter == "run" else str(Path(run_dir) / "align")
         if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-            hint = " (run `medtune train CONFIG` first)" if m.adapter == "run" else ""
+            hint = {"run": " (run `medtune train CONFIG` first)",
+                    "run:align": " (run `medtune align CONFIG` first)"}.get(m.adapter, "")
             raise UserError(f"model '{m.name}': no LoRA adapter in '{adapter}': adapter_config.json is missing{hint}")
         generation = m.generation or default_generation
         for thinking in m.thinking:
@@ -78,27 +80,37 @@ def short_name(model: str) -> str:
     return model.rstrip("/").split("/")[-1].split(":")[-1].lower()
 
 
-def default_models(base_name: str, system_prompt: str | None) -> list[CompareModel]:
-    """The tuned model and its base, thinking off, both with the system prompt training used."""
+def default_models(base_name: str, system_prompt: str | None, aligned: bool = False) -> list[CompareModel]:
+    """The tuned model and its base, thinking off, both with the system prompt training used; when the align
+    stage ran, its model comes first (the judge compares the first arm with each other: aligned vs SFT)."""
     short = short_name(base_name)
-    return [CompareModel(name=f"{short}-medtune", model="run:base", adapter="run", system_prompt=system_prompt),
-            CompareModel(name=short, model="run:base", system_prompt=system_prompt)]
+    models = [CompareModel(name=f"{short}-medtune", model="run:base", adapter="run", system_prompt=system_prompt),
+              CompareModel(name=short, model="run:base", system_prompt=system_prompt)]
+    if aligned:
+        models.insert(0, CompareModel(name=f"{short}-medtune-aligned", model="run:base", adapter="run:align",
+                                      system_prompt=system_prompt))
+    return models
 
 
-def chat_messages(arm: Arm, question: str) -> list[dict]:
+def chat_messages(arm: Arm, question: str | list[dict]) -> list[dict]:
+    """The arm's system message, then one user message, or a whole conversation so far (a list of
+    user/assistant messages ending with the user's, as a multi-turn consultation passes it)."""
     system = [{"role": "system", "content": arm.system_prompt}] if arm.system_prompt else []
-    return system + [{"role": "user", "content": question}]
+    return system + ([{"role": "user", "content": question}] if isinstance(question, str) else list(question))
 
 
-def render_prompt(tokenizer, arm: Arm, question: str) -> str:
+def render_prompt(tokenizer, arm: Arm, question: str | list[dict]) -> str:
     """The exact text the model continues: its own chat template, or the plain format verbatim."""
     if arm.prompt_format == "chat_template":
         return tokenizer.apply_chat_template(chat_messages(arm, question), tokenize=False,
                                              add_generation_prompt=True, enable_thinking=arm.thinking)
+    if not isinstance(question, str):
+        raise UserError(f"arm '{arm.name}': a conversation of several turns needs prompt_format: chat_template, "
+                        f"not the plain format {arm.prompt_format!r}")
     return arm.prompt_format.replace("{question}", question)
 
 
-def prompt_token_ids(tokenizer, arm: Arm, question: str) -> list[int]:
+def prompt_token_ids(tokenizer, arm: Arm, question: str | list[dict]) -> list[int]:
     if arm.prompt_format == "chat_template":
         return chat_prompt_ids(tokenizer, chat_messages(arm, question), arm.thinking)
     return tokenizer(render_prompt(tokenizer, arm, question))["input_ids"]  # a plain format gets the tokenizer's BOS
@@ -106,7 +118,11 @@ def prompt_token_ids(tokenizer, arm: Arm, question: str) -> list[int]:
 
 def arm_sampling(arm: Arm) -> Sampling:
     """The arm's decoding settings as generation's Sampling (do_sample false = temperature 0, greedy)."""
-    g = arm.generation
+    return generation_sampling(arm.generation)
+
+
+def generation_sampling(g: GenerationConfig) -> Sampling:
+    """A config's decoding settings as generation's Sampling (do_sample false = temperature 0, greedy)."""
     return Sampling(max_tokens=g.max_new_tokens, temperature=g.temperature if g.do_sample else 0.0, top_p=g.top_p,
                     top_k=g.top_k, seed=g.seed, repetition_penalty=g.repetition_penalty)
 
