@@ -223,7 +223,7 @@ def test_align_writes_the_trainer_layout_and_skips_when_current(dpo_run):
     assert "ref" not in names and "training_args.bin" not in names
     assert (out / "checkpoint-2" / "medtune-complete.json").is_file()
     # merge, chat and serve take the aligned adapter directory as they take a run directory
-    from medtune.inference import resolve_model_source
+    from medtune.generation import resolve_model_source
 
     source = resolve_model_source(out)
     assert source.adapter == out and Path(source.base).resolve() == (cfg.run_dir / "base_model").resolve()
@@ -339,7 +339,7 @@ def test_report_alignment_section_compares_aligned_with_sft(dpo_run, tmp_path):
     # Safety: aligned 10/40 (Wilson upper ~0.40) below SFT 38/40 (lower ~0.83): a regression.
     write_json(run / "eval" / "safety.json", {"m-medtune-aligned": {"n": 40, "passed": 10, "rate": 0.25},
                                               "m-medtune": {"n": 40, "passed": 38, "rate": 0.95}})
-    for lang, heading, ratio, better in (("en", "Alignment (preference / RL)", "1.50x as long", "better than"),
+    for lang, heading, ratio, better in (("en", "Alignment (preference / RL)", "1.50x as long", "is better than"),
                                          ("zh", "对齐（偏好 / 强化学习）", "的 1.50 倍", "优于")):
         write_report(run, lang=lang, cjk_font=None)
         md = (run / "report.md").read_text(encoding="utf-8")

@@ -107,41 +107,25 @@ def _median(values: list[int]):
 
 
 class SampleAnswers:
-    """Batched sampling from the in-memory SFT model (left padding, one seed per batch), answers only.
+    """Batched sampling from the in-memory SFT model with medtune.generation (longest prompts first, left
+    padding, batch b seeded with seed + b); returns (answer, finish_reason) per prompt, thinking removed.
 
     The align stage holds the model already; evaluate's engines load their own copy from disk.
     """
 
     def __init__(self, model, tokenizer, generation, batch_size: int, enable_thinking: bool):
-        self.model, self.tokenizer, self.g = model, tokenizer, generation
+        from medtune.evaluate.arms import generation_sampling
+        from medtune.generation import TransformersGenerator
+
+        self.model, self.generator = model, TransformersGenerator(model, tokenizer)
+        self.sampling = generation_sampling(generation)
         self.batch_size, self.enable_thinking = batch_size, enable_thinking
 
     def __call__(self, prompts: list[list[dict]]) -> list[tuple[str, str]]:
-        import torch
-
-        from medtune.inference import chat_prompt_ids, split_thinking
-
-        tok, g = self.tokenizer, self.g
-        ids = [chat_prompt_ids(tok, p, self.enable_thinking) for p in prompts]
-        eos = self.model.generation_config.eos_token_id
-        stops = sorted(set([eos] if isinstance(eos, int) else list(eos or [])) | ({tok.eos_token_id} - {None}))
-        kwargs = dict(max_new_tokens=g.max_new_tokens, eos_token_id=stops, pad_token_id=tok.pad_token_id,
-                      repetition_penalty=g.repetition_penalty, do_sample=g.do_sample)
-        kwargs.update(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k or None) if g.do_sample else \
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = []
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode():
-            for b in range(0, len(ids), self.batch_size):
-                enc = tok.pad({"input_ids": ids[b:b + self.batch_size]}, padding=True, padding_side="left",
-                              return_tensors="pt").to(self.model.device)
-                torch.manual_seed(g.seed + b)
-                result = self.model.generate(**enc, **kwargs)
-                for new in result[:, enc["input_ids"].shape[1]:].tolist():
-                    finish = "stop" if any(t in stops for t in new) else "length"
-                    new = new[:next((i for i, t in enumerate(new) if t in stops), len(new))]
-                    out.append((split_thinking(tok.decode(new, skip_special_tokens=True), self.enable_thinking)[1],
-                                finish))
-        self.model.train(was_training)
-        return out
+        try:
+            replies = self.generator.generate(prompts, self.sampling, self.enable_thinking, self.batch_size)
+        finally:
+            self.model.train(was_training)
+        return [(r.answer, r.finish_reason) for r in replies]

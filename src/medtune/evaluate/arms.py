@@ -118,7 +118,11 @@ def prompt_token_ids(tokenizer, arm: Arm, question: str | list[dict]) -> list[in
 
 def arm_sampling(arm: Arm) -> Sampling:
     """The arm's decoding settings as generation's Sampling (do_sample false = temperature 0, greedy)."""
-    g = arm.generation
+    return generation_sampling(arm.generation)
+
+
+def generation_sampling(g: GenerationConfig) -> Sampling:
+    """A config's decoding settings as generation's Sampling (do_sample false = temperature 0, greedy)."""
     return Sampling(max_tokens=g.max_new_tokens, temperature=g.temperature if g.do_sample else 0.0, top_p=g.top_p,
                     top_k=g.top_k, seed=g.seed, repetition_penalty=g.repetition_penalty)
 
