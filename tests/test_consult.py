@@ -13,7 +13,8 @@ import pytest
 
 from medtune.config import GenerationConfig
 from medtune.errors import UserError
-from medtune.evaluate.arms import Arm, Generation, render_prompt
+from medtune.generation import Generation, split_thinking
+from medtune.evaluate.arms import Arm, render_prompt
 from medtune.evaluate.consult import (FIRST_TURN, JUDGE_RUBRIC, answers_path, conversation, load_cases, parse_score,
                                       run_consultation)
 from tests.conftest import ROOT
@@ -65,7 +66,9 @@ class RecordingEngine:
             self.seen.append(messages)
             turn = sum(m["role"] == "user" for m in messages)
             text = self.replies(messages[0]["content"], turn, arm)
-            out.append(Generation(text=text, tokens=len(text), thinking_tokens=0, finish_reason="stop"))
+            thinking, answer = split_thinking(text, arm.thinking)  # as every engine splits a reply
+            out.append(Generation(text=text, thinking=thinking, answer=answer, tokens=len(text), thinking_tokens=0,
+                                  finish_reason="stop"))
         return out, 0.0
 
 

@@ -11,6 +11,7 @@ from medtune.config import config_from_dict
 from medtune.evaluate.contamination import (check_contamination, clean_subset, fisher_exact, load_eval_file, scan,
                                             TrainingRecord)
 from medtune.overlap import EvalItem, OverlapIndex
+from tests.conftest import ROOT
 
 # 28 characters once normalised: 患者男性45岁反复上腹痛3年进食后缓解最可能的诊断是什么
 STEM = "患者男性，45岁，反复上腹痛3年，进食后缓解，最可能的诊断是什么？"
@@ -166,3 +167,29 @@ def test_records_of_files_the_config_no_longer_names_is_an_error(tmp_path):
                             "evaluate": {"safety": None}})
     with pytest.raises(UserError, match="old.jsonl, which data.train_files no longer names"):
         check_contamination(cfg, tmp_path / "out.json", log=lambda *_: None)
+
+
+def test_consultation_cases_and_align_data_are_checked(tmp_path):
+    clin = ROOT / "data" / "bench" / "cmb_clin_demo.json"
+    cases = json.loads(clin.read_text(encoding="utf-8"))
+    question = cases[1]["QA_pairs"][0]["question"]
+    pairs = tmp_path / "pairs.jsonl"  # DPO-style preference records
+    pairs.write_text(json.dumps({"prompt": [{"role": "user", "content": "你好"}], "chosen": "好", "rejected": "坏"},
+                                ensure_ascii=False) + "\n"
+                     + json.dumps({"prompt": "医生：" + question, "chosen": "甲", "rejected": "乙"}, ensure_ascii=False)
+                     + "\n", encoding="utf-8")
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"instruction": "今天天气怎么样", "output": "晴"}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
+    cfg = config_from_dict({"output_dir": str(tmp_path / "run"), "data": {"train_files": [str(train)]},
+                            "align": {"algorithm": "dpo", "train_files": [str(pairs)]},
+                            "evaluate": {"questions": None, "safety": None,
+                                         "consultations": [{"path": str(clin)}]}})
+    result = check_contamination(cfg, tmp_path / "out.json", log=lambda *_: None)
+    (f,) = result["files"]
+    n_items = sum(1 + len(c["QA_pairs"]) for c in cases)  # each description and each question
+    assert (f["kind"], f["items"], f["flagged"]) == ("cmb-clin", n_items, 1)
+    (item,) = f["flagged_items"]
+    assert item["id"] == f"{cases[1]['id']}/q1" and item["exact"]
+    assert item["matches"][0]["file"] == str(pairs) and item["matches"][0]["line"] == 2
+    assert result["training"]["records_checked"] == 3 and result["training"]["align"] == [str(pairs)]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -173,12 +172,13 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
 
     a = cfg.align
     if a.algorithm == "grpo":
-        grpo = _grpo_module()
+        from medtune import align_grpo
+
         benchmarks = [(b.path, b.format) for b in cfg.evaluate.benchmarks]  # the contamination guard
-        items, summary = grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
-                                              rejected_path=out / "rejected.jsonl")
-        log(grpo.describe_items(summary, out / "rejected.jsonl"))
-        return grpo.grpo_dataset(items, a.mcq_format), {**summary, "rows": summary.get("kept")}
+        items, summary = align_grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
+                                                    rejected_path=out / "rejected.jsonl", max_items=a.max_samples)
+        log(align_grpo.describe_items(summary, out / "rejected.jsonl"))
+        return align_grpo.grpo_dataset(items, a.mcq_format), {**summary, "rows": summary["kept"]}
     files = a.train_files
     pairs_summary = None
     if a.pairs == "self":
@@ -193,15 +193,6 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     if pairs_summary is not None:
         summary["self_pairs"] = pairs_summary
     return datasets.Dataset.from_list(rows), summary
-
-
-def _grpo_module():
-    if importlib.util.find_spec("medtune.align_grpo") is None:
-        raise AlignError("align.algorithm: grpo is not available in this build yet (medtune.align_grpo, from the "
-                         "GRPO branch, is missing); use dpo or kto")
-    import medtune.align_grpo as grpo
-
-    return grpo
 
 
 # --- the trainer -------------------------------------------------------------------------------------
@@ -280,12 +271,13 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
         target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
         modules_to_save=list(cfg.lora.modules_to_save) or None)
     if a.algorithm == "grpo":
-        grpo = _grpo_module()
-        # align_grpo owns the machine-dependent GRPO settings (precision, vLLM) and the reward weights.
-        owned = {"bf16", "use_cpu", "activation_checkpointing", "activation_checkpointing_kwargs", "output_dir"}
-        settings = {k: v for k, v in trl_settings(cfg, precision, torch.cuda.is_available()).items() if k not in owned}
-        args = grpo.grpo_config(out, settings, log=log)
-        trainer = grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, peft_config=peft_config)
+        from medtune import align_grpo
+
+        # align_grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
+        # the align settings (precision and checkpointing included) override its defaults.
+        args = align_grpo.grpo_config(out, trl_settings(cfg, precision, torch.cuda.is_available()), log=log)
+        trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log,
+                                                peft_config=peft_config)
     else:
         from trl import KTOTrainer
 

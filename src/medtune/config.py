@@ -119,7 +119,7 @@ class ExcludeFile:
     """An evaluation file whose items are removed from the training data by prepare."""
 
     path: str
-    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa"] = "questions"
+    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa", "cmb-clin"] = "questions"
     """questions/safety: JSONL or CSV with a `question`/`prompt` field; else a benchmark layout."""
 
 

@@ -26,14 +26,12 @@ messages it was given).
 
 from __future__ import annotations
 
-import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.evaluate.arms import Arm, split_thinking
+from medtune.evaluate.arms import Arm
 from medtune.evaluate.mcq_data import RowError, json_records
 from medtune.evaluate.metrics import bleu_from_stats, bleu_stats, rouge_l
 from medtune.evaluate.stats import bootstrap_interval
@@ -65,7 +63,6 @@ JUDGE_RUBRIC = """请根据参考答案，为AI助手对病例中一个问题的
 {answer}
 
 请先用一两句话说明理由，最后单独一行只输出分数，格式为 [[分数]]，例如 [[7]]。"""
-_SCORE = re.compile(r"\[\[\s*(\d{1,2})\s*\]\]")
 EMPTY_ANSWER = "（空回答）"
 
 
@@ -149,13 +146,12 @@ def answer_cases(arm: Arm, cases: list[Case], engine) -> list[dict]:
         conversations = [conversation(cases[i], answers[i]) for i in active]
         generations, _ = engine.batched(arm, conversations)
         for i, messages, gen in zip(active, conversations, generations):
-            thinking_text, answer = split_thinking(gen, arm.thinking)
-            answers[i].append(answer)  # only the answer: thinking never goes back into the history
+            answers[i].append(gen.answer)  # only the answer (the engine split it off): thinking never goes back
             case = cases[i]
             records[i].append({"arm": arm.name, "model": arm.model, "adapter": arm.adapter, "thinking": arm.thinking,
                             "case_id": case.id, "title": case.title, "turn": turn + 1,
                             "question": case.questions[turn], "reference": case.references[turn],
-                            "answer": answer, "thinking_text": thinking_text, "messages": messages,
+                            "answer": gen.answer, "thinking_text": gen.thinking, "messages": messages,
                             "answer_tokens": gen.tokens - gen.thinking_tokens,
                             "thinking_tokens": gen.thinking_tokens, "finish_reason": gen.finish_reason})
     return [r for case_records in records for r in case_records]  # case by case, turn by turn
@@ -163,38 +159,29 @@ def answer_cases(arm: Arm, cases: list[Case], engine) -> list[dict]:
 
 # -- scoring --
 
-def parse_score(reply: str) -> int | None:
-    """The judge's 1-10 score (its last [[n]]), None when there is none or it is out of range."""
-    from medtune.evaluate.judge import strip_thinking
+SCORES = {str(n): str(n) for n in range(1, 11)}
 
-    found = _SCORE.findall(strip_thinking(reply))
-    score = int(found[-1]) if found else None
-    return score if score is not None and 1 <= score <= 10 else None
+
+def parse_score(reply: str) -> int | None:
+    """The judge's 1-10 score: its last [[n]] tag (judge.parse_verdict's rule), None when it has none."""
+    from medtune.evaluate.judge import parse_verdict
+
+    score = parse_verdict(reply, SCORES)
+    return int(score) if score is not None else None
 
 
 def judge_answers(records: list[dict], cases: dict[str, Case], judge: tuple, workers: int = 4) -> None:
     """Adds judge_score (1-10 or None) and judge_reply to every record, through an OpenAI-compatible judge."""
-    from medtune.evaluate.judge import JudgeClient
+    from medtune.evaluate.judge import JudgeClient, ask_judge
 
     base_url, model, api_key = judge
-    client = JudgeClient(base_url, model, api_key)
-
-    def ask(record):
-        prompt = JUDGE_RUBRIC.format(description=cases[record["case_id"]].description, question=record["question"],
-                                     reference=record["reference"], answer=record["answer"] or EMPTY_ANSWER)
-        try:
-            return client.complete([{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}])
-        except RuntimeError as e:  # retries spent: counted as a failure
-            return f"ERROR: {e}"
-
-    try:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            replies = list(pool.map(ask, records))
-    finally:
-        client.close()
-    for record, reply in zip(records, replies):
-        record["judge_reply"] = reply
-        record["judge_score"] = None if reply.startswith("ERROR: ") else parse_score(reply)
+    prompts = [[{"role": "system", "content": JUDGE_SYSTEM},
+                {"role": "user", "content": JUDGE_RUBRIC.format(
+                    description=cases[r["case_id"]].description, question=r["question"], reference=r["reference"],
+                    answer=r["answer"] or EMPTY_ANSWER)}] for r in records]
+    for record, (reply, error) in zip(records, ask_judge(JudgeClient(base_url, model, api_key), prompts, workers)):
+        record["judge_reply"] = reply if reply is not None else f"ERROR: {error}"  # retries spent: a failure
+        record["judge_score"] = parse_score(reply) if reply is not None else None
 
 
 def score_records(records: list[dict]) -> None:

@@ -3,12 +3,15 @@
 Run as: medtune evaluate contamination CONFIG [--set ...]   (also a step of `medtune evaluate CONFIG`)
 
 Evaluation inputs (`evaluation_files`): each `evaluate.benchmarks` file (the question stems), the everyday
-questions (`evaluate.questions`) and the red-flag prompts (`evaluate.safety`). Training data
+questions (`evaluate.questions`), the red-flag prompts (`evaluate.safety`) and the consultation cases
+(`evaluate.consultations`). Training data
 (`training_records`): the records prepare put in the training split, read again from their source files
 through prepare's own readers and validation, so every flag names the training file and line. Prepare
 lists those records in data/records.parquet; a run prepared before that file existed is checked against
 every valid record of data.train_files (a superset), and the output says so. When the align stage has
-written `<run>/align/pairs.jsonl`, its records are checked too (every string in each record).
+data (align.train_files, or the pairs it made, `<run>/align/pairs.jsonl`), its records are checked too
+(every string in each record). Multi-turn consultation cases (evaluate.consultations, CMB-Clin) are
+checked by their description and each question.
 
 The tests (exact, and character 8-gram coverage >= 0.8) and why: medtune.overlap.
 
@@ -64,15 +67,34 @@ def load_eval_file(path: str | Path, kind: str) -> EvalFile:
         items, _ = load_items(path, kind)  # rejected rows are never scored, so they cannot be contaminated
         return EvalFile(kind, str(path), [EvalItem(it.id, int(it.source.rsplit(":", 1)[1]), it.question)
                                           for it in items])
+    if kind == "cmb-clin":
+        return EvalFile(kind, str(path), _consultation_items(path))
     if kind not in TEXT_FIELDS:
         raise UserError(f"{path}: unknown evaluation file kind '{kind}'; use one of "
-                        f"{', '.join([*TEXT_FIELDS, *BENCHMARK_FORMATS])}")
+                        f"{', '.join([*TEXT_FIELDS, *BENCHMARK_FORMATS, 'cmb-clin'])}")
     items = []
     for lineno, row in iter_rows(path):
         rid = row.get("id")
         items.append(EvalItem(f"line{lineno}" if rid in (None, "") else str(rid), lineno,
                               text_field(path, lineno, row, TEXT_FIELDS[kind])))
     return EvalFile(kind, str(path), items)
+
+
+def _consultation_items(path) -> list[EvalItem]:
+    """A CMB-Clin case: its description (id = case id) and each question (id = case id/q<k>)."""
+    from medtune.evaluate.consult import load_cases
+    from medtune.evaluate.mcq_data import json_records
+
+    cases, _ = load_cases(path)
+    lines = {str(obj.get("id")): line for line, obj in json_records(Path(path)) if isinstance(obj, dict)}
+    items = []
+    for case in cases:
+        line = lines.get(case.id, 0)
+        if not line and case.id.startswith("line"):  # a case without an id is named after its line
+            line = int(case.id.removeprefix("line"))
+        items.append(EvalItem(case.id, line, case.description))
+        items += [EvalItem(f"{case.id}/q{k}", line, q) for k, q in enumerate(case.questions, 1)]
+    return items
 
 
 def evaluation_files(cfg: Config) -> list[EvalFile]:
@@ -83,6 +105,7 @@ def evaluation_files(cfg: Config) -> list[EvalFile]:
         files.append(load_eval_file(ev.questions, "questions"))
     if ev.safety:
         files.append(load_eval_file(ev.safety, "safety"))
+    files += [load_eval_file(c.path, c.format) for c in ev.consultations]
     return files
 
 
@@ -94,6 +117,7 @@ def exclude_files(cfg: Config) -> list[EvalFile]:
     for key in ("questions", "safety"):
         if getattr(cfg.evaluate, key):
             known[str(Path(getattr(cfg.evaluate, key)))] = key
+    known.update({str(Path(c.path)): c.format for c in cfg.evaluate.consultations})
     out = []
     for entry in cfg.data.exclude:
         if isinstance(entry, ExcludeFile):
@@ -102,7 +126,7 @@ def exclude_files(cfg: Config) -> list[EvalFile]:
             out.append(load_eval_file(entry, known[str(Path(entry))]))
         else:
             raise UserError(f"data.exclude: '{entry}' is not one of the evaluate section's files, so its layout is "
-                            "unknown; write it as {path: ..., format: questions|safety|cmmlu|cmexam|cmb|medqa}")
+                            "unknown; write it as {path: ..., format: questions|safety|cmmlu|cmexam|cmb|medqa|cmb-clin}")
     return out
 
 
@@ -156,15 +180,19 @@ def _iter_training(data: DataConfig, selected: dict[str, set[int]] | None) -> It
                 yield TrainingRecord(file, rec.line, dialogue_texts(conv.system, conv.turns))
 
 
-def align_records(run_dir: Path) -> Iterator[TrainingRecord]:
-    """The align stage's preference data, when present: every string of each JSONL record."""
-    path = run_dir / "align" / "pairs.jsonl"
-    if not path.is_file():
-        return
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if raw.strip():
-                yield TrainingRecord(str(path), lineno, list(_strings(orjson.loads(raw))))
+def align_files(cfg: Config) -> list[str]:
+    """The align stage's data: align.train_files, and the pairs it made itself (align/pairs.jsonl) when present."""
+    files = list(cfg.align.train_files) if cfg.align else []
+    pairs = cfg.run_dir / "align" / "pairs.jsonl"
+    return files + ([str(pairs)] if pairs.is_file() else [])
+
+
+def align_records(cfg: Config) -> Iterator[TrainingRecord]:
+    """Every record of the align data, as every string it holds (prompts, chosen and rejected answers)."""
+    for path in align_files(cfg):
+        for rec in iter_raw_records(path, cfg.data):
+            if rec.error is None:
+                yield TrainingRecord(path, rec.line, list(_strings(rec.data)))
 
 
 def _strings(value) -> Iterator[str]:
@@ -218,8 +246,9 @@ def inputs_identity(cfg: Config) -> dict:
     prepared = (read_json(run_dir / "data" / "manifest.json") or {}).get("fingerprint")  # covers the files' hashes
     return {"records": maybe(run_dir / "data" / "records.parquet"),
             "prepared": prepared or [maybe(f) or f for s in sources if s.role == "train" for f in s.files],
-            "align": maybe(run_dir / "align" / "pairs.jsonl"),
-            "inputs": [data_identity(b.path) for b in ev.benchmarks] + [file_identity(p) for p in (ev.questions, ev.safety) if p],
+            "align": [maybe(f) or f for f in align_files(cfg)],
+            "inputs": [data_identity(b.path) for b in ev.benchmarks] + [file_identity(p) for p in (ev.questions, ev.safety) if p]
+            + [file_identity(c.path) for c in ev.consultations],
             "results": [file_identity(p) for p in sorted(bench_dir.glob("*.json"))] if bench_dir.is_dir() else [],
             "n": N, "threshold": THRESHOLD}
 
@@ -232,11 +261,9 @@ def check_contamination(cfg: Config, output: Path, log=print) -> dict:
         raise UserError("the config names no evaluation input (evaluate.benchmarks, questions, safety): nothing "
                         "to check")
     records, how = training_records(cfg)
-    align = cfg.run_dir / "align" / "pairs.jsonl"
-
     def all_records():
         yield from records
-        yield from align_records(cfg.run_dir)
+        yield from align_records(cfg)
 
     per_file, checked = scan(files, all_records())
     result = {
@@ -247,7 +274,7 @@ def check_contamination(cfg: Config, output: Path, log=print) -> dict:
                               "also occur in one training record",
                    "n": N, "threshold": THRESHOLD},
         "training": {"selection": how, "records_checked": checked,
-                     "align": str(align) if align.is_file() else None},
+                     "align": align_files(cfg)},
         "files": per_file,
         "benchmarks": clean_subsets(per_file, cfg.run_dir / "eval" / "benchmarks"),
         "seconds": round(time.perf_counter() - started, 3),

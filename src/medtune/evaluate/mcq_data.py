@@ -1,4 +1,4 @@
-"""Multiple-choice benchmark files -> validated items: CMMLU CSV, CMExam CSV/XLSX, CMB-Exam JSON, MedQA JSONL.
+"""Multiple-choice files -> validated items: CMMLU CSV, CMExam CSV/XLSX, CMB-Exam JSON, MedQA JSONL, medtune mcq JSONL.
 
 Each loader takes a file or a directory of such files and returns `(items, rejected)`. A row that cannot
 be used is never an exception and never silently dropped: it comes back in `rejected` with its file,
@@ -20,6 +20,9 @@ Layouts (as published):
   without questions): a directory holding both is joined on `id`.
 - medqa  (jind11/MedQA, US and mainland, 5- and 4-option): JSONL of {question, options {"A": ...},
   answer_idx, answer, meta_info} (the 4_options files add metamap_phrases).
+- mcq    (medtune's own, e.g. GRPO training items): JSONL of {question, options {"A": ...} or a list in letter
+  order, answer ('B' or 'AC'), optional subject, optional multi (true/false; absent = not stated)}.
+  Not a published benchmark layout, so `FORMATS` (what `evaluate bench` scores) leaves it out.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from pathlib import Path
 from medtune.errors import UserError
 
 FORMATS = ("cmmlu", "cmexam", "cmb", "medqa")
+ITEM_FORMATS = FORMATS + ("mcq",)
+"""Every layout `load_items` reads: the published benchmark layouts and medtune's own question/options/answer JSONL."""
 LETTERS = "ABCDEFGHIJ"
 SUFFIXES = {"cmmlu": (".csv", ".xlsx"), "cmexam": (".csv", ".xlsx"), "cmb": (".json", ".jsonl"),
-            "medqa": (".jsonl", ".json")}
+            "medqa": (".jsonl", ".json"), "mcq": (".jsonl", ".json")}
 
 # The Chinese subject names of lm-evaluation-harness's cmmlu tasks (their prompt says "以下是关于{name}的...").
 CMMLU_SUBJECTS_ZH = {
@@ -91,8 +96,8 @@ class RowError(ValueError):
 
 def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:
     """Items and rejected rows ({file, line, reason}) from a file or a directory of files of one format."""
-    if format not in FORMATS:
-        raise UserError(f"unknown benchmark format '{format}'; choose one of {', '.join(FORMATS)}")
+    if format not in ITEM_FORMATS:
+        raise UserError(f"unknown multiple-choice format '{format}'; choose one of {', '.join(ITEM_FORMATS)}")
     root = Path(path)
     if root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES[format])
@@ -102,7 +107,8 @@ def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:
         files = [root]
     else:
         raise UserError(f"benchmark data not found: {root}")
-    read = {"cmmlu": _read_cmmlu, "cmexam": _read_cmexam, "cmb": _read_cmb, "medqa": _read_medqa}[format]
+    read = {"cmmlu": _read_cmmlu, "cmexam": _read_cmexam, "cmb": _read_cmb, "medqa": _read_medqa,
+            "mcq": _read_mcq}[format]
     if format == "cmb":
         answers, key_files = _cmb_answer_key(files)
         files = [f for f in files if f not in key_files]
@@ -306,6 +312,22 @@ def _read_medqa(file: Path):
                 options = dict(zip(LETTERS, options))
             obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer_idx"),
                    "answer_text": obj.get("answer"), "subject": obj.get("meta_info"), "multi": False}
+        yield line, obj
+
+
+def _read_mcq(file: Path):
+    for line, obj in _json_objects(file):
+        if not isinstance(obj, RowError):
+            options, multi = obj.get("options"), obj.get("multi")
+            if isinstance(options, list) and len(options) > len(LETTERS):
+                obj = RowError(f"options: {len(options)} options; at most {len(LETTERS)} (A-J)")
+            elif multi is not None and not isinstance(multi, bool):
+                obj = RowError(f"multi: {multi!r} is not true or false")
+            else:
+                if isinstance(options, list):
+                    options = dict(zip(LETTERS, options))
+                obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer"),
+                       "subject": obj.get("subject"), "multi": multi}
         yield line, obj
 
 

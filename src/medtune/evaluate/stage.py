@@ -301,7 +301,8 @@ def step_contamination(run: EvalRun) -> None:
     from medtune.evaluate.contamination import check_contamination, inputs_identity
 
     cfg, ev = run.cfg, run.cfg.evaluate
-    if not (ev.contamination and cfg.data.train_files and (ev.benchmarks or ev.questions or ev.safety)):
+    if not (ev.contamination and cfg.data.train_files
+            and (ev.benchmarks or ev.questions or ev.safety or ev.consultations)):
         return
     out = run.eval_dir / "contamination.json"
     fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})

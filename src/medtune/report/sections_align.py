@@ -19,9 +19,12 @@ from medtune.report.sections import Ctx, code, file_note, kv_table
 from medtune.report.strings import Key
 
 CURVES = (("loss", "plot.al.loss"), ("rewards/margins", "plot.al.margin"), ("rewards/accuracies", "plot.al.acc"),
-          ("kl", "plot.al.kl"), ("reward", "plot.al.reward"))
+          ("kl", "plot.al.kl"), ("reward", "plot.al.reward"), ("frac_reward_zero_std", "plot.al.zero_std"),
+          ("completions/extraction_failures", "plot.al.extract"))
 MARGIN_MIN = 0.0
 """The preference is said to have been learned when the last logged reward margin is above this."""
+FLAT_GROUPS = 0.9
+"""GRPO: above this mean share of groups with all-equal rewards, training had almost no gradient."""
 
 
 def sec_alignment(c: Ctx) -> list[Section]:
@@ -82,9 +85,12 @@ def arm_names(compare: dict, run_dir: Path) -> tuple[str | None, str | None]:
 def alignment_findings(c: Ctx, r: dict) -> list[Finding]:
     run = c.run
     margin = num(r, "last_rewards_margins")
-    out = [Finding("no_evidence", "al.c.nomargin", {}) if margin is None else
-           Finding("supported" if margin > MARGIN_MIN else "not_supported", "al.c.margin",
-                   {"margin": f_num(margin, 4), "acc": f_pct(num(r, "last_rewards_accuracies"))})]
+    if text(r, "algorithm") == "grpo":
+        out = [grpo_finding(read_jsonl(run.dir, "align/metrics.jsonl").data or [])]
+    else:
+        out = [Finding("no_evidence", "al.c.nomargin", {}) if margin is None else
+               Finding("supported" if margin > MARGIN_MIN else "not_supported", "al.c.margin",
+                       {"margin": f_num(margin, 4), "acc": f_pct(num(r, "last_rewards_accuracies"))})]
     aligned, sft = arm_names(run.compare_summary.data if run.compare_summary.ok else {}, run.dir)
     if not aligned or not sft:
         return out + [Finding("no_evidence", "al.c.noarms", {})]
@@ -99,6 +105,19 @@ def alignment_findings(c: Ctx, r: dict) -> list[Finding]:
     out.append(length_ratio(run.compare_answers.data if run.compare_answers.ok else [], aligned, sft))
     out.append(safety_regression(run.safety.data if run.safety.ok else {}, aligned, sft))
     return out
+
+
+def grpo_finding(rows: list) -> Finding:
+    """GRPO's training reward, first vs last logged step, and the mean share of groups that gave no gradient."""
+    logged = [row for row in rows if isinstance(row, dict) and num(row, "reward") is not None]
+    if not logged:
+        return Finding("no_evidence", "al.c.noreward", {})
+    flat = [num(row, "frac_reward_zero_std") for row in logged if num(row, "frac_reward_zero_std") is not None]
+    share = sum(flat) / len(flat) if flat else None
+    params = {"first": f_num(num(logged[0], "reward"), 3), "last": f_num(num(logged[-1], "reward"), 3),
+              "zero": f_pct(share)}
+    return Finding("flag" if share is not None and share > FLAT_GROUPS else "info",
+                   "al.c.grpo_flat" if share is not None and share > FLAT_GROUPS else "al.c.grpo", params)
 
 
 def length_ratio(answers: list, aligned: str, sft: str) -> Finding:

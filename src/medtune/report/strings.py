@@ -59,6 +59,19 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plot.al.acc": ("奖励准确率", "Reward accuracy"),
     "plot.al.kl": ("KL", "KL"),
     "plot.al.reward": ("平均奖励", "Mean reward"),
+    "plot.al.zero_std": ("奖励全相同的组占比", "Share of groups with all-equal rewards"),
+    "plot.al.extract": ("答案提取失败占比", "Share of replies with no clear answer"),
+    "al.c.grpo": ("对齐（GRPO）：训练题上的平均奖励从 {first} 变为 {last}（首个对最后一个记录步）；平均 {zero} 的组内奖励全相同"
+                  "（这些组不产生梯度）。训练题上奖励上升不能说明模型在评测上变好，见下面的配对检验。",
+                  "Alignment (GRPO): the mean reward on the training items went from {first} to {last} (first vs last "
+                  "logged step); on average {zero} of the groups had all-equal rewards (they carry no gradient). A "
+                  "rising training reward does not show that the model improved on the evaluation: see the paired "
+                  "tests below."),
+    "al.c.grpo_flat": ("对齐（GRPO）：平均 {zero} 的组内奖励全相同，几乎没有梯度（题目对模型太难或太易）；平均奖励 {first} → {last}。",
+                       "Alignment (GRPO): on average {zero} of the groups had all-equal rewards, so there was almost no "
+                       "gradient (the items are too hard or too easy for the model); mean reward {first} → {last}."),
+    "al.c.noreward": ("对齐（GRPO）：`align/metrics.jsonl` 中没有记录奖励，无证据。",
+                      "Alignment (GRPO): no reward logged in `align/metrics.jsonl`; no evidence."),
     "plot.al.caption": ("来自 `align/metrics.jsonl` 的 `{metric}`，按优化步。", "`{metric}` from `align/metrics.jsonl`, by optimizer step."),
     "al.c.margin": ("对齐：最后记录的奖励差为 {margin}（奖励准确率 {acc}）；大于 0 表示策略比参考模型更偏好 chosen 回答。",
                     "Alignment: the last logged reward margin is {margin} (reward accuracy {acc}); above 0 means the "
