@@ -126,9 +126,10 @@ def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path, capsys):
     assert main(["evaluate", "compare", "--output", str(tmp_path / "c")]) == 2
     assert "give --model" in capsys.readouterr().err
     assert main(["evaluate", "comapre", "--model", "m"]) == 2
-    assert "'comapre' is neither a config file nor an evaluation (perplexity, compare" in capsys.readouterr().err
+    assert "no config file 'comapre'; give a YAML config, or one of the evaluations: perplexity, compare" \
+        in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.yaml")]) == 2
-    assert "missing.yaml: config file not found" in capsys.readouterr().err
+    assert "missing.yaml'; give a YAML config" in capsys.readouterr().err
 
 
 def test_cli_help_lists_the_evaluations(capsys):

@@ -249,17 +249,30 @@ def test_a_config_this_medtune_cannot_load(tmp_path):
     assert "| Effective batch size | **disagrees** |" in md  # train_results.json records the configured batch
 
 
-def test_a_section_that_fails_does_not_stop_the_report(tmp_path, monkeypatch, capsys):
+def test_a_section_that_fails_does_not_stop_the_report(tmp_path, monkeypatch):
+    """The failing section is replaced by a note naming the error, a SectionFailed warning names it too (an
+    error everywhere else in the tests), and every other section is exactly what it is without the failure."""
     import medtune.report.write as write
 
     def sec_data(c):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(write, "SECTION_BUILDERS", (write.sec_overview, sec_data, write.sec_repro))
     run = reference_run(tmp_path / "run", stages=("prepare",))
-    md = write_report(run, lang="en", generated_at=GENERATED_AT).markdown.read_text()
-    assert "## 2. Data\n\n> ⚠ This section could not be built (KeyError: 'surprise')" in md
-    assert "## 3. Reproducibility" in md and "could not be built" in capsys.readouterr().err
+    monkeypatch.setattr(write, "SECTION_BUILDERS", (write.sec_overview, write.sec_repro))
+    healthy = write_report(run, lang="en", generated_at=GENERATED_AT, output_dir=tmp_path / "healthy")
+    monkeypatch.setattr(write, "SECTION_BUILDERS", (write.sec_overview, sec_data, write.sec_repro))
+    with pytest.warns(write.SectionFailed, match="section 'data' could not be built: KeyError: 'surprise'"):
+        result = write_report(run, lang="en", generated_at=GENERATED_AT)
+    md = result.markdown.read_text(encoding="utf-8")
+    before, failed, after = re.split(r"^## \d\. .*$", md, flags=re.M)[1:]
+    assert failed.strip() == ("> ⚠ This section could not be built (KeyError: 'surprise'); the other sections are "
+                              "unaffected. Check that its files follow docs/run-directory.md.")
+    assert re.findall(r"^## .*$", md, flags=re.M) == ["## 1. Overview", "## 2. Data", "## 3. Reproducibility"]
+    healthy_md = healthy.markdown.read_text(encoding="utf-8")
+    assert [before, after] == re.split(r"^## \d\. .*$", healthy_md, flags=re.M)[1:]
+    assert len(before) > 200 and len(after) > 200  # both with their bodies
+    html = result.html.read_text(encoding="utf-8")
+    assert re.search(r'<p class="warn">⚠ This section could not be built \(KeyError: (\'|&#x27;)surprise', html)
 
 
 # ---- fonts -----------------------------------------------------------------------------------------

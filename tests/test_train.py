@@ -150,13 +150,21 @@ def test_packed_samples_do_not_attend_to_each_other(small_model):
     assert torch.allclose(packed, torch.cat(alone), atol=1e-5)
 
 
-def test_outputs_adapter_changes_base_does_not(tmp_path, small_model):
+def test_outputs_adapter_changes_base_does_not(tmp_path, small_model, monkeypatch):
+    import hashlib
+
     import torch
+    import trl.trainer.sft_trainer
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
     synthetic_prepared_data(run)
     base_before = load_file(str(small_model / "model.safetensors"))
+    files_before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in small_model.iterdir()}
+    trained = []  # the model SFTTrainer trains, to look at its base weights after training
+    wrap = trl.trainer.sft_trainer.get_peft_model
+    monkeypatch.setattr(trl.trainer.sft_trainer, "get_peft_model", lambda *a, **k: trained.append(wrap(*a, **k))
+                        or trained[-1])
     results = train_model(make_cfg(run, small_model), log=lambda *a: None)
     names = {p.name for p in run.iterdir()}
     assert names == {"data", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json",
@@ -172,7 +180,13 @@ def test_outputs_adapter_changes_base_does_not(tmp_path, small_model):
     adapter = adapter_tensors(run)
     assert any(k.endswith("lora_B.weight") for k in adapter)
     assert all(v.abs().sum() > 0 for k, v in adapter.items() if k.endswith("lora_B.weight"))
-    assert all(torch.equal(v, load_file(str(small_model / "model.safetensors"))[k]) for k, v in base_before.items())
+    assert {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in small_model.iterdir()} == files_before
+    (model,) = trained
+    in_memory = {k.removeprefix("base_model.model.").replace(".base_layer", ""): v
+                 for k, v in model.state_dict().items() if "lora_" not in k}
+    assert base_before.keys() <= in_memory.keys()
+    changed = [k for k, v in base_before.items() if not torch.equal(v, in_memory[k].to(v.device, v.dtype))]
+    assert not changed, changed
     ev = json.loads((run / "eval_results.json").read_text())
     assert ev["perplexity"] == pytest.approx(math.exp(ev["eval_loss"]), rel=1e-12)
     assert ev["eval_samples"] == 16 and ev["eval_tokens"] > 0

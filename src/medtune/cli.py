@@ -6,13 +6,11 @@ Run as: medtune --help
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 from medtune import __version__
-from medtune.config import ConfigError, load_config, save_config
+from medtune.config import DTYPES, ConfigError, dtype_name, load_config, save_config
 
 EPILOG = """\
 the whole pipeline:
@@ -57,8 +55,28 @@ def _config_argv(args) -> list[str]:
     return [args.config, *(word for item in args.overrides for word in ("--set", item))]
 
 
+def _add_launch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
+    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
+    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
+    p.add_argument("--accelerate-config", metavar="FILE",
+                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+
+
+def _launch_options(args):
+    from medtune.launch import LaunchOptions
+
+    return LaunchOptions(nproc_per_node=args.nproc_per_node, nnodes=args.nnodes, node_rank=args.node_rank,
+                         master_addr=args.master_addr, master_port=args.master_port,
+                         accelerate_config=args.accelerate_config)
+
+
 def _add_force_stage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="append", default=[], choices=["prepare", "train", "evaluate", "report"],
+    from medtune.run import STAGES
+
+    p.add_argument("--force", action="append", default=[], choices=STAGES,
                    metavar="STAGE", help="rerun this stage even if it is up to date (repeatable)")
 
 
@@ -85,29 +103,11 @@ def add_prepare(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from medtune.launch import is_launched, launch_command
+    from medtune.launch import train_or_launch
 
-    nproc = args.nproc_per_node
-    if nproc is None and not is_launched() and not args.accelerate_config:
-        import torch
-
-        nproc = torch.cuda.device_count() if torch.cuda.device_count() > 1 else 1  # every visible GPU
-    if not is_launched() and (nproc and nproc > 1 or args.nnodes > 1 or args.accelerate_config):
-        own = _config_argv(args) + (["--force"] if args.force else [])
-        own += ["--resume", args.resume] if args.resume else []
-        load_config(args.config, args.overrides)  # fail here, once, on a bad config
-        cmd = launch_command(own, nproc_per_node=nproc or 1, nnodes=args.nnodes, node_rank=args.node_rank,
-                             master_addr=args.master_addr, master_port=args.master_port,
-                             accelerate_config=args.accelerate_config)
-        print("train: launching " + " ".join(cmd), flush=True)
-        return subprocess.run(cmd).returncode
-    from medtune.train import train_model
-
-    cfg = load_config(args.config, args.overrides)
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    train_model(cfg, resume=args.resume, force=args.force)
-    return 0
+    cfg = load_config(args.config, args.overrides)  # fail here, once, on a bad config
+    return train_or_launch(cfg, _config_argv(args), _launch_options(args), resume=args.resume, force=args.force,
+                           log=lambda message: print(message, flush=True))
 
 
 def add_train(sub) -> None:
@@ -119,13 +119,7 @@ def add_train(sub) -> None:
     p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
     p.add_argument("--force", action="store_true", help="train from scratch even if a finished adapter or "
                                                          "checkpoints exist (deletes the checkpoints)")
-    p.add_argument("--nproc-per-node", type=int, help="processes per machine (default: one per visible GPU)")
-    p.add_argument("--nnodes", type=int, default=1, help="number of machines")
-    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank (0..nnodes-1)")
-    p.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine")
-    p.add_argument("--master-port", type=int, help="port on the rank-0 machine (default: a free port)")
-    p.add_argument("--accelerate-config", metavar="FILE",
-                   help="launch with `accelerate launch` and this config (FSDP, DeepSpeed: configs/accelerate/)")
+    _add_launch_args(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -150,7 +144,11 @@ def add_report(sub) -> None:
                    help="write report.md, report.html and plots/ here instead of RUN_DIR")
     p.set_defaults(func=cmd_report)
 
-DTYPE_CHOICES = ["auto", "bf16", "fp16", "fp32"]
+def _add_dtype_arg(p: argparse.ArgumentParser, choices=DTYPES, default="auto",
+                   help="weights dtype (auto: bf16 on GPU, else fp32)") -> None:
+    # bfloat16, float16 and float32 (medtune 0.1's `evaluate` spelling) still work, with a deprecation note
+    p.add_argument("--dtype", choices=choices, default=default, type=lambda value: dtype_name(value, "--dtype"),
+                   help=help)
 
 
 def _positive_int(text: str) -> int:
@@ -174,7 +172,7 @@ def add_merge(sub) -> None:
                                    "are checked against base+adapter on real prompts before anything is written.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding adapter_config.json")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write the merged model")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+    _add_dtype_arg(p, choices=DTYPES[1:], default=None,
                    help="dtype of the saved weights (default: the base model's, fp32 if it has none)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(func=cmd_merge)
@@ -200,7 +198,7 @@ def add_chat(sub) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature; 0 = greedy (default: Qwen3's, 0.7 or 0.6 when thinking)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    _add_dtype_arg(p)
     p.set_defaults(func=cmd_chat)
 
 
@@ -237,7 +235,7 @@ def add_serve(sub) -> None:
     p.add_argument("--engine", choices=["auto", "vllm", "transformers"], default="auto",
                    help="auto: vLLM when installed on a CUDA GPU, else transformers")
     p.add_argument("--model-id", default=None, help="the model name clients use (default: the directory's name)")
-    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto", help="weights dtype (auto: bf16 on GPU, else fp32)")
+    _add_dtype_arg(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -245,13 +243,14 @@ def cmd_evaluate(args) -> int:
     from medtune.evaluate.cli import build_parser as build_evaluations
 
     evaluations, names = build_evaluations()
-    if args.target in names:  # an ad hoc evaluation, e.g. `medtune evaluate compare --model M ...`
+    if args.target in names:  # the first word names an evaluation: `medtune evaluate compare --model M ...`
         sub_args = evaluations.parse_args([args.target, *args.rest])
         return sub_args.func(sub_args)
-    if not Path(args.target).exists() and Path(args.target).suffix not in (".yaml", ".yml"):
+    if not Path(args.target).is_file():  # anything else is a config file
         from medtune.errors import UserError
 
-        raise UserError(f"evaluate: '{args.target}' is neither a config file nor an evaluation ({', '.join(names)})")
+        raise UserError(f"evaluate: no config file '{args.target}'; give a YAML config, or one of the "
+                        f"evaluations: {', '.join(names)}")
     stage = argparse.ArgumentParser(prog="medtune evaluate", description="Run the evaluate stage of a config.")
     _add_config_args(stage)
     stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
@@ -263,14 +262,18 @@ def cmd_evaluate(args) -> int:
 
 
 def add_evaluate(sub) -> None:
-    from medtune.evaluate.cli import overview
+    from medtune.evaluate.cli import build_parser as build_evaluations, overview
 
+    names = build_evaluations()[1]
     p = sub.add_parser(
         "evaluate", help="perplexity, model comparison, reference metrics, safety probe",
         usage="medtune evaluate CONFIG [--set SECTION.KEY=VALUE ...] [--force]\n"
               "       medtune evaluate EVALUATION [options]   (ad hoc, any model, no config)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="With a config: run what its evaluate: section asks for on the run directory, writing\n"
+        description="The first word decides, by name only:\n"
+                    f"  EVALUATION  one of {', '.join(names)}: that evaluation, ad hoc\n"
+                    "  CONFIG      anything else: a config file (one named like an evaluation: ./NAME)\n\n"
+                    "With a config: run what its evaluate: section asks for on the run directory, writing\n"
                     "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
                     "unchanged are skipped unless --force.",
         epilog=overview())
@@ -283,7 +286,7 @@ def cmd_run(args) -> int:
     from medtune.run import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
-    run_pipeline(cfg, force=tuple(args.force), config_args=_config_argv(args))
+    run_pipeline(cfg, force=tuple(args.force), launch=_launch_options(args))
     return 0
 
 
@@ -291,16 +294,20 @@ def add_run(sub) -> None:
     p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping finished stages",
                        description="Run every stage on one run directory. A stage whose outputs exist for unchanged "
                                    "inputs is skipped; after a failure, rerunning continues from there (training "
-                                   "resumes from its last complete checkpoint).")
+                                   "resumes from its last complete checkpoint). Training launches one process per GPU "
+                                   "when several are visible, with the same launch options as `medtune train`.")
     _add_config_args(p)
     _add_force_stage(p)
+    _add_launch_args(p)
     p.set_defaults(func=cmd_run)
 
 
 def cmd_demo(args) -> int:
+    from medtune.launch import LaunchOptions
     from medtune.run import demo_config, run_pipeline
 
-    run_pipeline(demo_config(args.output), force=tuple(args.force))
+    # the demo trains in this process, on any machine
+    run_pipeline(demo_config(args.output), force=tuple(args.force), launch=LaunchOptions(nproc_per_node=1))
     return 0
 
 

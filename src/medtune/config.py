@@ -21,11 +21,27 @@ from typing import Any, Literal
 
 import yaml
 
-from medtune.errors import UserError
+from medtune.errors import UserError, deprecated
 from medtune.generation import QWEN3_SAMPLING
 
 BUILTIN_TINY_QWEN3 = "builtin:tiny-qwen3"
 QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+"""The one set of dtype names: model.torch_dtype and every command's --dtype."""
+TORCH_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+"""Each dtype name -> the name modeling.load_model and vLLM take."""
+OLD_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+"""Spellings medtune 0.1 accepted in some places; they still work, with a deprecation note, until 0.2."""
+
+
+def dtype_name(value: str, where: str) -> str:
+    """`value`, with an old spelling (bfloat16, float16, float32) turned into its name in DTYPES and noted."""
+    if value in OLD_DTYPES:
+        deprecated(f"{where} {value!r} is deprecated and stops working in medtune 0.2: write {OLD_DTYPES[value]!r}")
+        return OLD_DTYPES[value]
+    return value
 
 
 class ConfigError(UserError, ValueError):
@@ -41,8 +57,8 @@ class ModelConfig:
     revision: str | None = None
     """Hub revision (branch, tag or commit) of the model and tokenizer."""
     trust_remote_code: bool = False
-    torch_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    """Weights dtype; `auto` is bf16 where the hardware has it, fp32 otherwise."""
+    torch_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Weights dtype; `auto` is bf16 where the hardware has it, fp32 otherwise (bfloat16 etc.: deprecated)."""
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "auto"
     """`auto` picks flash-attention when installed on a GPU, else sdpa."""
     enable_thinking: bool = False
@@ -427,6 +443,8 @@ def _build(cls, raw: Any, source: str, prefix: str):
                 hint = f"{prefix}{close[0]}" if close else None
             msg = f"{source}: unknown key '{full}'"
             raise ConfigError(msg + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(names)}"))
+        if full == "model.torch_dtype" and isinstance(value, str):
+            value = dtype_name(value, f"{source}: {full}:")
         kwargs[key] = _convert(value, hints[key], source, full)
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in kwargs and f.default is dataclasses.MISSING

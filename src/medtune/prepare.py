@@ -220,6 +220,37 @@ def _validated(cfg, sources, n_train_sources, forbidden, seen, rejected, counts:
             yield conv, is_val
 
 
+@dataclass
+class _Encoded:
+    """A chunk's samples, tokenized: each sample a list of (token ids, trained) pieces, every answer followed
+    by the end-of-turn ids as a trained piece of its own."""
+
+    samples: list[list[tuple[list[int], bool]]]
+    owner: list[int]
+    """the chunk index of each sample's conversation"""
+    lower_bound: dict[int, int]
+    """sample -> at least this many tokens: certainly too long, so its pieces were not tokenized (left empty)"""
+
+
+@dataclass
+class _Rows:
+    """The samples kept from one chunk, as the columns of the Arrow file."""
+
+    ids: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+    conversation: list[int] = field(default_factory=list)
+    """the chunk index of each row's conversation"""
+
+    def add(self, ids: np.ndarray, labels: np.ndarray, n_target: int, conversation: int) -> None:
+        self.ids.append(ids)
+        self.labels.append(labels)
+        self.lengths.append(len(ids))
+        self.targets.append(n_target)
+        self.conversation.append(conversation)
+
+
 class _SampleBuilder:
     """Tokenizes chunks of conversations into labelled samples and streams them to an Arrow file."""
 
@@ -235,121 +266,118 @@ class _SampleBuilder:
         # characters is too long for certain, and is not tokenized at all (a 10 MB line costs nothing).
         self.max_token_chars = max(map(len, tokenizer.get_vocab()))
 
-    def encode(self, chunk):
+    def encode(self, chunk) -> _Encoded:
         """Runs in the worker thread: render every sample's pieces and tokenize them in one Rust call."""
-        segs = [self.template.segments(conv) for conv, _ in chunk]
-        for s in segs:
-            for i, pieces in enumerate(s):
+        samples, owner, lower_bound = [], [], {}
+        for ci, (conv, _) in enumerate(chunk):
+            for pieces in self.template.segments(conv):
                 min_tokens = sum(len(text) for text, _ in pieces) // self.max_token_chars
-                if min_tokens > self.cfg.data.max_length:  # certainly too long: not tokenized, marked by the bound
-                    s[i] = [("", trained) for _, trained in pieces] + [(min_tokens, False)]
-        texts = [text if isinstance(text, str) else "" for s in segs for pieces in s for text, _ in pieces]
-        unique = list(dict.fromkeys(texts))  # trailers and repeated prompts are tokenized once
+                if min_tokens > self.cfg.data.max_length:
+                    lower_bound[len(samples)] = min_tokens
+                    pieces = [("", trained) for _, trained in pieces]
+                samples.append(pieces)
+                owner.append(ci)
+        unique = list(dict.fromkeys(text for pieces in samples for text, _ in pieces))  # trailers etc. once
         ids = dict(zip(unique, (e.ids for e in self.backend.encode_batch_fast(unique, add_special_tokens=False))))
-        return segs, [ids[t] for t in texts]
+        return _Encoded([self._with_end_of_turn([(ids[text], trained) for text, trained in pieces])
+                         for pieces in samples], owner, lower_bound)
+
+    def _with_end_of_turn(self, pieces: list[tuple[list[int], bool]]) -> list[tuple[list[int], bool]]:
+        out = []
+        for ids, is_answer in pieces:
+            out.append((ids, is_answer))
+            if is_answer:
+                out.append((self.eot, True))
+        return out
 
     def write(self, chunk, future, rejected, counts: Counts, from_val_file: array) -> None:
-        segs, encoded = future.result()
-        max_len, eot = self.cfg.data.max_length, self.eot
-        # Flatten every piece of every sample (answers followed by the end-of-turn ids) into one array.
-        seq, trained, sample_pieces, owner, min_tokens = [], [], [], [], {}
-        it = iter(encoded)
-        for ci, sample_list in enumerate(segs):
-            for pieces in sample_list:
-                n = 0
-                for text, is_answer in pieces:
-                    if not isinstance(text, str):
-                        min_tokens[len(owner)] = text
-                    seq.append(next(it))
-                    trained.append(is_answer)
-                    n += 1
-                    if is_answer:
-                        seq.append(eot)
-                        trained.append(True)
-                        n += 1
-                sample_pieces.append(n)
-                owner.append(ci)
-        piece_lens = np.fromiter(map(len, seq), dtype=np.int64, count=len(seq))
-        flat = np.fromiter(itertools.chain.from_iterable(seq), dtype=np.int32, count=int(piece_lens.sum()))
-        is_trained = np.asarray(trained, dtype=bool)
-        labels = np.where(np.repeat(is_trained, piece_lens), flat, IGNORE).astype(np.int32)
-        starts = np.concatenate([[0], np.cumsum(sample_pieces)[:-1]]).astype(np.int64)
-        sample_lens = np.add.reduceat(piece_lens, starts)
-        sample_targets = np.add.reduceat(piece_lens * is_trained, starts)
-        offsets = np.concatenate([[0], np.cumsum(sample_lens)])
+        """Keep the chunk's samples that fit (or their truncation), number the usable records, list the rest
+        as rejected, and append the kept samples to the Arrow file."""
+        rows, too_long = self._fitting(chunk, future.result(), counts)
+        record_no = self._number_records(chunk, rows, too_long, rejected, counts, from_val_file)
+        if not rows.ids:
+            return
+        lens = np.asarray(rows.lengths, dtype=np.int32)
+        offs = pa.array(np.concatenate([[0], np.cumsum(lens, dtype=np.int64)]).astype(np.int32))
+        self.writer.write_batch(pa.RecordBatch.from_arrays([
+            pa.ListArray.from_arrays(offs, pa.array(np.concatenate(rows.ids))),
+            pa.ListArray.from_arrays(offs, pa.array(np.concatenate(rows.labels))),
+            pa.array(lens), pa.array(np.asarray(rows.targets, dtype=np.int32)),
+            pa.array(record_no[np.asarray(rows.conversation)]),
+        ], schema=self.schema))
 
-        out_ids, out_labels, out_lens, out_targets, out_record = [], [], [], [], []
-        kept_samples = [0] * len(chunk)
-        too_long: dict[int, str] = {}
-        for si, ci in enumerate(owner):
-            length = int(sample_lens[si])
-            if si in min_tokens:
-                length = min_tokens[si]
+    def _fitting(self, chunk, encoded: _Encoded, counts: Counts) -> tuple[_Rows, dict[int, tuple[int, bool]]]:
+        """The samples within max_length, and for each conversation with some that are not, the longest one's
+        length (and whether that is a lower bound)."""
+        max_len, d = self.cfg.data.max_length, self.cfg.data
+        ids, labels, offsets, targets = _flatten(encoded.samples)
+        rows, too_long = _Rows(), {}
+        for si, ci in enumerate(encoded.owner):
+            length = encoded.lower_bound.get(si, int(offsets[si + 1] - offsets[si]))
             if length <= max_len:
-                a, b = offsets[si], offsets[si + 1]
-                out_ids.append(flat[a:b]), out_labels.append(labels[a:b])
-                out_lens.append(length), out_targets.append(int(sample_targets[si])), out_record.append(ci)
-                kept_samples[ci] += 1
+                rows.add(ids[offsets[si]:offsets[si + 1]], labels[offsets[si]:offsets[si + 1]], int(targets[si]), ci)
                 continue
             conv = chunk[ci][0]
-            if self.cfg.data.truncation == "turn" and self.cfg.data.multi_turn == "joint" and len(conv.turns) > 1:
-                short = self._truncate_turns(conv)
-                if short is not None:
-                    ids, labs, n_target = short
-                    out_ids.append(ids), out_labels.append(labs)
-                    out_lens.append(len(ids)), out_targets.append(n_target), out_record.append(ci)
-                    kept_samples[ci] += 1
-                    counts.truncated += 1
-                    continue
-            too_long[ci] = max(too_long.get(ci, "0"), f"at least {length}" if si in min_tokens else str(length),
-                               key=lambda t: int(t.split()[-1]))
+            short = self._truncate_turns(conv) if (d.truncation == "turn" and d.multi_turn == "joint"
+                                                   and len(conv.turns) > 1) else None
+            if short is not None:
+                rows.add(*short, ci)
+                counts.truncated += 1
+                continue
+            too_long[ci] = max(too_long.get(ci, (0, False)), (length, si in encoded.lower_bound))
+        return rows, too_long
 
-        # Records: usable ones get the next record number; wholly over-long ones are listed as rejected.
+    def _number_records(self, chunk, rows: _Rows, too_long: dict[int, tuple[int, bool]], rejected,
+                        counts: Counts, from_val_file: array) -> np.ndarray:
+        """Usable records (some sample kept) get the next record number; wholly over-long ones are rejected."""
+        kept = set(rows.conversation)
         record_no = np.full(len(chunk), -1, dtype=np.int64)
         for ci, (conv, is_val) in enumerate(chunk):
-            if kept_samples[ci]:
+            if ci in kept:
                 record_no[ci] = counts.usable
                 counts.usable += 1
                 from_val_file.append(is_val)
                 if ci in too_long:
                     counts.truncated += 1  # expand mode: some answers of this dialogue did not fit
-            else:
-                counts.dropped_too_long += 1
-                counts.rejected_reasons["too long"] = counts.rejected_reasons.get("too long", 0) + 1
-                hint = " (even its first turn alone)" if len(conv.turns) > 1 and self.cfg.data.truncation == "turn" \
-                    else ""
-                rejected.write(orjson.dumps({
-                    "source": conv.source, "line": conv.line,
-                    "reason": f"too long: {too_long[ci]} tokens > data.max_length {max_len}{hint}"}) + b"\n")
-        if not out_ids:
-            return
-        lens = np.asarray(out_lens, dtype=np.int32)
-        offs = pa.array(np.concatenate([[0], np.cumsum(lens, dtype=np.int64)]).astype(np.int32))
-        self.writer.write_batch(pa.RecordBatch.from_arrays([
-            pa.ListArray.from_arrays(offs, pa.array(np.concatenate(out_ids))),
-            pa.ListArray.from_arrays(offs, pa.array(np.concatenate(out_labels))),
-            pa.array(lens), pa.array(np.asarray(out_targets, dtype=np.int32)),
-            pa.array(record_no[np.asarray(out_record)]),
-        ], schema=self.schema))
+                continue
+            counts.dropped_too_long += 1
+            counts.rejected_reasons["too long"] = counts.rejected_reasons.get("too long", 0) + 1
+            length, is_bound = too_long[ci]
+            hint = " (even its first turn alone)" if len(conv.turns) > 1 and self.cfg.data.truncation == "turn" else ""
+            rejected.write(orjson.dumps({
+                "source": conv.source, "line": conv.line,
+                "reason": f"too long: {'at least ' if is_bound else ''}{length} tokens > data.max_length "
+                          f"{self.cfg.data.max_length}{hint}"}) + b"\n")
+        return record_no
 
     def _truncate_turns(self, conv: Conversation):
         """The longest run of leading whole turns that fits: (ids, labels, n_target), or None."""
         for n in range(len(conv.turns) - 1, 0, -1):
             (pieces,) = self.template.segments(Conversation(conv.system, conv.turns[:n], conv.source, conv.line))
-            ids, labels = [], []
-            for text, is_answer in pieces:
-                toks = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                if is_answer:
-                    toks = toks + self.eot
-                ids += toks
-                labels += toks if is_answer else [IGNORE] * len(toks)
+            tokenized = [(self.tokenizer(text, add_special_tokens=False)["input_ids"], is_answer)
+                         for text, is_answer in pieces]
+            ids, labels, offsets, targets = _flatten([self._with_end_of_turn(tokenized)])
             if len(ids) <= self.cfg.data.max_length:
-                return (np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int32),
-                        sum(1 for x in labels if x != IGNORE))
+                return ids, labels, int(targets[0])
         return None
 
     def close(self):
         self.writer.close()
+
+
+def _flatten(samples: list[list[tuple[list[int], bool]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every sample's pieces in one array: (ids, labels (IGNORE where not trained), sample offsets, trained tokens
+    per sample). Vectorised: a chunk has thousands of samples."""
+    pieces = [piece for sample in samples for piece in sample]
+    piece_lens = np.fromiter((len(ids) for ids, _ in pieces), dtype=np.int64, count=len(pieces))
+    ids = np.fromiter(itertools.chain.from_iterable(ids for ids, _ in pieces), dtype=np.int32,
+                      count=int(piece_lens.sum()))
+    trained = np.fromiter((is_trained for _, is_trained in pieces), dtype=bool, count=len(pieces))
+    labels = np.where(np.repeat(trained, piece_lens), ids, IGNORE).astype(np.int32)
+    starts = np.cumsum([0] + [len(sample) for sample in samples[:-1]]).astype(np.int64)
+    sample_lens = np.add.reduceat(piece_lens, starts)
+    offsets = np.concatenate([[0], np.cumsum(sample_lens)])
+    return ids, labels, offsets, np.add.reduceat(piece_lens * trained, starts)
 
 
 def _select(cfg: Config, from_val_file: np.ndarray, counts: Counts) -> np.ndarray:

@@ -1,11 +1,14 @@
 """`medtune run`: prepare -> train -> evaluate -> report in one run directory, and `medtune demo`.
 
-Run as: medtune run CONFIG.yaml [--set ...] [--force STAGE ...]
+Run as: medtune run CONFIG.yaml [--set ...] [--force STAGE ...] [--nproc-per-node N ...]
         medtune demo
 
 Each stage hands off only through files and skips itself when its outputs exist for unchanged inputs,
 so rerunning after a failure continues where it stopped (training resumes from its last complete
 checkpoint). `--force STAGE` reruns that stage (and, since their inputs change, the ones after it).
+
+Adding a stage: one `_stage(...)` line in run_pipeline, at its place, and its name in STAGES (which
+`--force` accepts; a test checks the two agree).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from medtune.assets import PROJECT_ROOT
 from medtune.config import Config, load_config, save_config
 from medtune.errors import UserError
+from medtune.launch import LaunchOptions
 
 STAGES = ("prepare", "train", "evaluate", "report")
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
@@ -26,54 +30,42 @@ class StageFailed(UserError):
     """A stage stopped the run; the message names it and says how to continue."""
 
 
-def run_pipeline(cfg: Config, force: tuple[str, ...] = (), config_args: list[str] | None = None, log=print) -> Path:
+def run_pipeline(cfg: Config, force: tuple[str, ...] = (), launch: LaunchOptions = LaunchOptions(),
+                 log=print) -> Path:
     """Run every stage in order; returns the path of report.html."""
+    from medtune.evaluate.stage import evaluate_run
+    from medtune.prepare import prepare_dataset
+    from medtune.report import write_report
+
     started = time.perf_counter()
-    save_config(cfg, cfg.run_dir / "config.yaml")
-    report = None
-    for stage in STAGES:
-        log(f"\n=== {stage} ===")
-        try:
-            if stage == "prepare":
-                from medtune.prepare import prepare_dataset
-
-                prepare_dataset(cfg, force="prepare" in force, log=log)
-            elif stage == "train":
-                train_stage(cfg, force="train" in force, config_args=config_args, log=log)
-            elif stage == "evaluate":
-                from medtune.evaluate.stage import evaluate_run
-
-                evaluate_run(cfg, force="evaluate" in force, log=log)
-            else:
-                from medtune.report import write_report
-
-                report = write_report(cfg.run_dir, lang=cfg.report.lang)
-        except UserError as e:
-            resume = " and training resumes from its last complete checkpoint" if stage == "train" else ""
-            raise StageFailed(f"stage '{stage}' failed: {e}\nFix that and rerun the same command: finished "
-                              f"stages are skipped{resume}.") from None
+    config = cfg.run_dir / "config.yaml"
+    save_config(cfg, config)  # launched training processes read the config from here
+    _stage("prepare", log, lambda: prepare_dataset(cfg, force="prepare" in force, log=log))
+    _stage("train", log, lambda: train_stage(cfg, config, launch, force="train" in force, log=log))
+    _stage("evaluate", log, lambda: evaluate_run(cfg, force="evaluate" in force, log=log))
+    report = _stage("report", log, lambda: write_report(cfg.run_dir, lang=cfg.report.lang))
     log(f"\nmedtune run: all stages done in {time.perf_counter() - started:.0f} s")
     log(f"report: {report.markdown}\nreport: {report.html}")
     return Path(report.html)
 
 
-def train_stage(cfg: Config, force: bool, config_args: list[str] | None, log=print) -> None:
-    """Train in this process, or launch one process per GPU when several are visible."""
-    import subprocess
+def _stage(name: str, log, call):
+    """Run one stage; a UserError becomes StageFailed, which names the stage and says how to continue."""
+    log(f"\n=== {name} ===")
+    try:
+        return call()
+    except UserError as e:
+        resume = " and training resumes from its last complete checkpoint" if name == "train" else ""
+        raise StageFailed(f"stage '{name}' failed: {e}\nFix that and rerun the same command: finished "
+                          f"stages are skipped{resume}.") from None
 
-    import torch
 
-    from medtune.launch import launch_command
+def train_stage(cfg: Config, config: Path, launch: LaunchOptions, force: bool, log=print) -> None:
+    """Train in this process, or launch `medtune train` on the run's saved config on several."""
+    from medtune.launch import train_or_launch
 
-    if torch.cuda.device_count() > 1 and config_args is not None:
-        cmd = launch_command(config_args + (["--force"] if force else []), nproc_per_node=torch.cuda.device_count())
-        log("train: launching " + " ".join(cmd))
-        if subprocess.run(cmd).returncode != 0:
-            raise UserError("the training processes failed (their output is above)")
-        return
-    from medtune.train import train_model
-
-    train_model(cfg, force=force, log=log)
+    if train_or_launch(cfg, [str(config)], launch, force=force, log=log) != 0:
+        raise UserError("the training processes failed (their output is above)")
 
 
 def demo_config(output_dir: str | None = None) -> Config:

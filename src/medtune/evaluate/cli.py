@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from medtune.assets import PROJECT_ROOT
+from medtune.config import DTYPES, TORCH_DTYPES, dtype_name
 from medtune.evaluate.bench import add_bench_parser
 from medtune.evaluate.judge import add_judge_parser
 
@@ -33,8 +34,9 @@ def _add_model_args(p: argparse.ArgumentParser, several: bool) -> None:
                    help="base model: hub id, directory, or builtin:tiny-qwen3"
                         + ("; or give several models with --arms" if several else ""))
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (loaded unmerged)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
-                   help="weights dtype (auto: bf16 on a CUDA GPU that has it, else fp32)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, type=lambda value: dtype_name(value, "--dtype"),
+                   help="weights dtype (auto: bf16 on a CUDA GPU that has it, else fp32; bfloat16, float16 and "
+                        "float32 are deprecated spellings)")
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -86,7 +88,7 @@ def _arms(args):
 def _engines(args, arms):
     from medtune.evaluate.engines import Engines
 
-    return Engines(arms, args.engine, args.batch_size, args.dtype)
+    return Engines(arms, args.engine, args.batch_size, TORCH_DTYPES[args.dtype])
 
 
 def cmd_perplexity(args) -> int:
@@ -94,7 +96,7 @@ def cmd_perplexity(args) -> int:
     from medtune.modeling import resolve_base_model
 
     evaluate_perplexity(resolve_base_model(args.model), args.adapter, args.data, args.output, args.batch_size,
-                        args.dtype, args.format, args.max_length)
+                        TORCH_DTYPES[args.dtype], args.format, args.max_length)
     print(f"wrote {args.output}")
     return 0
 

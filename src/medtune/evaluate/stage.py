@@ -12,17 +12,23 @@ outputs exist (`--force` reruns them all):
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+
+evaluate_run is that list of steps. Adding a step: a function `def step_x(run: EvalRun) -> None` that
+returns early when the config does not ask for it, fingerprints its inputs, skips itself with
+`run.up_to_date(...)`, records `run.done(...)` and `run.outputs[...]`; then one line in evaluate_run.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from medtune import __version__
 from medtune.assets import sha256_file
-from medtune.config import Config
+from medtune.config import TORCH_DTYPES, Config
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm, default_models, resolve_arms
 from medtune.evaluate.inputs import load_questions, load_references, load_safety_prompts
@@ -62,148 +68,205 @@ def arm_identity(arm: Arm) -> dict:
                         if (Path(arm.adapter) / f).exists()] if arm.adapter else None}
 
 
+@dataclass
+class EvalRun:
+    """What the evaluate stage's steps share: the config, the arms and their engines, and eval/manifest.json."""
+
+    cfg: Config
+    arms: list[Arm]
+    engines: object  # medtune.evaluate.engines.Engines, entered
+    base: str  # the run's base model, resolved (builtin:tiny-qwen3 -> RUN_DIR/base_model)
+    force: bool = False
+    log: Callable = print
+    parts: dict[str, str] = field(default_factory=dict)  # part -> fingerprint of the inputs it ran on
+    outputs: dict[str, Path] = field(default_factory=dict)  # part -> what it wrote
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.cfg.run_dir / "eval"
+
+    @property
+    def dtype(self) -> str:
+        return TORCH_DTYPES[self.cfg.model.torch_dtype]
+
+    def up_to_date(self, part: str, fp: str, *paths: Path) -> bool:
+        if not self.force and self.parts.get(part) == fp and all(p.exists() for p in paths):
+            self.log(f"evaluate: {part} is up to date (fingerprint {fp}); skipping (--force reruns it)")
+            return True
+        return False
+
+    def done(self, part: str, fp: str) -> None:
+        """Recorded part by part: an interrupted stage keeps what finished."""
+        self.parts[part] = fp
+        write_json(self.eval_dir / "manifest.json", {"parts": self.parts, "medtune_version": __version__})
+
+
 def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
     """Run the evaluate stage; returns {part: output path} of what exists under eval/ afterwards."""
     from medtune.evaluate.engines import Engines
 
-    ev, run_dir = cfg.evaluate, cfg.run_dir
-    eval_dir = run_dir / "eval"
-    manifest_path = eval_dir / "manifest.json"
-    parts: dict[str, str] = (read_json(manifest_path) or {}).get("parts", {})
     started = time.perf_counter()
+    base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
+    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
+    arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
+    parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
+    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype],
+                 log=log) as engines:
+        run = EvalRun(cfg, arms, engines, base, force, log, parts)
+        step_perplexity(run)
+        step_compare(run)
+        step_metrics(run)
+        step_safety(run)
+        step_benchmarks(run)
+        step_judge(run)
+    _log_done(run, time.perf_counter() - started)
+    return run.outputs
 
-    run_base = resolve_base_model(cfg.model.name_or_path, run_dir)
-    models = ev.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
-    arms = resolve_arms(models, ev.generation, run_dir, run_base)
-    outputs: dict[str, Path] = {}
 
-    def up_to_date(part: str, fp: str, *paths: Path) -> bool:
-        if not force and parts.get(part) == fp and all(p.exists() for p in paths):
-            log(f"evaluate: {part} is up to date (fingerprint {fp}); skipping (--force reruns it)")
-            return True
-        return False
-
-    def done(part: str, fp: str) -> None:  # recorded part by part: an interrupted stage keeps what finished
-        parts[part] = fp
-        write_json(manifest_path, {"parts": parts, "medtune_version": __version__})
-
-    with Engines(arms, ev.engine, ev.batch_size, cfg.model.torch_dtype, log=log) as engines:
-        # -- perplexity of the tuned adapter on the validation split --
-        val_samples = (read_json(run_dir / "data" / "stats.json") or {}).get("val", 0)
-        if ev.perplexity and not val_samples:
-            log("evaluate: no validation samples in data/ (data.val_size is 0, or prepare has not run): perplexity "
+def step_perplexity(run: EvalRun) -> None:
+    """The tuned adapter (and its base) on the validation split -> eval/perplexity.json."""
+    run_dir = run.cfg.run_dir
+    if not run.cfg.evaluate.perplexity:
+        return
+    if not (read_json(run_dir / "data" / "stats.json") or {}).get("val", 0):
+        run.log("evaluate: no validation samples in data/ (data.val_size is 0, or prepare has not run): perplexity "
                 "skipped")
-        elif ev.perplexity:
-            if not (run_dir / ADAPTER_FILES[0]).is_file():
-                raise UserError(f"{run_dir} holds no trained adapter ({ADAPTER_FILES[0]}): run `medtune train "
-                                "CONFIG` first, or set evaluate.perplexity: false")
-            out = eval_dir / "perplexity.json"
-            fp = fingerprint({"part": "perplexity", "model": model_identity(run_base),
-                              "adapter": [file_identity(run_dir / f) for f in ADAPTER_FILES],
-                              "data": (read_json(run_dir / "data" / "manifest.json") or {}).get("fingerprint"),
-                              "dtype": cfg.model.torch_dtype})
-            if not up_to_date("perplexity", fp, out):
-                from medtune.evaluate.perplexity import evaluate_perplexity
+        return
+    if not (run_dir / ADAPTER_FILES[0]).is_file():
+        raise UserError(f"{run_dir} holds no trained adapter ({ADAPTER_FILES[0]}): run `medtune train "
+                        "CONFIG` first, or set evaluate.perplexity: false")
+    out = run.eval_dir / "perplexity.json"
+    fp = fingerprint({"part": "perplexity", "model": model_identity(run.base),
+                      "adapter": [file_identity(run_dir / f) for f in ADAPTER_FILES],
+                      "data": (read_json(run_dir / "data" / "manifest.json") or {}).get("fingerprint"),
+                      "dtype": run.dtype})
+    if not run.up_to_date("perplexity", fp, out):
+        from medtune.evaluate.perplexity import evaluate_perplexity
 
-                evaluate_perplexity(run_base, str(run_dir), run_dir, out, cfg.train.per_device_eval_batch_size,
-                                    cfg.model.torch_dtype, with_base=True, log=log)
-                done("perplexity", fp)
-            outputs["perplexity"] = out
+        evaluate_perplexity(run.base, str(run_dir), run_dir, out, run.cfg.train.per_device_eval_batch_size,
+                            run.dtype, with_base=True, log=run.log)
+        run.done("perplexity", fp)
+    run.outputs["perplexity"] = out
 
-        # -- the comparison, and the reference metrics on its answers --
-        arm_ids = [arm_identity(a) for a in arms]
-        if ev.questions:
-            questions = load_questions(ev.questions, ev.max_questions)
-            compare_dir = eval_dir / "compare"
-            answers = compare_dir / "answers.jsonl"
-            fp = fingerprint({"part": "compare", "arms": arm_ids, "questions": file_identity(ev.questions),
-                              "max_questions": ev.max_questions, "engine": ev.engine, "batch_size": ev.batch_size,
-                              "dtype": cfg.model.torch_dtype})
-            if not up_to_date("compare", fp, answers, compare_dir / "summary.json", compare_dir / "table.md"):
-                from medtune.evaluate.compare import run_comparison
 
-                run_comparison(arms, questions, compare_dir, engines, log=log)
-                done("compare", fp)
-            outputs["compare"] = compare_dir
+def step_compare(run: EvalRun) -> None:
+    """Every arm on the question set -> eval/compare/{answers.jsonl, summary.json, table.md}."""
+    ev = run.cfg.evaluate
+    if not ev.questions:
+        return
+    questions = load_questions(ev.questions, ev.max_questions)
+    compare_dir = run.eval_dir / "compare"
+    fp = fingerprint({"part": "compare", "arms": [arm_identity(a) for a in run.arms],
+                      "questions": file_identity(ev.questions), "max_questions": ev.max_questions,
+                      "engine": ev.engine, "batch_size": ev.batch_size, "dtype": run.dtype})
+    outputs = [compare_dir / name for name in ("answers.jsonl", "summary.json", "table.md")]
+    if not run.up_to_date("compare", fp, *outputs):
+        from medtune.evaluate.compare import run_comparison
 
-            references = (load_references(ev.references) if ev.references
-                          else {q.id: q.reference for q in questions if q.reference})
-            metrics = eval_dir / "metrics.json"
-            if not references:
-                log(f"evaluate: {ev.questions} has no `reference` answers and evaluate.references is not set: "
-                    "reference metrics skipped")
-            else:
-                fp = fingerprint({"part": "metrics", "answers": file_identity(answers), "references": references})
-                if not up_to_date("metrics", fp, metrics):
-                    from medtune.evaluate.metrics import evaluate_metrics
+        run_comparison(run.arms, questions, compare_dir, run.engines, log=run.log)
+        run.done("compare", fp)
+    run.outputs["compare"] = compare_dir
 
-                    evaluate_metrics(answers, references, metrics)
-                    done("metrics", fp)
-                outputs["metrics"] = metrics
 
-        # -- the safety probe, every arm --
-        if ev.safety:
-            prompts = load_safety_prompts(ev.safety)
-            safety = eval_dir / "safety.json"
-            judge = None
-            if ev.judge_base_url and ev.judge_model:
-                judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env))
-            fp = fingerprint({"part": "safety", "arms": arm_ids, "prompts": file_identity(ev.safety),
-                              "judge": judge[:2] if judge else None, "batch_size": ev.batch_size})
-            from medtune.evaluate.safety import answers_path, run_safety
+def step_metrics(run: EvalRun) -> None:
+    """The comparison's answers against the references -> eval/metrics.json."""
+    ev = run.cfg.evaluate
+    if "compare" not in run.outputs:
+        return
+    references = (load_references(ev.references) if ev.references
+                  else {q.id: q.reference for q in load_questions(ev.questions, ev.max_questions) if q.reference})
+    if not references:
+        run.log(f"evaluate: {ev.questions} has no `reference` answers and evaluate.references is not set: "
+                "reference metrics skipped")
+        return
+    answers, metrics = run.outputs["compare"] / "answers.jsonl", run.eval_dir / "metrics.json"
+    fp = fingerprint({"part": "metrics", "answers": file_identity(answers), "references": references})
+    if not run.up_to_date("metrics", fp, metrics):
+        from medtune.evaluate.metrics import evaluate_metrics
 
-            if not up_to_date("safety", fp, safety, answers_path(safety)):
-                run_safety(arms, prompts, safety, engines, judge, log=log)
-                done("safety", fp)
-            outputs["safety"] = safety
+        evaluate_metrics(answers, references, metrics)
+        run.done("metrics", fp)
+    run.outputs["metrics"] = metrics
 
-        # -- multiple-choice benchmarks: every local model of the comparison (thinking does not apply) --
-        if ev.benchmarks:
-            from medtune.evaluate.bench import run_benchmark, significance
 
-            engines.close()  # the comparison's model goes first (vLLM holds 90% of GPU memory): one model at a time
+def step_safety(run: EvalRun) -> None:
+    """Every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl."""
+    from medtune.evaluate.safety import answers_path, run_safety
 
-            bench_dir = eval_dir / "benchmarks"
-            local = {(a.model, a.adapter): a.name.split("/")[0] for a in arms if not a.base_url}
-            results = []
-            for b in ev.benchmarks:
-                bench_name = Path(b.path.rstrip("/")).stem
-                for (model, adapter), label in local.items():
-                    out = bench_dir / f"{bench_name}-{b.method}-{b.shots}shot--{label}.json"
-                    fp = fingerprint({"part": "bench", "model": model_identity(model), "adapter": [
-                        file_identity(Path(adapter) / f) for f in ADAPTER_FILES] if adapter else None,
-                        "data": data_identity(b.path), "dev": data_identity(b.dev_path) if b.dev_path else None,
-                        "format": b.format, "method": b.method, "shots": b.shots, "batch_size": ev.batch_size})
-                    if not up_to_date(f"bench:{out.name}", fp, out):
-                        log(f"evaluate: benchmark {bench_name} ({b.format}, {b.method}, {b.shots}-shot) on {label}")
-                        run_benchmark(model, adapter, b.path, b.format, b.method, b.shots, b.dev_path, out,
-                                      ev.batch_size, name=bench_name, arm=label)
-                        done(f"bench:{out.name}", fp)
-                    results.append(read_json(out))
-            write_json(bench_dir / "significance.json", significance(results))
-            outputs["benchmarks"] = bench_dir
+    ev = run.cfg.evaluate
+    if not ev.safety:
+        return
+    prompts = load_safety_prompts(ev.safety)
+    safety = run.eval_dir / "safety.json"
+    judge = None
+    if ev.judge_base_url and ev.judge_model:
+        judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env))
+    fp = fingerprint({"part": "safety", "arms": [arm_identity(a) for a in run.arms],
+                      "prompts": file_identity(ev.safety), "judge": judge[:2] if judge else None,
+                      "batch_size": ev.batch_size})
+    if not run.up_to_date("safety", fp, safety, answers_path(safety)):
+        run_safety(run.arms, prompts, safety, run.engines, judge, log=run.log)
+        run.done("safety", fp)
+    run.outputs["safety"] = safety
 
-        # -- LLM-as-judge on the comparison's answers: the first arm against each of the others --
-        if ev.judge_base_url and ev.judge_model and "compare" in outputs and len(arms) > 1:
-            from medtune.evaluate.judge import judge_pairwise
 
-            judge_dir = eval_dir / "judge"
-            answers_file = eval_dir / "compare" / "answers.jsonl"
-            fp = fingerprint({"part": "judge", "answers": file_identity(answers_file), "url": ev.judge_base_url,
-                              "model": ev.judge_model})
-            if not up_to_date("judge", fp, judge_dir / "summary.json"):
-                from medtune.evaluate.judge import read_answers
+def step_benchmarks(run: EvalRun) -> None:
+    """Every local model of the comparison on each benchmark (thinking does not apply) -> eval/benchmarks/*.json,
+    and paired McNemar tests between them -> eval/benchmarks/significance.json."""
+    from medtune.evaluate.bench import significance
 
-                ids, texts, answers = read_answers(answers_file, [a.name for a in arms])
-                judge_pairwise(texts, answers, ev.judge_base_url, ev.judge_model,
-                               os.environ.get(ev.judge_api_key_env), judge_dir,
-                               pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
-                done("judge", fp)
-            outputs["judge"] = judge_dir
+    if not run.cfg.evaluate.benchmarks:
+        return
+    run.engines.close()  # the comparison's model goes first (vLLM holds 90% of GPU memory): one model at a time
+    bench_dir = run.eval_dir / "benchmarks"
+    local = {(a.model, a.adapter): a.name.split("/")[0] for a in run.arms if not a.base_url}
+    results = [_benchmark(run, b, model, adapter, label, bench_dir)
+               for b in run.cfg.evaluate.benchmarks for (model, adapter), label in local.items()]
+    write_json(bench_dir / "significance.json", significance(results))
+    run.outputs["benchmarks"] = bench_dir
 
-    log(f"evaluate: done in {time.perf_counter() - started:.1f} s; results in {eval_dir}/: "
-        + ", ".join(str(p.relative_to(eval_dir)) for p in outputs.values()))
-    table = eval_dir / "compare" / "table.md"
-    if "compare" in outputs:
-        log("\n" + table.read_text(encoding="utf-8"))
-    return outputs
+
+def _benchmark(run: EvalRun, b, model: str, adapter: str | None, label: str, bench_dir: Path) -> dict:
+    """One benchmark on one model, or its result from an earlier run on the same inputs."""
+    from medtune.evaluate.bench import run_benchmark
+
+    batch_size = run.cfg.evaluate.batch_size
+    bench_name = Path(b.path.rstrip("/")).stem
+    out = bench_dir / f"{bench_name}-{b.method}-{b.shots}shot--{label}.json"
+    fp = fingerprint({"part": "bench", "model": model_identity(model), "adapter": [
+        file_identity(Path(adapter) / f) for f in ADAPTER_FILES] if adapter else None,
+        "data": data_identity(b.path), "dev": data_identity(b.dev_path) if b.dev_path else None,
+        "format": b.format, "method": b.method, "shots": b.shots, "batch_size": batch_size})
+    if not run.up_to_date(f"bench:{out.name}", fp, out):
+        run.log(f"evaluate: benchmark {bench_name} ({b.format}, {b.method}, {b.shots}-shot) on {label}")
+        run_benchmark(model, adapter, b.path, b.format, b.method, b.shots, b.dev_path, out, batch_size,
+                      name=bench_name, arm=label)
+        run.done(f"bench:{out.name}", fp)
+    return read_json(out)
+
+
+def step_judge(run: EvalRun) -> None:
+    """LLM-as-judge on the comparison's answers: the first arm against each of the others -> eval/judge/."""
+    from medtune.evaluate.judge import judge_pairwise, read_answers
+
+    ev, arms = run.cfg.evaluate, run.arms
+    if not (ev.judge_base_url and ev.judge_model and "compare" in run.outputs and len(arms) > 1):
+        return
+    judge_dir = run.eval_dir / "judge"
+    answers_file = run.outputs["compare"] / "answers.jsonl"
+    fp = fingerprint({"part": "judge", "answers": file_identity(answers_file), "url": ev.judge_base_url,
+                      "model": ev.judge_model})
+    if not run.up_to_date("judge", fp, judge_dir / "summary.json"):
+        ids, texts, answers = read_answers(answers_file, [a.name for a in arms])
+        judge_pairwise(texts, answers, ev.judge_base_url, ev.judge_model,
+                       os.environ.get(ev.judge_api_key_env), judge_dir,
+                       pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
+        run.done("judge", fp)
+    run.outputs["judge"] = judge_dir
+
+
+def _log_done(run: EvalRun, seconds: float) -> None:
+    run.log(f"evaluate: done in {seconds:.1f} s; results in {run.eval_dir}/: "
+            + ", ".join(str(p.relative_to(run.eval_dir)) for p in run.outputs.values()))
+    if "compare" in run.outputs:
+        run.log("\n" + (run.outputs["compare"] / "table.md").read_text(encoding="utf-8"))

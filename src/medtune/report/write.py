@@ -9,7 +9,7 @@ can be written anywhere the run directory is copied to.
 from __future__ import annotations
 
 import shutil
-import sys
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +30,10 @@ SECTION_BUILDERS = (sec_overview, sec_conclusions, sec_checks, sec_data, sec_con
                     sec_repro)
 
 
+class SectionFailed(UserWarning):
+    """A report section raised; the report says so in its place. The tests turn it into an error."""
+
+
 @dataclass
 class ReportResult:
     markdown: Path
@@ -46,7 +50,8 @@ def build_sections(c: Ctx) -> list[Section]:
             built = build(c)
         except Exception as e:  # a file shaped unlike the contract costs its section, never the report
             name = build.__name__.removeprefix("sec_")
-            print(f"medtune report: section {name!r} could not be built: {type(e).__name__}: {e}", file=sys.stderr)
+            warnings.warn(f"medtune report: section {name!r} could not be built: {type(e).__name__}: {e}",
+                          SectionFailed, stacklevel=2)
             built = [Section(name, c.t(f"sec.{name}"),
                              [Para(c.t("sec.failed", error=f"{type(e).__name__}: {e}"), "warn")])]
         built[0].title = f"{number}. {built[0].title}"
