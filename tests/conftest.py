@@ -134,7 +134,7 @@ def single_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_engine(lora_run):
-    """The transformers engine serving `lora_run` (fp32, CPU), shared by the chat and serve tests."""
-    from medtune.inference import TransformersEngine, resolve_model_source
+    """The transformers generator serving `lora_run` (adapter merged, fp32, CPU), shared by the chat and serve tests."""
+    from medtune.generation import load_generator
 
-    return TransformersEngine.load(resolve_model_source(lora_run), dtype="float32", device="cpu")
+    return load_generator(lora_run, dtype="float32", merge=True, device="cpu")

@@ -76,8 +76,8 @@ FIRST_CHUNK_DELAY = 0.05
 class FakeOpenAI:
     """What the loopback server does: generation answers ANSWER (UNSAFE_ANSWER to a question about 降压药),
     after THINKING when thinking is on, one character per streamed chunk, the first after FIRST_CHUNK_DELAY
-    seconds, cut at max_tokens; a safety judge prompt (it holds 'PASS') gets PASS when the judged answer
-    mentions 120, else FAIL."""
+    seconds, cut at max_tokens; a safety judge prompt (it holds '[[PASS]]') gets a verdict tag: [[PASS]] when the
+    judged answer mentions 120, else [[FAIL]]."""
 
     def __init__(self):
         self.requests: list[tuple[str, dict]] = []
@@ -89,9 +89,9 @@ class FakeOpenAI:
         if path.endswith("/completions") and "messages" not in body:
             return ANSWER
         text = body["messages"][-1]["content"]
-        if "PASS" in text:
+        if "[[PASS]]" in text:
             answer = text.split("助手的回答：", 1)[1].split("要求：", 1)[0]
-            return "PASS" if "120" in answer else "FAIL"
+            return "安全性判断完毕。\n" + ("[[PASS]]" if "120" in answer else "[[FAIL]]")
         thinking = (body.get("chat_template_kwargs") or {}).get("enable_thinking")
         return (THINKING if thinking else "") + (UNSAFE_ANSWER if "降压药" in text else ANSWER)
 

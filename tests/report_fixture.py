@@ -328,6 +328,7 @@ def _benchmarks(e: Path) -> None:
             "items": items})
         write(e / "benchmarks" / f"cmmlu-medical-loglik-0shot--{arm}.json", results[-1])
     write(e / "benchmarks" / "significance.json", significance(results))
+    _contamination(e, tuned, base)
 
 
 def _safety(e: Path) -> None:
@@ -343,3 +344,31 @@ def _safety(e: Path) -> None:
                          "matched": ["120"] if i < passed else [], "flagged": [] if i < passed else ["观察"]})
     write(e / "safety.json", summarize_safety(rows))
     write(e / "safety_answers.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _contamination(e: Path, tuned: list[bool], base: list[bool]) -> None:
+    """24 of the 1,112 CMMLU items flagged (items 0-11 and 100-111), none of the questions or prompts."""
+    from medtune.evaluate.contamination import clean_subset
+
+    flagged_ids = [f"clinical_knowledge.csv:{i + 2}" for i in [*range(12), *range(100, 112)]]
+    flagged = [{"id": fid, "line": int(fid.split(":")[1]), "text": f"（第 {fid} 题的题干）", "exact": i % 3 == 0,
+                "coverage": 1.0 if i % 3 == 0 else 0.91, "matching_records": 1,
+                "matches": [{"file": "HuatuoGPT-sft-data-v1.jsonl", "line": 1000 + i, "coverage": 1.0 if i % 3 == 0
+                             else 0.91, "exact": i % 3 == 0}]} for i, fid in enumerate(flagged_ids)]
+    files = [{"kind": "cmmlu", "path": "/data/cmmlu-medical", "items": 1112, "too_short_for_ngrams": 3,
+              "flagged": 24, "exact": 8, "overlap": 16, "flagged_items": flagged},
+             {"kind": "questions", "path": "data/questions/zh_everyday.jsonl", "items": 10, "too_short_for_ngrams": 0,
+              "flagged": 0, "exact": 0, "overlap": 0, "flagged_items": []},
+             {"kind": "safety", "path": "data/safety/redflags_zh.jsonl", "items": 42, "too_short_for_ngrams": 0,
+              "flagged": 0, "exact": 0, "overlap": 0, "flagged_items": []}]
+    benchmarks = []
+    for name, correct in (("qwen3-8b-medtune", tuned), ("qwen3-8b", base)):
+        outcomes = [{"id": f"clinical_knowledge.csv:{i + 2}", "correct": c} for i, c in enumerate(correct)]
+        benchmarks.append({"result": f"cmmlu-medical-loglik-0shot--{name}.json", "benchmark": "cmmlu-medical", "arm": name,
+                           **clean_subset(outcomes, set(flagged_ids))})
+    write(e / "contamination.json", {
+        "method": {"normalisation": "NFKC, case-folded, whitespace and punctuation removed", "exact": "...",
+                   "overlap": "...", "n": 8, "threshold": 0.8},
+        "training": {"selection": "the training split listed in data/records.parquet", "records_checked": 100_000,
+                     "align": None},
+        "files": files, "benchmarks": benchmarks, "seconds": 41.2})

@@ -89,7 +89,8 @@ def test_cmb_loader_quirks_and_rejections():
         ("cmb_sample.json:50", "儿科", "AC", True, 5)]  # 'A、C'
     assert reasons(rejected) == [
         ("cmb_sample.json", 66, "answer: 2 letters (AB) for a single-answer question"),
-        ("cmb_sample.json", 82, "answer: missing"),
+        ("cmb_sample.json", 82, "answer: missing, and id 6 is in no answer file (CMB-test keeps its answers in "
+                                "CMB-test-choice-answer.json: put it in the same directory)"),
         ("cmb_sample.json", 97, "options: missing"),
         ("cmb_sample.json", 106, "question: empty")]
 

@@ -31,7 +31,7 @@ class SpyEngine:
         self.prompts.append(([dict(m) for m in messages], enable_thinking))
         return self.engine.prompt_ids(messages, enable_thinking)
 
-    def generate(self, prompt_ids, sampling, on_text, stop=None):
+    def generate_one(self, prompt_ids, sampling, enable_thinking=False, on_text=None, stop=None):
         self.generations += 1
 
         def counted(piece):
@@ -40,7 +40,7 @@ class SpyEngine:
             if self.pieces == self.interrupt_after:
                 raise KeyboardInterrupt  # what Ctrl-C does in the middle of generate()
 
-        return self.engine.generate(prompt_ids, sampling, counted, stop)
+        return self.engine.generate_one(prompt_ids, sampling, enable_thinking, on_text=counted, stop=stop)
 
 
 def _script(*lines):

@@ -10,10 +10,10 @@ import pytest
 
 from medtune.config import CompareModel, ConfigError, GenerationConfig, load_compare_models
 from medtune.errors import UserError
-from medtune.evaluate.arms import (Arm, Generation, count_thinking_tokens, cut_at_stop, prompt_token_ids,
-                                   render_prompt, resolve_arms, split_thinking)
+from medtune.evaluate.arms import Arm, prompt_token_ids, render_prompt, resolve_arms
 from medtune.evaluate.compare import markdown_table, run_comparison
-from medtune.evaluate.engines import EngineError, Engines, TransformersEngine, local_engine_name
+from medtune.evaluate.engines import EngineError, Engines, LocalEngine
+from medtune.generation import count_thinking_tokens, cut_at_stop, finished_generation
 from medtune.evaluate.inputs import InputFileError, Question, load_questions
 from tests.conftest import ROOT
 from tests.eval_fixtures import ANSWER, FIRST_CHUNK_DELAY, THINKING, openai_server, tiny_run  # noqa: F401
@@ -29,16 +29,18 @@ def arm(**kw) -> Arm:
 
 # -- the think/answer split --
 
-def test_split_thinking_closed_missing_and_off():
-    gen = Generation("<think>\n先看症状。\n</think>\n\n多喝水。", tokens=9, thinking_tokens=5, finish_reason="stop")
-    assert split_thinking(gen, thinking=True) == ("先看症状。", "多喝水。")
+def test_a_finished_generation_is_cut_at_the_stop_token_and_split(qwen3_tokenizer):
+    ids = qwen3_tokenizer("<think>\n先看症状。\n</think>\n\n多喝水。", add_special_tokens=False)["input_ids"]
+    end = qwen3_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    gen = finished_generation(ids + [end, 5, 6], {end}, qwen3_tokenizer, enable_thinking=True)
+    assert (gen.thinking, gen.answer, gen.tokens, gen.finish_reason) == ("先看症状。", "多喝水。", len(ids), "stop")
+    assert gen.thinking_tokens == ids.index(qwen3_tokenizer.convert_tokens_to_ids("</think>")) + 1
     # Cut off before </think>: all of it is thinking, the answer is empty.
-    cut = Generation("<think>\n先看症状，再", tokens=6, thinking_tokens=6, finish_reason="length")
-    assert split_thinking(cut, thinking=True) == ("先看症状，再", "")
-    # Thinking off: the whole output is the answer (Qwen3's empty think block is in the prompt).
-    assert split_thinking(Generation(" 多喝水。 ", 3, 0, "stop"), thinking=False) == ("", "多喝水。")
-    # An endpoint that returns the reasoning apart.
-    assert split_thinking(Generation("多喝水。", 3, 2, "stop", reasoning=" 想 "), thinking=True) == ("想", "多喝水。")
+    cut = finished_generation(ids[:4], {end}, qwen3_tokenizer, enable_thinking=True)
+    assert (cut.answer, cut.thinking_tokens, cut.finish_reason) == ("", 4, "length")
+    # Thinking off (Qwen3's empty think block is in the prompt): all of it is the answer.
+    plain = finished_generation(qwen3_tokenizer(" 多喝水。 ")["input_ids"], {end}, qwen3_tokenizer, False)
+    assert (plain.thinking, plain.answer, plain.thinking_tokens) == ("", "多喝水。", 0)
 
 
 def test_thinking_tokens_counted_on_token_ids(qwen3_tokenizer):
@@ -48,11 +50,11 @@ def test_thinking_tokens_counted_on_token_ids(qwen3_tokenizer):
     def decode(part):
         return qwen3_tokenizer.decode(part, skip_special_tokens=True)
 
-    assert count_thinking_tokens(ids, decode) == close + 1
-    assert count_thinking_tokens(ids[:close], decode) == close  # never closed: all thinking
+    assert count_thinking_tokens(ids, decode, True) == close + 1
+    assert count_thinking_tokens(ids[:close], decode, True) == close  # never closed: all thinking
     # A tokenizer where '</think>' takes several tokens (one per character): still exact.
     chars = list("<think>ab</think>cd")
-    assert count_thinking_tokens(chars, "".join) == len("<think>ab</think>")
+    assert count_thinking_tokens(chars, "".join, True) == len("<think>ab</think>")
 
 
 def test_cut_at_stop():
@@ -110,16 +112,18 @@ def test_arms_file(tmp_path):
         load_compare_models(path)
 
 
-def test_engine_choice():
-    assert local_engine_name("auto", has_cuda=False, has_vllm=True) == "transformers"
-    assert local_engine_name("auto", has_cuda=True, has_vllm=False) == "transformers"
-    assert local_engine_name("auto", has_cuda=True, has_vllm=True) == "vllm"
-    assert local_engine_name("transformers", has_cuda=True, has_vllm=True) == "transformers"
-    assert local_engine_name("vllm", has_cuda=True, has_vllm=True) == "vllm"
-    with pytest.raises(EngineError, match="CUDA"):
-        local_engine_name("vllm", has_cuda=False, has_vllm=True)
-    with pytest.raises(EngineError, match="vllm package"):
-        local_engine_name("vllm", has_cuda=True, has_vllm=False)
+def test_engine_choice_names_the_setting(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    local = arm(model="m")
+    assert Engines([local], "auto").for_arm(local).name == "transformers"
+    with pytest.raises(EngineError, match="evaluate.engine vllm needs the vllm package and a CUDA GPU"):
+        Engines([local], "vllm").for_arm(local)
 
 
 def test_question_files(tmp_path):
@@ -139,7 +143,7 @@ def test_question_files(tmp_path):
 
 def test_batched_equals_one_at_a_time_under_greedy(tiny_run):
     questions = [q.question for q in load_questions(ROOT / "data" / "questions" / "zh_everyday.jsonl", 3)]
-    engine = TransformersEngine(batch_size=2)  # a left-padded batch of two, then one alone
+    engine = LocalEngine("transformers", [str(tiny_run)], batch_size=2)  # a left-padded batch of two, then one alone
     base = str(tiny_run / "base_model")
     for a in (arm(name="tuned", model=base, adapter=str(tiny_run)), arm(name="base", model=base)):
         single = engine.single_stream(a, questions)
@@ -163,7 +167,7 @@ def test_openai_engine_streams_thinking_and_timing(openai_server):
     think = arm(model="served", thinking=True, generation=gen, base_url=openai_server.url)
     engines = Engines([think], batch_size=2)
     (g,) = engines.for_arm(think).single_stream(think, ["胸口痛怎么办？"])
-    assert split_thinking(g, thinking=True) == ("先想一想", ANSWER)
+    assert (g.thinking, g.answer) == ("先想一想", ANSWER)
     assert g.tokens == len(THINKING + ANSWER)  # the server's usage
     assert g.thinking_tokens == len("<think>先想一想</think>")  # streamed chunks up to </think>
     assert g.finish_reason == "stop"
@@ -179,7 +183,7 @@ def test_openai_engine_streams_thinking_and_timing(openai_server):
                  base_url=openai_server.url)
     (g,) = engines.for_arm(capped).single_stream(capped, ["胸口痛怎么办？"])
     assert g.finish_reason == "length" and g.tokens == 5 and g.thinking_tokens == 5
-    assert split_thinking(g, thinking=True) == ("<thin", "")  # cut inside the opening tag: all thinking
+    assert (g.thinking, g.answer) == ("<thin", "")  # cut inside the opening tag: all thinking
 
 
 def test_openai_plain_format_is_sent_verbatim(openai_server):

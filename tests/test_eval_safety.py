@@ -11,7 +11,8 @@ from medtune.config import GenerationConfig
 from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
 from medtune.evaluate.inputs import InputFileError, SafetyPrompt, load_safety_prompts
-from medtune.evaluate.safety import (answers_path, judge_answers, parse_verdict, run_safety, score_rules,
+from medtune.evaluate.judge import parse_verdict
+from medtune.evaluate.safety import (SAFETY_VERDICTS, answers_path, judge_answers, run_safety, score_rules,
                                      summarize_safety)
 from medtune.evaluate.stats import wilson_interval
 from tests.conftest import ROOT
@@ -67,8 +68,12 @@ def test_rate_and_interval():
 
 
 def test_parse_verdict():
-    assert parse_verdict("PASS") is True and parse_verdict(" fail.") is False
-    assert parse_verdict("PASS or FAIL") is None and parse_verdict("安全") is None
+    # The pairwise judge's parser: the last [[...]] tag counts, thinking text first removed.
+    assert parse_verdict("[[PASS]]", SAFETY_VERDICTS) is True and parse_verdict(" [[ fail ]].", SAFETY_VERDICTS) is False
+    assert parse_verdict("输出 [[PASS]] 或 [[FAIL]]。\n[[FAIL]]", SAFETY_VERDICTS) is False
+    assert parse_verdict("<think>[[FAIL]]</think>[[PASS]]", SAFETY_VERDICTS) is True
+    assert parse_verdict("PASS", SAFETY_VERDICTS) is None and parse_verdict("安全", SAFETY_VERDICTS) is None
+    assert parse_verdict("[[1]]", SAFETY_VERDICTS) is None
 
 
 def test_judge_through_a_loopback_server(prompts, openai_server):

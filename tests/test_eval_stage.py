@@ -29,15 +29,29 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     shutil.copytree(tiny_run, run)
     safety = tmp_path / "redflags.jsonl"
     safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    # Training data holding one everyday question with spaces around it; without data/records.parquet
+    # (prepare has not run on it) every valid record of data.train_files is checked.
+    (run / "data" / "records.parquet").unlink(missing_ok=True)
+    train = tmp_path / "train.jsonl"
+    question = json.loads(QUESTIONS.read_text(encoding="utf-8").splitlines()[1])
+    train.write_text(json.dumps({"conversations": [{"from": "human", "value": " " + question["question"] + " "},
+                                                   {"from": "gpt", "value": "答"}]}, ensure_ascii=False) + "\n",
+                     encoding="utf-8")
     config = write_config(tmp_path, json.dumps({
-        "output_dir": str(run), "model": {"name_or_path": "builtin:tiny-qwen3"},
+        "output_dir": str(run), "model": {"name_or_path": "builtin:tiny-qwen3"}, "data": {"train_files": [str(train)]},
         "evaluate": {"questions": str(QUESTIONS), "max_questions": 2, "batch_size": 2, "safety": str(safety),
                      "generation": {"max_new_tokens": 4, "do_sample": False}}}))
     logs: list[str] = []
     outputs = evaluate_run(load_config(config), log=logs.append)
     assert eval_files(run) == {"manifest.json", "perplexity.json", "compare/answers.jsonl", "compare/summary.json",
-                               "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl"}
-    assert set(outputs) == {"perplexity", "compare", "metrics", "safety"}
+                               "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl",
+                               "contamination.json"}
+    assert set(outputs) == {"perplexity", "compare", "metrics", "safety", "contamination"}
+    contamination = json.loads((run / "eval" / "contamination.json").read_text())
+    assert [(f["kind"], f["items"], f["flagged"]) for f in contamination["files"]] == [("questions", 38, 1),
+                                                                                        ("safety", 3, 0)]
+    assert contamination["files"][0]["flagged_items"][0]["matches"][0] == {"file": str(train), "line": 1,
+                                                                           "coverage": 1.0, "exact": True}
     perplexity = json.loads((run / "eval" / "perplexity.json").read_text())
     assert perplexity["samples"] == 5 and perplexity["adapter"] == str(run) and "baseline" in perplexity
     summary = json.loads((run / "eval" / "compare" / "summary.json").read_text())
@@ -54,7 +68,7 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").rglob("*") if p.is_file()}
     logs.clear()
     evaluate_run(load_config(config), log=logs.append)
-    assert sum("up to date" in line for line in logs) == 4
+    assert sum("up to date" in line for line in logs) == 5
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # A changed question count reruns the comparison and the metrics on its answers, nothing else.
@@ -164,3 +178,83 @@ def test_stage_judges_the_first_arm_against_the_others(openai_server, tmp_path):
     (pair,) = summary["pairs"]
     assert (pair["a"], pair["b"]) == ("a", "b") and pair["unparsable"] == 4 and pair["n"] == 0
     assert len((tmp_path / "run" / "eval" / "judge" / "judgements.jsonl").read_text().splitlines()) == 2
+
+
+# -- one model in memory at a time (vLLM takes 90% of the GPU's memory per engine) --
+
+class FakeTokenizer:
+    chat_template, name_or_path, eos_token_id = "fake", "fake", 0
+
+    def apply_chat_template(self, messages, **kwargs):
+        return messages[-1]["content"]
+
+    def __call__(self, text, **kwargs):
+        return {"input_ids": [1] * len(text)}
+
+
+class FakeGenerator:
+    """Counts the generators alive; loading one while another is alive fails the test."""
+
+    alive: list[str] = []
+    loaded: list[str] = []
+
+    def __init__(self, model):
+        assert not FakeGenerator.alive, f"loading {model} while {FakeGenerator.alive} is still loaded"
+        self.model, self.tokenizer = model, FakeTokenizer()
+        FakeGenerator.alive.append(model)
+        FakeGenerator.loaded.append(model)
+
+    def close(self):
+        FakeGenerator.alive.remove(self.model)
+
+    def use_adapter(self, adapter):
+        import contextlib
+
+        return contextlib.nullcontext(self)
+
+    def generate_one(self, prompt_ids, sampling, enable_thinking=False):
+        from medtune.generation import Generation
+
+        return Generation("请立即拨打120。", "", "请立即拨打120。", 3, 0, "stop", latency_seconds=0.01,
+                          ttft_seconds=0.005)
+
+    def generate_ids(self, prompts, sampling, enable_thinking=False, batch_size=8):
+        return [self.generate_one(p, sampling) for p in prompts]
+
+
+def test_stage_frees_each_model_before_the_next_loads(tmp_path, monkeypatch):
+    import medtune.evaluate.bench as bench
+    import medtune.evaluate.engines as engines
+
+    monkeypatch.setattr(FakeGenerator, "alive", [])
+    monkeypatch.setattr(FakeGenerator, "loaded", [])
+    monkeypatch.setattr(engines, "load_generator", lambda model, **kwargs: FakeGenerator(model))
+    benchmarked = []
+
+    def fake_benchmark(model, adapter, path, format, method, shots, dev_path, output, *args, **kwargs):
+        assert not FakeGenerator.alive, f"benchmark model {model} loaded while {FakeGenerator.alive} is loaded"
+        benchmarked.append((model, adapter))
+        write_json = __import__("medtune.rundir", fromlist=["write_json"]).write_json
+        write_json(output, {"benchmark": "b", "format": format, "method": method, "shots": shots, "model": model,
+                            "adapter": adapter, "arm": kwargs.get("arm"), "data": str(output), "items": []})
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_benchmark)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"r": 4, "base_model_name_or_path": "org/base"}))
+    (run / "adapter_model.safetensors").write_bytes(b"")
+    bench_file = tmp_path / "bench.jsonl"
+    bench_file.write_text("{}\n")
+    safety = tmp_path / "redflags.jsonl"
+    safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:2]), encoding="utf-8")
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(run), "model": {"name_or_path": "org/base"},
+        "evaluate": {"perplexity": False, "questions": str(QUESTIONS), "max_questions": 2, "safety": str(safety),
+                     "compare": [{"name": "tuned", "model": "run:base", "adapter": "run"},
+                                 {"name": "other", "model": "org/other"}],
+                     "benchmarks": [{"path": str(bench_file)}]}}))
+    evaluate_run(load_config(config), log=lambda *_: None)
+    # compare: base, then other; safety: base again, then other; then the benchmarks, each alone.
+    assert FakeGenerator.loaded == ["org/base", "org/other", "org/base", "org/other"]
+    assert benchmarked == [("org/base", str(run)), ("org/other", None)]
+    assert FakeGenerator.alive == []

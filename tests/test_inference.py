@@ -1,4 +1,5 @@
-"""Model sources, Qwen3 thinking split, sampling defaults and the streaming transformers engine."""
+"""medtune.generation: model sources, the thinking split, sampling defaults, and the transformers generator
+(streamed, batched, cancelled)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 import pytest
 
 from medtune.errors import UserError
-from medtune.inference import (ThinkSplitter, chat_prompt_ids, resolve_model_source, sampling_for,
-                               split_thinking)
+from medtune.generation import (THINKING_RULE, ThinkSplitter, chat_prompt_ids, count_thinking_tokens,
+                                resolve_model_source, sampling_for, split_thinking)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -17,14 +18,21 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 THINKING_CASES = [
     # (enable_thinking, generated text, expected thinking, expected answer)
-    (True, "<think>\n先想一想。\n</think>\n\n多喝水，注意休息。", "先想一想。\n", "多喝水，注意休息。"),
+    (True, "<think>\n先想一想。\n</think>\n\n多喝水，注意休息。", "先想一想。", "多喝水，注意休息。"),
     (True, "reasoning without an opening tag</think>\n\nthe answer", "reasoning without an opening tag", "the answer"),
     (True, "<think>\ncut off while thinking", "cut off while thinking", ""),       # no closing tag: all thinking
     (True, "no tags at all", "no tags at all", ""),
-    (False, "多喝水，注意休息。", "", "多喝水，注意休息。"),
-    (False, "  <think>\nunasked thinking\n</think>\n\nanswer", "unasked thinking\n", "answer"),
+    (True, "<think>a</think>b</think>c", "a", "b</think>c"),                        # the FIRST </think> closes
+    (True, " \n <think> \n 想 \n </think> \n 答 \n ", "想", "答"),                   # whitespace around each part
+    (True, "<think>\n\n</think>\n\n答", "", "答"),                                    # an empty block
+    (False, "多喝水，注意休息。", "", "多喝水，注意休息。"),                            # no block
+    (False, "  <think>\nunasked thinking\n</think>\n\nanswer", "unasked thinking", "answer"),  # off, but emitted
+    (False, "<think>\n\n</think>\n\n多喝水。", "", "多喝水。"),                       # the empty no-think block
+    (False, "<think>unasked and never closed", "unasked and never closed", ""),
     (False, "an answer that mentions </think> as text", "", "an answer that mentions </think> as text"),
+    (False, "答案 <think>x</think> 后文", "", "答案 <think>x</think> 后文"),          # a block not at the start
     (False, "<thi", "", "<thi"),                                                     # a partial tag that never completes
+    (True, "想到一半 </thi", "想到一半 </thi", ""),                                    # ... inside the thinking part
     (True, "", "", ""),
 ]
 
@@ -32,6 +40,32 @@ THINKING_CASES = [
 @pytest.mark.parametrize("thinking, text, want_thinking, want_answer", THINKING_CASES)
 def test_split_thinking_whole_text(thinking, text, want_thinking, want_answer):
     assert split_thinking(text, thinking) == (want_thinking, want_answer)
+
+
+@pytest.mark.parametrize("thinking, text, want_thinking, want_answer", THINKING_CASES)
+def test_split_thinking_agrees_with_a_regex_reading_of_the_rule(thinking, text, want_thinking, want_answer):
+    # A second implementation of THINKING_RULE, written from its wording with one regular expression.
+    import re
+
+    assert "first '</think>'" in THINKING_RULE
+    m = re.fullmatch(r"\s*(?:(<think>)|)(.*?)(</think>(.*))?", text, re.S)
+    opened, head, closed, tail = m.group(1), m.group(2), m.group(3), m.group(4)
+    if not (thinking or opened):
+        expected = ("", text.strip())
+    elif closed is None:
+        expected = (head.strip(), "")
+    else:
+        expected = (head.strip(), tail.strip())
+    assert split_thinking(text, thinking) == expected == (want_thinking, want_answer)
+
+
+def test_thinking_tokens_follow_the_same_rule():
+    chars = list("<think>ab</think>cd")
+    assert count_thinking_tokens(chars, "".join, True) == len("<think>ab</think>")
+    assert count_thinking_tokens(chars, "".join, False) == len("<think>ab</think>")  # emitted unasked: still thinking
+    assert count_thinking_tokens(list("ab</think>cd"), "".join, False) == 0             # off, no opening tag: answer
+    assert count_thinking_tokens(list("ab</think>cd"), "".join, True) == len("ab</think>")
+    assert count_thinking_tokens(list("<think>ab"), "".join, False) == len("<think>ab")  # never closed: all
 
 
 @pytest.mark.parametrize("thinking, text, want_thinking, want_answer", THINKING_CASES)
@@ -115,26 +149,38 @@ def test_streamed_text_is_the_decoded_generation(tiny_engine):
 
     ids = tiny_engine.prompt_ids([{"role": "user", "content": "你好"}], enable_thinking=False)
     pieces = []
-    result = tiny_engine.generate(ids, sampling_for(False, 12, seed=7), pieces.append)
-    assert result.completion_tokens == 12 and result.finish_reason == "length"
+    result = tiny_engine.generate_one(ids, sampling_for(False, 12, seed=7), on_text=pieces.append)
+    assert result.tokens == 12 and result.finish_reason == "length"
+    assert 0 < result.ttft_seconds < result.latency_seconds
     assert len(pieces) > 1  # streamed, not handed over at the end
     # The same seed, decoded in one go, gives exactly the streamed text.
     torch.manual_seed(7)
     out = tiny_engine.model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=True, temperature=0.7,
-                                     top_p=0.8, top_k=20, eos_token_id=tiny_engine.eos_token_ids,
+                                     top_p=0.8, top_k=20, eos_token_id=tiny_engine.stop_ids,
                                      pad_token_id=tiny_engine.tokenizer.pad_token_id)
     assert "".join(pieces) == tiny_engine.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    assert result.text == "".join(pieces)
 
 
 def test_greedy_is_repeatable_and_stop_ends_generation_early(tiny_engine):
     ids = tiny_engine.prompt_ids([{"role": "user", "content": "hello"}], enable_thinking=False)
     greedy = sampling_for(False, 6, temperature=0.0)
     first, second = [], []
-    tiny_engine.generate(ids, greedy, first.append)
-    tiny_engine.generate(ids, greedy, second.append)
+    tiny_engine.generate_one(ids, greedy, on_text=first.append)
+    tiny_engine.generate_one(ids, greedy, on_text=second.append)
     assert first == second
 
     stop = threading.Event()
-    result = tiny_engine.generate(ids, sampling_for(False, 200, seed=1), lambda piece: stop.set(), stop)
+    result = tiny_engine.generate_one(ids, sampling_for(False, 200, seed=1), on_text=lambda piece: stop.set(), stop=stop)
     assert result.finish_reason == "cancelled"
-    assert result.completion_tokens < 5
+    assert result.tokens < 5
+
+
+def test_batched_chat_generation_equals_one_at_a_time_under_greedy(tiny_engine):
+    # Left padding must not change a greedy answer: batch of three prompts of different lengths vs one by one.
+    conversations = [[{"role": "user", "content": q}] for q in ("你好", "头痛三天了，怎么办？", "hi")]
+    greedy = sampling_for(False, 5, temperature=0.0)
+    batched = tiny_engine.generate(conversations, greedy, enable_thinking=False, batch_size=3)
+    alone = [tiny_engine.generate_one(tiny_engine.prompt_ids(c, False), greedy) for c in conversations]
+    assert [b.text for b in batched] == [a.text for a in alone]
+    assert [b.tokens for b in batched] == [a.tokens for a in alone] == [5, 5, 5]

@@ -15,8 +15,8 @@ import pytest
 
 from medtune.errors import UserError
 from medtune.evaluate.judge import (add_judge_parser, combine_orders, judge_pairwise, length_controlled_win_rate,
-                                    length_difference, parse_verdict, strip_thinking)
-from medtune.evaluate.stats import bootstrap_interval
+                                    parse_verdict)
+from medtune.generation import answer_only
 
 
 class FakeJudge(BaseHTTPRequestHandler):
@@ -40,7 +40,9 @@ class FakeJudge(BaseHTTPRequestHandler):
             return self.reply(503 if "总是失败" in question else 500, {"error": {"message": "overloaded"}})
         first = re.search(r"\[回答1开始\]\n(.*?)\n\[回答1结束\]", prompt, re.S).group(1)
         second = re.search(r"\[回答2开始\]\n(.*?)\n\[回答2结束\]", prompt, re.S).group(1)
-        if "无法判断" in question and seen == 1:
+        if server.prefer_longer:
+            text = "[[1]]" if len(first) > len(second) else "[[2]]"
+        elif "无法判断" in question and seen == 1:
             text = "两个回答各有优缺点，难以取舍。"
         else:
             tag = {(True, False): "[[1]]", (False, True): "[[2]]", (True, True): "[[平局]]",
@@ -66,6 +68,7 @@ class FakeJudge(BaseHTTPRequestHandler):
 def judge_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
     server.lock, server.prompts, server.auth, server.seen = threading.Lock(), [], set(), {}
+    server.prefer_longer = False
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
@@ -85,7 +88,7 @@ TUNED = ["先休息；如果剧烈头痛或伴呕吐，请及时就医。", "可
 def test_judge_pairwise_against_a_loopback_server(judge_server, tmp_path):
     server, url = judge_server
     summary = judge_pairwise(QUESTIONS, {"base": BASE, "tuned": TUNED}, url, "judge-1", "sk-test", tmp_path,
-                             seed=3, workers=3, backoff=0.01)
+                             seed=3, workers=3)
     (pair,) = summary["pairs"]
     # wins: 胸口痛, 出疹子 (the unclosed-think answer is empty), 停药; losses: 头痛, 失眠 (after one retry);
     # ties: 发烧 (both say 就医), 咳嗽 (neither: the judge picks answer 1 in both orders, which disagree);
@@ -103,11 +106,19 @@ def test_judge_pairwise_against_a_loopback_server(judge_server, tmp_path):
     assert [r["outcome"] for r in rows] == ["loss", "tie", "win", "tie", None, "loss", "win", "win"]
     assert rows[3]["verdict_a_first"] == "1" and rows[3]["verdict_b_first"] == "1" and not rows[3]["orders_agree"]
     assert rows[4]["unparsable"] == 1 and rows[6]["answer_b"] == ""
-    scores = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[r["outcome"]] for r in rows if r["outcome"]]
-    diffs = [length_difference(r["answer_a"], r["answer_b"]) for r in rows if r["outcome"]]
-    assert pair["length_controlled_win_rate"] == pytest.approx(length_controlled_win_rate(scores, diffs))
-    assert pair["win_rate_ci"] == list(bootstrap_interval(scores, lambda v: sum(v) / len(v), seed=3))
+    # Independent expected values: the length-controlled rate by scipy's optimiser on the documented objective,
+    # the interval by a percentile bootstrap written here.
+    judged = [(r, {"win": 1.0, "tie": 0.5, "loss": 0.0}[r["outcome"]]) for r in rows if r["outcome"]]
+    scores = [score for _, score in judged]
+    diffs = [(len(r["answer_a"]) - len(r["answer_b"])) / (len(r["answer_a"]) + len(r["answer_b"])) for r, _ in judged]
+    assert pair["length_controlled_win_rate"] == pytest.approx(scipy_length_controlled(scores, diffs), abs=1e-6)
+    assert pair["win_rate_ci"] == pytest.approx(percentile_bootstrap(scores, mean, seed=3, resamples=2000))
+    lc_ci = percentile_bootstrap(list(zip(scores, diffs)), lambda pts: scipy_length_controlled(*zip(*pts)), seed=3,
+                                 resamples=1000)
+    assert pair["length_controlled_win_rate_ci"] == pytest.approx(lc_ci, abs=1e-5)
     assert pair["win_rate_ci"][0] <= pair["win_rate"] <= pair["win_rate_ci"][1]
+    lc_lo, lc_hi = pair["length_controlled_win_rate_ci"]
+    assert lc_lo <= pair["length_controlled_win_rate"] <= lc_hi and lc_lo < lc_hi
     assert json.loads((tmp_path / "summary.json").read_text(encoding="utf-8")) == summary
     assert summary["judge_model"] == "judge-1" and summary["questions"] == 8
 
@@ -115,10 +126,11 @@ def test_judge_pairwise_against_a_loopback_server(judge_server, tmp_path):
 def test_failures_are_counted_and_config_errors_stop(judge_server, tmp_path):
     server, url = judge_server
     summary = judge_pairwise(["总是失败：头晕", "头痛怎么办？"], {"a": ["就医", "休息"], "b": ["休息", "就医"]}, url,
-                             "judge-1", None, tmp_path, retries=2, backoff=0.01, workers=2)
+                             "judge-1", None, tmp_path, retries=2, workers=2)
     (pair,) = summary["pairs"]
     assert (pair["n"], pair["failed"], pair["losses"], pair["unjudged_question_ids"]) == (1, 2, 1, ["0"])
-    assert server.seen["总是失败：头晕"] == 2 * 3 and server.auth == {None}  # 1 try + 2 retries per order
+    assert server.seen["总是失败：头晕"] == 2 * 3  # 1 try + 2 retries per order
+    assert server.auth == {"Bearer EMPTY"}  # no key: the placeholder local servers accept
     rows = [json.loads(x) for x in (tmp_path / "judgements.jsonl").read_text(encoding="utf-8").splitlines()]
     assert "HTTP 503" in rows[0]["error"]
     with pytest.raises(UserError, match="HTTP 404.*--judge-model"):
@@ -166,11 +178,11 @@ def test_judge_cli(judge_server, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("text, answer", [
     ("<think>想一想</think>\n\n答案", "答案"), ("答案", "答案"), ("  答案 \n", "答案"),
     ("<think>想了很久但没想完", ""),  # never closed: an empty answer
-    ("推理过程</think>答案", "答案"),  # the opening tag was in the prompt
-    ("<think></think><think>又想</think>最终", "最终"),
+    ("推理过程</think>答案", "推理过程</think>答案"),  # thinking not known to be on, no opening tag: all answer
+    ("<think>a</think>b</think>c", "b</think>c"),  # the first </think> closes
 ])
-def test_strip_thinking(text, answer):
-    assert strip_thinking(text) == answer
+def test_answers_are_judged_without_their_thinking(text, answer):
+    assert answer_only(text) == answer
 
 
 @pytest.mark.parametrize("reply, verdict", [
@@ -190,6 +202,74 @@ def test_combine_orders():
     assert combine_orders("1", "1") == ("tie", False)  # position bias
     assert combine_orders("1", "tie") == ("tie", False)
     assert combine_orders(None, "2") == (None, None)
+
+
+def scipy_length_controlled(scores, diffs):
+    """A second implementation of the documented fit: solve the ridge-penalised logistic regression's first-order
+    condition (gradient = 0) with MINPACK's hybrid Powell method (scipy.optimize.root), read at d = 0."""
+    from scipy.optimize import root
+    from scipy.special import expit
+
+    y, x, ridge = np.asarray(scores, float), np.asarray(diffs, float), np.array([0.01, 0.1])
+
+    def gradient(w):
+        residual = expit(w[0] + w[1] * x) - y
+        return np.array([residual.sum(), (residual * x).sum()]) + ridge * w
+
+    def hessian(w):
+        q = expit(w[0] + w[1] * x)
+        q = q * (1 - q)
+        return np.array([[q.sum() + ridge[0], (q * x).sum()], [(q * x).sum(), (q * x * x).sum() + ridge[1]]])
+
+    solution = root(gradient, np.zeros(2), jac=hessian, method="hybr", options={"xtol": 1e-12})
+    assert solution.success
+    return float(expit(solution.x[0]))
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def percentile_bootstrap(values, statistic, seed, resamples):
+    """Percentile bootstrap, as stats.bootstrap_interval documents it: Python's seeded Random, n draws with
+    replacement per resample, the 2.5% and 97.5% order statistics."""
+    import random
+
+    rng, n = random.Random(seed), len(values)
+    stats = sorted(statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    return [stats[int(0.025 * resamples)], stats[min(resamples - 1, int(0.975 * resamples))]]
+
+
+def test_length_controlled_rate_matches_scipy_on_hand_made_data():
+    scores = [1, 1, 0.5, 0, 1, 0, 0.5, 1, 0, 1]
+    diffs = [0.5, 0.2, 0.0, -0.4, 0.3, -0.1, 0.1, 0.6, -0.5, -0.2]
+    assert length_controlled_win_rate(scores, diffs) == pytest.approx(scipy_length_controlled(scores, diffs), abs=1e-6)
+    # Without a length effect to remove (all differences 0) the rate is the mean score 0.75, shrunk towards 0.5
+    # by the intercept penalty only: w solves 4 (0.75 - sigmoid(w)) = 0.01 w. One Newton step from ln 3:
+    # dw = -0.01 ln 3 / (4 * 0.75 * 0.25) = -0.01465, so p = 0.75 - 0.1875 * 0.01465 = 0.74725.
+    flat = [1, 1, 1, 0]
+    assert length_controlled_win_rate(flat, [0.0] * 4) == pytest.approx(0.74725, abs=1e-4)
+
+
+def test_length_controlled_interval_covers_the_unbiased_rate_and_the_raw_one_does_not(judge_server, tmp_path):
+    # A judge that always prefers the longer answer, and tuned answers mostly longer (18 of 24): the raw win
+    # rate of base is 6/24 and its interval excludes 0.5; the length-controlled rate and interval sit around 0.5.
+    server, url = judge_server
+    questions = [f"第{i}题：头痛怎么办？" for i in range(24)]
+    # Length differences d = ±(4k)/(40+4k), k = 1..4: base longer on the first 6 questions, tuned on the rest.
+    long_short = [("水" * (20 + 4 * (1 + i % 4)), "水" * 20) for i in range(24)]
+    base = [x if i < 6 else y for i, (x, y) in enumerate(long_short)]
+    tuned = [y if i < 6 else x for i, (x, y) in enumerate(long_short)]
+    server.prefer_longer = True
+    (pair,) = judge_pairwise(questions, {"base": base, "tuned": tuned}, url, "judge-1", None, tmp_path,
+                             workers=4)["pairs"]
+    assert (pair["wins"], pair["losses"], pair["win_rate"]) == (6, 18, 0.25)
+    assert pair["win_rate_ci"][1] < 0.5
+    lo, hi = pair["length_controlled_win_rate_ci"]
+    assert lo <= pair["length_controlled_win_rate"] <= hi
+    # The fit moves the rate and its interval towards 0.5 (24 separable points and the ridge keep it from getting
+    # all the way there).
+    assert pair["length_controlled_win_rate"] > 0.3 and hi > pair["win_rate_ci"][1] + 0.03
 
 
 def test_length_controlled_win_rate_sees_through_a_length_biased_judge():

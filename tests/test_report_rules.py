@@ -237,9 +237,9 @@ def test_every_key_the_code_uses_exists():
         used |= set(re.findall(r"""Finding\(\s*"[a-z_]+",\s*"([a-z_.]+)["]""", src))
         used |= set(re.findall(r"""Check\("[a-z.]+",\s*"[a-z]+",\s*"([a-z_.]+)"\)""", src))
     dynamic = {k for k in used if k.endswith(".")}  # t("chk.status." + status) and the like
-    assert len(used) > 150 and dynamic == {"chk.status."}
+    assert len(used) > 150 and dynamic == {"chk.status.", "al.ref."}
     assert sorted(used - dynamic - set(STRINGS)) == []
-    families = {"chk.status.": ("ok", "mismatch", "unknown"), "verdict.": c.VERDICTS,
+    families = {"chk.status.": ("ok", "mismatch", "unknown"), "verdict.": c.VERDICTS, "al.ref.": ("sft", "base"),
                 "chk.batch.": ("ok", "mismatch", "unknown"), "chk.ppl.": ("ok", "mismatch", "unknown"),
                 "chk.adapter.": ("ok", "mismatch"), "chk.data.": ("ok", "mismatch"),
                 "stage.": ("prepare", "train", "evaluate"), "status.": ("missing", "unreadable"),

@@ -89,3 +89,5 @@ def test_demo_config_is_resolved_against_the_project(tmp_path):
     assert all(Path(p).is_absolute() and Path(p).exists() for p in cfg.data.train_files)
     assert Path(cfg.evaluate.questions).exists() and Path(cfg.evaluate.safety).exists()
     assert all(Path(b.path).exists() for b in cfg.evaluate.benchmarks)
+    assert cfg.evaluate.consultations and all(Path(c.path).is_absolute() and Path(c.path).exists()
+                                              for c in cfg.evaluate.consultations)

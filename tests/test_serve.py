@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from medtune.cli import main
-from medtune.inference import ThreadedCompletion
+from medtune.generation import TransformersStream
 from medtune.serve.api import ServeSettings, create_app
 from tests.conftest import ROOT
 from tests.serving import serve_in_thread
@@ -241,23 +241,23 @@ def test_fifty_concurrent_clients(server):
 # -- the concurrency limit exactly, and disconnects, on a server whose generations wait for a gate --
 
 class GatedEngine:
-    """The real engine, except that each generation first waits for `gate`; completions are kept for inspection."""
+    """The real generator, except that each generation first waits for `gate`; streams are kept for inspection."""
 
     def __init__(self, engine):
         self.engine, self.name = engine, "transformers"
         self.model_id, self.max_model_len, self.tokenizer = engine.model_id, engine.max_model_len, engine.tokenizer
         self.gate = threading.Event()
-        self.completions: list[ThreadedCompletion] = []
+        self.completions: list[TransformersStream] = []
 
     def prompt_ids(self, messages, enable_thinking):
         return self.engine.prompt_ids(messages, enable_thinking)
 
-    def start(self, prompt_ids, sampling):
-        def run(on_text, stop):
-            self.gate.wait(20)
-            return self.engine.generate(prompt_ids, sampling, on_text, stop)
+    def generate_one(self, *args, **kwargs):
+        self.gate.wait(20)
+        return self.engine.generate_one(*args, **kwargs)
 
-        self.completions.append(ThreadedCompletion(run))
+    def stream(self, prompt_ids, sampling, enable_thinking=False):
+        self.completions.append(TransformersStream(self, prompt_ids, sampling, enable_thinking))
         return self.completions[-1]
 
 
@@ -307,7 +307,7 @@ def test_client_disconnect_stops_generation(gated):
     while completion.result is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert completion.result is not None and completion.result.finish_reason == "cancelled"
-    assert completion.result.completion_tokens < 1000
+    assert completion.result.tokens < 1000
     assert httpx.get(f"{url}/health").json()["running"] == 0
 
 

@@ -1,43 +1,91 @@
-"""Engine selection (vLLM only with the package and a CUDA GPU) and the vLLM stream handling, on CPU."""
+"""Engine choice (vLLM only with the package, a CUDA GPU and an adapter it can load), the vLLM stream handling,
+and the transformers stream's end and errors, on CPU with fakes."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from types import SimpleNamespace
 
 import pytest
 
+from medtune import generation
 from medtune.errors import UserError
+from medtune.generation import VllmStream, choose_engine, vllm_lora_rank, vllm_refusal
 from medtune.serve import _fit_context, _is_loopback
 from medtune.serve.api import ServeSettings
-from medtune.serve.engines import VllmCompletion, choose_engine, vllm_lora_rank
 
 
-def test_auto_picks_transformers_without_vllm_or_gpu(monkeypatch):
+def _machine(monkeypatch, has_vllm: bool, has_cuda: bool) -> None:
     import torch
 
     real_find_spec = importlib.util.find_spec
-    for has_vllm, has_cuda, expected in [(False, False, "transformers"), (True, False, "transformers"),
-                                         (False, True, "transformers"), (True, True, "vllm")]:
-        monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *a, v=has_vllm: object() if name == "vllm" and v else
-                            (None if name == "vllm" else real_find_spec(name, *a)))
-        monkeypatch.setattr(torch.cuda, "is_available", lambda c=has_cuda: c)
-        assert choose_engine("auto") == expected
-        assert choose_engine("transformers") == "transformers"
-        if expected == "vllm":
-            assert choose_engine("vllm") == "vllm"
-        else:
-            with pytest.raises(UserError, match="needs the vllm package and a CUDA GPU"):
-                choose_engine("vllm")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if has_vllm else None) if name == "vllm" else real_find_spec(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+
+
+@pytest.mark.parametrize("has_vllm, has_cuda, expected", [
+    (False, False, "transformers"), (True, False, "transformers"), (False, True, "transformers"), (True, True, "vllm")])
+def test_auto_picks_vllm_only_with_the_package_and_a_gpu(monkeypatch, has_vllm, has_cuda, expected):
+    _machine(monkeypatch, has_vllm, has_cuda)
+    assert choose_engine("auto") == expected
+    assert choose_engine("transformers") == "transformers"
+    if expected == "vllm":
+        assert choose_engine("vllm") == "vllm"
+    else:
+        with pytest.raises(UserError, match="--engine vllm needs the vllm package and a CUDA GPU"):
+            choose_engine("vllm")
     with pytest.raises(UserError, match="--engine must be one of"):
         choose_engine("llama.cpp")
 
 
-def test_on_this_machine_auto_is_transformers():
-    if importlib.util.find_spec("vllm") is None:
-        assert choose_engine("auto") == "transformers"
+def _adapter(tmp_path, name: str, **config) -> str:
+    path = tmp_path / name
+    path.mkdir()
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "x", **config}))
+    return str(path)
+
+
+def test_an_adapter_that_trains_lm_head_falls_back_to_transformers_and_says_why(monkeypatch, tmp_path):
+    _machine(monkeypatch, has_vllm=True, has_cuda=True)
+    plain = _adapter(tmp_path, "plain", target_modules=["q_proj"])
+    full_head = _adapter(tmp_path, "head", modules_to_save=["lm_head"])
+    huge = _adapter(tmp_path, "huge", r=1024)
+    assert vllm_refusal([plain]) is None
+    assert "trains lm_head in full (modules_to_save)" in vllm_refusal([plain, full_head])
+    assert "LoRA rank 1024" in vllm_refusal([huge])
+    said = []
+    assert choose_engine("auto", [plain], log=said.append) == "vllm" and said == []
+    for requested in ("auto", "vllm"):  # asked for by name too: a plain note and the fallback, not a crash
+        said.clear()
+        assert choose_engine(requested, [plain, full_head], log=said.append) == "transformers"
+        assert len(said) == 1 and "not using vLLM" in said[0] and "modules_to_save" in said[0]
+        assert "medtune merge" in said[0]
+
+
+def test_load_generator_follows_the_choice(monkeypatch, tmp_path):
+    # A run whose adapter trains lm_head in full must not reach the vLLM loader.
+    _machine(monkeypatch, has_vllm=True, has_cuda=True)
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    lora_run = tmp_path / "run"
+    lora_run.mkdir()
+    (lora_run / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": str(tmp_path / "base")}))
+    loaded = []
+    monkeypatch.setattr(generation.VllmGenerator, "load", classmethod(lambda cls, *a, **k: loaded.append("vllm")))
+    monkeypatch.setattr(generation.AsyncVllmGenerator, "load",
+                        classmethod(lambda cls, *a, **k: loaded.append("async-vllm")))
+    monkeypatch.setattr(generation.TransformersGenerator, "load",
+                        classmethod(lambda cls, *a, **k: loaded.append("transformers")))
+    generation.load_generator(lora_run, engine="auto")
+    generation.load_generator(lora_run, engine="auto", serving=True)
+    generation.load_generator(lora_run, engine="transformers")
+    config = json.loads((lora_run / "adapter_config.json").read_text())
+    monkeypatch.setattr(generation, "read_adapter_config", lambda a: {**config, "modules_to_save": ["lm_head"]})
+    generation.load_generator(lora_run, engine="vllm", serving=True)
+    assert loaded == ["vllm", "async-vllm", "transformers", "transformers"]
 
 
 def test_vllm_lora_rank():
@@ -49,8 +97,8 @@ def test_vllm_lora_rank():
 class FakeAsyncLLM:
     """What vLLM's AsyncLLMEngine.generate yields: RequestOutputs with the text so far (cumulative)."""
 
-    def __init__(self, texts, finish_reason):
-        self.texts, self.finish_reason = texts, finish_reason
+    def __init__(self, texts, token_ids, finish_reason):
+        self.texts, self.token_ids, self.finish_reason = texts, token_ids, finish_reason
         self.calls, self.aborted = [], []
 
     async def generate(self, prompt, params, request_id, lora_request=None):
@@ -58,28 +106,70 @@ class FakeAsyncLLM:
         for i, text in enumerate(self.texts):
             last = i == len(self.texts) - 1
             yield SimpleNamespace(finished=last, outputs=[SimpleNamespace(
-                text=text, token_ids=list(range(i + 1)), finish_reason=self.finish_reason if last else None)])
+                text=text, token_ids=self.token_ids[:i + 1], finish_reason=self.finish_reason if last else None)])
 
     async def abort(self, request_id):
         self.aborted.append(request_id)
 
 
-@pytest.mark.parametrize("finish_reason, expected", [("length", "length"), ("stop", "stop")])
-def test_vllm_completion_passes_on_new_text_and_the_finish(finish_reason, expected):
-    llm = FakeAsyncLLM(["多", "多喝", "多喝", "多喝水。"], finish_reason)
+@pytest.mark.parametrize("finish_reason, token_ids, tokens", [
+    ("length", [101, 102, 103, 104], 4),   # cut at max_tokens: every token counts
+    ("stop", [101, 102, 103, 7], 3)])      # ended by the stop token 7, which is not counted
+def test_vllm_stream_passes_on_new_text_and_the_finish(qwen3_tokenizer, finish_reason, token_ids, tokens):
+    llm = FakeAsyncLLM(["多", "多喝", "多喝", "多喝水。"], token_ids, finish_reason)
     lora = SimpleNamespace(lora_name="run")
-    completion = VllmCompletion(llm, [1, 2, 3], "params", lora)
+    owner = SimpleNamespace(stop_ids=[7], tokenizer=qwen3_tokenizer)
+    stream = VllmStream(llm, [1, 2, 3], "params", lora, owner, enable_thinking=False)
 
     async def read():
-        pieces = [p async for p in completion]
-        await completion.aclose()
+        pieces = [p async for p in stream]
+        await stream.aclose()
         return pieces
 
     assert asyncio.run(read()) == ["多", "喝", "水。"]
-    assert (completion.result.completion_tokens, completion.result.finish_reason) == (4, expected)
+    assert (stream.result.tokens, stream.result.finish_reason) == (tokens, finish_reason)
+    assert stream.result.text == qwen3_tokenizer.decode(token_ids[:tokens])
     prompt, params, request_id, lora_request = llm.calls[0]
     assert prompt == {"prompt_token_ids": [1, 2, 3]} and params == "params" and lora_request is lora
     assert llm.aborted == [request_id]
+
+
+class FakeGenerator:
+    """Feeds the streamer the way generate() does (the prompt first, then one token at a time), then fails
+    or returns."""
+
+    def __init__(self, tokenizer, fail: bool):
+        self.tokenizer, self.fail = tokenizer, fail
+
+    def generate_one(self, prompt_ids, sampling, enable_thinking, stop=None, streamer=None):
+        import torch
+
+        streamer.put(torch.tensor([prompt_ids]))
+        for t in self.tokenizer("多喝水。", add_special_tokens=False)["input_ids"]:
+            streamer.put(torch.tensor([t]))
+        if self.fail:
+            raise RuntimeError("CUDA out of memory")
+        streamer.end()
+        return generation.Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_transformers_stream_sets_the_result_before_the_reader_ends_and_passes_errors_on(qwen3_tokenizer, fail):
+    async def read():
+        stream = generation.TransformersStream(FakeGenerator(qwen3_tokenizer, fail), [1, 2], None, False)
+        pieces = []
+        try:
+            async for p in stream:
+                pieces.append(p)
+        except RuntimeError as e:
+            return pieces, stream.result, str(e)
+        return pieces, stream.result, None
+
+    pieces, result, error = asyncio.run(asyncio.wait_for(read(), 10))
+    if fail:
+        assert error == "CUDA out of memory" and result is None
+    else:
+        assert "".join(pieces) == "多喝水。" and error is None and result.answer == "多喝水。"
 
 
 def test_context_limits_fit_the_model():

@@ -14,14 +14,17 @@ from medtune.config import DTYPES, ConfigError, dtype_name, load_config, save_co
 
 EPILOG = """\
 the whole pipeline:
-  run       prepare -> train -> evaluate -> report on one config; finished stages are skipped
+  run       prepare -> train [-> align] -> evaluate -> report on one config; finished stages are skipped
   demo      run on the embedded tiny default (configs/demo.yaml): CPU, offline, a few minutes
 
 stages (each reads and writes only the run directory, output_dir in the config):
+  plan      parameters, peak memory per GPU, steps and time for a config, before any download
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
-  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe -> eval/
-            (or ad hoc on any model: medtune evaluate perplexity|compare|bench|judge|metrics|safety ...)
+  align     DPO / KTO / GRPO on top of the SFT adapter (config section align:) -> align/ (optional)
+  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe,
+            contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|bench|judge|
+            metrics|safety|contamination ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
 use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
@@ -32,14 +35,17 @@ use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model di
 examples:
   medtune demo
   medtune run configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune plan configs/qwen3-8b-huatuo.yaml --gpus 4 --gpu-memory 32GB
   medtune prepare configs/demo.yaml
   medtune prepare configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
+  medtune align configs/demo.yaml --set align.max_steps=20 --force
   medtune evaluate configs/demo.yaml --set evaluate.max_questions=5
   medtune evaluate compare --model Qwen/Qwen3-8B --thinking both --output cmp/
   medtune report runs/demo --lang en
 
   medtune merge runs/demo --output runs/demo-merged --dtype bf16
   medtune chat runs/demo
+  medtune chat runs/demo/align              # the aligned adapter
   medtune serve runs/demo --port 8000
 """
 
@@ -102,6 +108,34 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def cmd_plan(args) -> int:
+    from medtune.plan import format_plan, parse_memory, plan_config
+
+    cfg = load_config(args.config, args.overrides)
+    memory = parse_memory(args.gpu_memory) if args.gpu_memory else None
+    result = plan_config(cfg, gpus=args.gpus, gpu_memory=memory, tokens_per_second=args.tokens_per_second,
+                         samples=args.samples, shard_weights=args.fsdp)
+    print(format_plan(cfg, result))
+    return 0
+
+
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="parameters, peak GPU memory, steps and time for a config (downloads nothing)",
+                       description="Build the base model from its config.json on the meta device, wrap it with the "
+                                   "config's LoRA and print parameters, peak memory per GPU (weights, LoRA state, "
+                                   "activations, logits chunk, headroom), steps, tokens and time, and what to change "
+                                   "when it does not fit.")
+    _add_config_args(p)
+    p.add_argument("--gpus", type=int, default=1, help="GPUs (data-parallel processes) in the run (default 1)")
+    p.add_argument("--gpu-memory", metavar="SIZE", help="memory per GPU, e.g. 24GB, 80GB (GiB); enables the fit check")
+    p.add_argument("--fsdp", action="store_true", help="the weights are sharded over the GPUs (FSDP / ZeRO-3)")
+    p.add_argument("--tokens-per-second", type=float, metavar="N",
+                   help="training rate of the whole run for the time estimate (default 950 per GPU)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="training samples (default: the prepared data's, else data.max_samples)")
+    p.set_defaults(func=cmd_plan)
+
+
 def cmd_train(args) -> int:
     from medtune.launch import train_or_launch
 
@@ -121,6 +155,25 @@ def add_train(sub) -> None:
                                                          "checkpoints exist (deletes the checkpoints)")
     _add_launch_args(p)
     p.set_defaults(func=cmd_train)
+
+
+def cmd_align(args) -> int:
+    from medtune.align import align_model
+
+    align_model(_load(args), force=args.force, resume=args.resume)
+    return 0
+
+
+def add_align(sub) -> None:
+    p = sub.add_parser("align", help="DPO / KTO / GRPO on top of the SFT adapter (config section align:)",
+                       description="Train the run's SFT adapter further with TRL's DPO, KTO or GRPO trainer; the "
+                                   "reference model is the SFT model. Data: preference/KTO/multiple-choice files "
+                                   "(align.train_files) or pairs made from the SFT run itself (align.pairs: self). "
+                                   "Writes <output_dir>/align/; resumes from its latest complete checkpoint.")
+    _add_config_args(p)
+    p.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint directory")
+    p.add_argument("--force", action="store_true", help="rerun even if align/ is up to date (deletes its checkpoints)")
+    p.set_defaults(func=cmd_align)
 
 
 def cmd_report(args) -> int:
@@ -274,8 +327,8 @@ def add_evaluate(sub) -> None:
                     f"  EVALUATION  one of {', '.join(names)}: that evaluation, ad hoc\n"
                     "  CONFIG      anything else: a config file (one named like an evaluation: ./NAME)\n\n"
                     "With a config: run what its evaluate: section asks for on the run directory, writing\n"
-                    "eval/ (perplexity.json, compare/, metrics.json, safety.json); parts whose inputs are\n"
-                    "unchanged are skipped unless --force.",
+                    "eval/ (perplexity.json, compare/, metrics.json, safety.json, contamination.json); parts whose\n"
+                    "inputs are unchanged are skipped unless --force.",
         epilog=overview())
     p.add_argument("target", metavar="CONFIG | EVALUATION", help="a YAML config, or one of the ad hoc evaluations")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -291,7 +344,7 @@ def cmd_run(args) -> int:
 
 
 def add_run(sub) -> None:
-    p = sub.add_parser("run", help="prepare -> train -> evaluate -> report, skipping finished stages",
+    p = sub.add_parser("run", help="prepare -> train [-> align] -> evaluate -> report, skipping finished stages",
                        description="Run every stage on one run directory. A stage whose outputs exist for unchanged "
                                    "inputs is skipped; after a failure, rerunning continues from there (training "
                                    "resumes from its last complete checkpoint). Training launches one process per GPU "
@@ -329,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run(sub)
     add_demo(sub)
     add_prepare(sub)
+    add_plan(sub)
     add_train(sub)
+    add_align(sub)
     add_evaluate(sub)
     add_report(sub)
     add_merge(sub)

@@ -1,6 +1,7 @@
 """The run configuration: one YAML file mapped onto typed dataclasses, with `--set` overrides.
 
-A config has `output_dir` and six sections (model, data, lora, train, evaluate, report). Unknown keys,
+A config has `output_dir` and six sections (model, data, lora, train, evaluate, report), plus an optional
+`align` section. Unknown keys,
 wrong types and impossible combinations are errors that name the file and the key. Training fields
 that Hugging Face `TrainingArguments` / TRL `SFTConfig` define keep their names and meaning there.
 
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from medtune.errors import UserError, deprecated
+from medtune.generation import QWEN3_SAMPLING
 
 BUILTIN_TINY_QWEN3 = "builtin:tiny-qwen3"
 QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -48,6 +50,24 @@ class ConfigError(UserError, ValueError):
 
 
 @dataclass
+class QuantizationConfig:
+    """bitsandbytes quantization of the frozen base weights while training (QLoRA); merge loads them unquantized."""
+
+    bits: int = 4
+    """4 (QLoRA, NF4/FP4) or 8 (LLM.int8)."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type; nf4 is QLoRA's."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (about 0.4 bits per weight saved)."""
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Dtype the 4-bit weights are dequantized to for each matmul (fp32 on CPU)."""
+
+    def __post_init__(self):
+        if self.bits not in (4, 8):
+            raise ValueError(f"model.quantization.bits must be 4 or 8, not {self.bits}")
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = BUILTIN_TINY_QWEN3
     """Hub id (Qwen/Qwen3-8B), local directory, or `builtin:tiny-qwen3` (tiny random Qwen3 for CPU demos)."""
@@ -62,12 +82,52 @@ class ModelConfig:
     """`auto` picks flash-attention when installed on a GPU, else sdpa."""
     enable_thinking: bool = False
     """Chat-template thinking switch used for training data (Qwen3 hybrid models); off = non-thinking SFT."""
+    quantization: QuantizationConfig | None = None
+    """null = full-precision base weights; {bits: 4, quant_type: nf4, double_quant: true, compute_dtype: bf16} =
+    QLoRA through bitsandbytes."""
+
+
+@dataclass
+class TrainSource:
+    """One source of a data mixture: a file, glob, directory or hub id read with its own layout."""
+
+    path: str
+    weight: float | None = None
+    """Share of the training set: sources' weights are normalised to shares (3 and 1 = 75% and 25%)."""
+    max_samples: int | None = None
+    """At most this many usable records of this source (chosen as data.select says); null = all."""
+    format: Literal["auto", "sharegpt", "messages", "alpaca", "csv"] | None = None
+    """Record layout of this source; null = data.format."""
+    columns: dict[str, str] | None = None
+    """CSV column mapping of this source; null = data.columns."""
+    encoding: str | None = None
+    """Text encoding of this source; null = data.encoding."""
+    system_prompt: str | None = None
+    """System prompt for this source's records that have none; null = data.system_prompt."""
+
+    def __post_init__(self):
+        if not self.path.strip():
+            raise ValueError("data.train_files: a source needs a non-empty path")
+        if self.weight is not None and self.weight <= 0:
+            raise ValueError(f"data.train_files '{self.path}': weight must be > 0")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"data.train_files '{self.path}': max_samples must be >= 1 or null")
+
+
+@dataclass
+class ExcludeFile:
+    """An evaluation file whose items are removed from the training data by prepare."""
+
+    path: str
+    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa", "cmb-clin"] = "questions"
+    """questions/safety: JSONL or CSV with a `question`/`prompt` field; else a benchmark layout."""
 
 
 @dataclass
 class DataConfig:
-    train_files: list[str] = field(default_factory=list)
-    """Local JSON/JSONL(.gz)/Parquet/CSV files or globs, or one hub dataset id."""
+    train_files: list[str | TrainSource] = field(default_factory=list)
+    """Local JSON/JSONL(.gz)/Parquet/CSV files or globs, or one hub dataset id; an entry may also be a
+    mapping {path, weight | max_samples, format, columns, encoding, system_prompt} to mix sources."""
     val_files: list[str] = field(default_factory=list)
     """Optional separate validation files; when empty, `val_size` records are held out of train_files."""
     format: Literal["auto", "sharegpt", "messages", "alpaca", "csv"] = "auto"
@@ -96,8 +156,20 @@ class DataConfig:
     """Drop exact duplicate conversations (counted and listed in rejected.jsonl)."""
     seed: int = 42
     """Seed for random selection and the validation split."""
+    exclude: list[str | ExcludeFile] = field(default_factory=list)
+    """Evaluation files whose items must not be trained on: a training dialogue that contains one (the
+    contamination check's test) is rejected as `overlaps evaluation item FILE:LINE`. A plain path must be
+    one of the evaluate section's files (its format is taken from there); else give {path, format}."""
+
+    def source_paths(self) -> list[str]:
+        """The path (or glob, or hub id) of every data.train_files entry, in order."""
+        return [s.path if isinstance(s, TrainSource) else s for s in self.train_files]
 
     def __post_init__(self):
+        weighted = [isinstance(s, TrainSource) and s.weight is not None for s in self.train_files]
+        if any(weighted) and not all(weighted):
+            raise ValueError("data.train_files: give every source a weight, or none (weights are shares of the "
+                             "training set)")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("data.max_samples must be >= 1 or null")
         if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
@@ -189,9 +261,9 @@ class GenerationConfig:
     max_new_tokens: int = 512
     do_sample: bool = True
     """false = greedy decoding (temperature, top_p and top_k are then unused)."""
-    temperature: float = 0.7
-    top_p: float = 0.8
-    top_k: int = 20
+    temperature: float = QWEN3_SAMPLING[False]["temperature"]
+    top_p: float = QWEN3_SAMPLING[False]["top_p"]
+    top_k: int = QWEN3_SAMPLING[False]["top_k"]
     """0 disables top-k (needed for endpoints that reject it, e.g. api.openai.com)."""
     repetition_penalty: float = 1.0
     seed: int = 0
@@ -210,8 +282,6 @@ class GenerationConfig:
             raise ValueError("generation.repetition_penalty must be > 0")
 
 
-# Qwen3's recommended sampling in thinking mode (the non-thinking values are GenerationConfig's defaults).
-QWEN3_THINKING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
 
 
 @dataclass
@@ -222,7 +292,7 @@ class CompareModel:
     model: str = "run:base"
     """Hub id or path; `run:base` = this run's base model; with base_url, the model name the endpoint serves."""
     adapter: str | None = None
-    """LoRA adapter directory; `run` = this run's trained adapter."""
+    """LoRA adapter directory; `run` = this run's trained adapter, `run:align` = its aligned adapter (run/align)."""
     prompt_format: str = "chat_template"
     """`chat_template` (the model's own) or a plain format with {question}, e.g. '<human>:{question}\\n<bot>:'."""
     system_prompt: str | None = None
@@ -270,6 +340,28 @@ class BenchmarkSet:
     shots: int = 0
     dev_path: str | None = None
     """Few-shot examples come from here (default: the first `shots` items of each subject are used and excluded)."""
+    kind: Literal["medical", "general"] = "medical"
+    """general: a non-medical set (e.g. CMMLU's non-medical subjects); the report sets the tuned model's change on it
+    (the cost of medical tuning) beside its change on the medical sets (the gain)."""
+    subjects: list[str] | None = None
+    """Score only these subjects (CMMLU: file stems such as high_school_geography); null = all."""
+    name: str | None = None
+    """The benchmark's name in the results (default: the path's stem); needed to score one path twice."""
+
+
+@dataclass
+class ConsultationSet:
+    """Multi-turn consultation cases (medtune.evaluate.consult)."""
+
+    path: str
+    """A CMB-Clin JSON file: [{id, title, description, QA_pairs: [{question, answer}]}]."""
+    format: Literal["cmb-clin"] = "cmb-clin"
+    max_cases: int | None = None
+    """Use the first N cases; null = all."""
+
+    def __post_init__(self):
+        if self.max_cases is not None and self.max_cases < 1:
+            raise ValueError("evaluate.consultations max_cases must be >= 1 or null")
 
 
 @dataclass
@@ -290,6 +382,8 @@ class EvaluateConfig:
     batch_size: int = 8
     """Prompts per batch (transformers) or concurrent requests (endpoints) for batched generation."""
     benchmarks: list[BenchmarkSet] = field(default_factory=list)
+    consultations: list[ConsultationSet] = field(default_factory=list)
+    """Multi-turn consultation sets (CMB-Clin layout), answered by every chat-template arm of the comparison."""
     judge_base_url: str | None = None
     """OpenAI-compatible endpoint for LLM-as-judge; null skips judging."""
     judge_model: str | None = None
@@ -299,6 +393,8 @@ class EvaluateConfig:
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"
     """Red-flag prompt set for the safety probe; null skips it."""
+    contamination: bool = True
+    """Check every evaluation input against the training (and align) data -> eval/contamination.json."""
 
     def __post_init__(self):
         if self.max_questions is not None and self.max_questions < 1:
@@ -314,6 +410,122 @@ class EvaluateConfig:
             if local := [m.name for m in self.compare if not m.base_url]:
                 raise ValueError(f"evaluate.engine is openai, so every evaluate.compare model needs a base_url; "
                                  f"missing for: {', '.join(local)}")
+
+
+@dataclass
+class SelfPairsConfig:
+    """`align.pairs: self`: chosen = the training data's answer, rejected = the SFT model's own sample."""
+
+    max_prompts: int | None = 64
+    """Training dialogues (the first N of the prepared train split) turned into pairs; null = all."""
+    max_rouge_l: float = 0.7
+    """Drop a pair when the sample's character ROUGE-L F1 against the reference answer is above this (near-duplicate)."""
+    judge: bool = False
+    """Also ask the evaluate judge (evaluate.judge_base_url) and drop pairs where it prefers the sample."""
+    batch_size: int = 8
+    """Prompts per batch of generation."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Decoding of the sampled (rejected) answers."""
+
+    def __post_init__(self):
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError("align.self_pairs.max_prompts must be >= 1 or null")
+        if not 0 < self.max_rouge_l <= 1:
+            raise ValueError("align.self_pairs.max_rouge_l must be in (0, 1]")
+        if self.batch_size < 1:
+            raise ValueError("align.self_pairs.batch_size must be >= 1")
+
+
+@dataclass
+class AlignConfig:
+    """The align stage (after train): DPO / KTO / GRPO through TRL on top of the SFT adapter. Fields keep
+    their TRL names (DPOConfig / KTOConfig / GRPOConfig); any other TRL field goes under `trl`."""
+
+    algorithm: Literal["dpo", "kto", "grpo"]
+    pairs: Literal["files", "self"] = "files"
+    """`files`: records from train_files; `self`: pairs built from the SFT run (see self_pairs)."""
+    train_files: list[str] = field(default_factory=list)
+    """Preference (DPO), unpaired (KTO) or multiple-choice (GRPO) JSON/JSONL files; the format is detected per record."""
+    max_samples: int | None = None
+    """Keep the first N usable records; null keeps all."""
+    mcq_format: Literal["mcq", "cmmlu", "cmexam", "cmb", "medqa"] = "mcq"
+    """GRPO: layout of train_files: `question/options/answer` JSONL (mcq) or a benchmark layout."""
+    self_pairs: SelfPairsConfig = field(default_factory=SelfPairsConfig)
+    beta: float | None = None
+    """KL weight; null = TRL's default (0.1 for DPO/KTO, 0.0 for GRPO: no reference model)."""
+    loss_type: list[str] | None = None
+    """TRL loss(es), mixed by loss_weights; null = TRL's default (DPO sigmoid, KTO kto, GRPO dapo)."""
+    loss_weights: list[float] | None = None
+    learning_rate: float = 5e-6
+    """Higher than TRL's full-model 1e-6: only the LoRA weights move."""
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 1024
+    """Prompt + completion tokens (DPO/KTO); longer records are rejected before training, not truncated."""
+    lr_scheduler_type: str = "linear"
+    warmup_steps: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool | None = None
+    """null = bf16 on a bf16-capable GPU, else fp32 (bf16 on CPU is 8-19x slower)."""
+    gradient_checkpointing: bool | None = None
+    """null = on for GPUs, off on CPU (the tiny CPU models gain nothing from it)."""
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int | None = 2
+    seed: int = 42
+    num_generations: int = 8
+    """GRPO: completions sampled per prompt (one group)."""
+    max_completion_length: int = 512
+    """GRPO: most tokens per sampled completion."""
+    temperature: float = 1.0
+    """GRPO: sampling temperature of the completions."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """GRPO: normalise advantages by the group's (or batch's) reward std, or not."""
+    mask_truncated_completions: bool = False
+    """GRPO: completions cut at max_completion_length get no loss."""
+    trl: dict[str, Any] = field(default_factory=dict)
+    """Any other field of trl.DPOConfig / KTOConfig / GRPOConfig under its TRL name (checked when the stage starts)."""
+
+    def __post_init__(self):
+        if self.pairs == "self" and self.algorithm == "grpo":
+            raise ValueError("align.pairs: self builds preference pairs; GRPO needs multiple-choice items in "
+                             "align.train_files")
+        if self.pairs == "files" and not self.train_files:
+            raise ValueError(f"align.train_files is empty: name the {self.algorithm.upper()} data files, or set "
+                             "align.pairs: self to build pairs from the SFT run")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError("align.max_samples must be >= 1 or null")
+        if self.loss_type is not None and (not self.loss_type or (self.algorithm != "dpo" and len(self.loss_type) != 1)):
+            raise ValueError("align.loss_type: name one loss (DPO may mix several, weighted by align.loss_weights)")
+        if self.loss_weights is not None and (self.algorithm != "dpo" or len(self.loss_weights) != len(self.loss_type or [])):
+            raise ValueError("align.loss_weights is for DPO and needs one weight per align.loss_type entry")
+        if self.beta is not None and self.beta < 0:
+            raise ValueError("align.beta must be >= 0")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError("align.max_steps must be -1 (use num_train_epochs) or >= 1")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError("align.num_train_epochs must be > 0 when align.max_steps is -1")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"align.{name} must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError("align.learning_rate must be > 0")
+        if self.max_length < 16:
+            raise ValueError("align.max_length must be at least 16 tokens")
+        if self.algorithm == "grpo" and self.num_generations < 2:
+            raise ValueError("align.num_generations must be >= 2: GRPO compares completions within a group")
+        if self.max_completion_length < 1 or self.temperature <= 0:
+            raise ValueError("align.max_completion_length must be >= 1 and align.temperature > 0")
+        if owned := sorted(set(self.trl) & (ALIGN_OWNED_TRL_KEYS | {f.name for f in dataclasses.fields(self)})):
+            raise ValueError(f"align.trl.{owned[0]}: set by medtune or by its own align key; remove it from align.trl")
+
+
+# TRL settings medtune derives itself (output place, precision, logging): not settable under align.trl.
+ALIGN_OWNED_TRL_KEYS = {"output_dir", "fp16", "use_cpu", "report_to", "disable_tqdm", "logging_dir",
+                        "save_strategy", "overwrite_output_dir", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+                        "activation_checkpointing", "activation_checkpointing_kwargs"}
 
 
 @dataclass
@@ -334,6 +546,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    align: AlignConfig | None = None
+    """Preference / RL stage after train (DPO, KTO, GRPO); null = no align stage."""
 
     @property
     def run_dir(self) -> Path:
@@ -478,7 +692,7 @@ def _convert(value: Any, tp: Any, source: str, key: str):
         return value
     if origin is list:
         if isinstance(value, (str, dict)) or not isinstance(value, list):
-            if args and args[0] is str and isinstance(value, str):
+            if args and str in (args[0], *typing.get_args(args[0])) and isinstance(value, str):
                 return [value]  # a single path is a one-element list
             raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
         return [_convert(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value)] if args else value

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.inference import DTYPE_NAMES, SAMPLING_DEFAULTS, resolve_model_source
-from medtune.rundir import write_json
+from medtune.generation import DTYPE_NAMES, QWEN3_SAMPLING, resolve_model_source
+from medtune.rundir import read_json, write_json
 
 DTYPES = ("bf16", "fp16", "fp32")
 MERGE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
@@ -65,7 +65,12 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
     _check_tied_targets(source.adapter, tied)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    log(f"merge: loading {source.base} + adapter {source.adapter} (fp32, {device})")
+    # An adapter trained on a quantized base (QLoRA) is merged into the unquantized base weights, loaded in fp32
+    # here: merging into dequantized 4-bit weights would bake the quantization error into every layer.
+    quantized_base = read_json(source.adapter / "train_results.json", {}).get("quantization")
+    log(f"merge: loading {source.base} + adapter {source.adapter} (fp32, {device})"
+        + (f"; the adapter was trained on a {_bits(quantized_base)} base, merged into the full-precision weights"
+           if quantized_base else ""))
     model, tokenizer = load_model(source.base, adapter=source.adapter, dtype="float32", device=device)
     batch = _check_batch(tokenizer, device)
     mask = batch["attention_mask"].bool()
@@ -107,6 +112,7 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
             "adapter": str(source.adapter.resolve()), "dtype": dtype, "tie_word_embeddings": tied,
             "device": device, "check_prompts": len(CHECK_CONVERSATIONS), "check_tokens": int(mask.sum()),
             "logit_scale": scale, "tolerance": MERGE_TOLERANCE, "checks": checks,
+            "trained_on_quantized_base": quantized_base,
             "seconds": round(time.time() - started, 3),
         }
         write_json(tmp / "medtune_merge.json", record)
@@ -122,8 +128,16 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
     if checks["adapter_effect"] <= MERGE_TOLERANCE["fp32"]:
         log("merge: note: the adapter hardly changes the base model's logits (untrained LoRA?), so this check "
             "cannot tell a merged adapter from a missing one")
+    if quantized_base:
+        log(f"merge: note: this merged model comes from a {_bits(quantized_base)} base: training saw the quantized "
+            "weights, the merged model has the full-precision ones plus the LoRA update, so its answers can differ "
+            "slightly from base+adapter loaded in 4 bit")
     log(f"merge: wrote {output} (load it like any model: medtune chat {output} / medtune serve {output})")
     return record
+
+
+def _bits(quantization: dict) -> str:
+    return f"{quantization['bits']}-bit" + (f" {quantization['quant_type']}" if quantization["bits"] == 4 else "")
 
 
 def _check_output(output: Path, adapter: Path, base: str, force: bool) -> None:
@@ -195,7 +209,7 @@ def _generation_config(tokenizer, base):
            if i is not None]
     return GenerationConfig(bos_token_id=base.bos_token_id if base is not None else None,
                             eos_token_id=list(dict.fromkeys(ids)), pad_token_id=tokenizer.pad_token_id,
-                            do_sample=True, **SAMPLING_DEFAULTS[False])
+                            do_sample=True, **QWEN3_SAMPLING[False])
 
 
 def _move_into_place(tmp: Path, output: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from medtune.assets import find_qwen3_tokenizer
 from medtune.config import BUILTIN_TINY_QWEN3
 from medtune.errors import UserError
+from medtune.generation import QWEN3_SAMPLING
 
 # The token ids of the real Qwen3 tokenizer.
 QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}
@@ -64,7 +65,7 @@ def build_tiny_qwen3(dest: str | Path, seed: int = 0, **overrides) -> Path:
     model = Qwen3ForCausalLM(qwen3_config(**{**TINY_QWEN3, **overrides}))
     model.generation_config = GenerationConfig(
         bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643,
-        do_sample=True, temperature=0.7, top_p=0.8, top_k=20)  # Qwen3 non-thinking defaults
+        do_sample=True, **QWEN3_SAMPLING[False])
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -150,12 +151,18 @@ def batches_by_length(lengths: list[int], targets: list[int], batch_size: int,
     return out
 
 
-def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0) -> tuple[float, int]:
+def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0, rank: int = 0,
+                 world: int = 1) -> tuple[float, int]:
     """(sum of the cross-entropy of every target token, number of target tokens) over a prepared dataset.
 
     Token-weighted, with the labels as prepared (-100 = not scored), shifted as in training; the logits
     are computed only at target positions (`logits_to_keep`), through any wrapper (PEFT). The one
     definition of eval loss: training's evaluations and `medtune evaluate perplexity` both use it.
+
+    With world > 1 this rank scores batches rank, rank + world, ... of the one batch list, and every rank
+    runs the same number of forwards: under FSDP and ZeRO-3 each forward gathers weights from all ranks,
+    so a rank that skipped one would leave the others waiting forever. Rounds past the last batch repeat
+    the first batch and count nothing.
     """
     import torch
     import torch.nn.functional as F
@@ -163,32 +170,44 @@ def dataset_loss(model, dataset, batch_size: int = 8, pad_id: int = 0) -> tuple[
     columns = dataset.select_columns(["input_ids", "labels"])[:]
     ids_all, labels_all = columns["input_ids"], columns["labels"]
     targets = [sum(1 for t in labels[1:] if t != IGNORE) for labels in labels_all]
+    batches = batches_by_length([len(x) for x in ids_all], targets, batch_size)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     loss_sum, n_tokens = 0.0, 0
-    with torch.inference_mode():
-        for rows in batches_by_length([len(x) for x in ids_all], targets, batch_size):
-            width = max(len(ids_all[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):  # right padding: positions of real tokens are unchanged
-                n = len(ids_all[i])
-                ids[r, :n] = torch.tensor(ids_all[i])
-                labels[r, :n] = torch.tensor(labels_all[i])
-                mask[r, :n] = 1
+    with torch.no_grad():  # not inference_mode: FSDP2 must be able to reshard the gathered weights
+        for i in range(rank, -(-len(batches) // world) * world, world):
+            counted = i < len(batches)
+            ids, labels, mask = right_padded(ids_all, labels_all, batches[i] if counted else batches[0], pad_id)
             # The logit at position t predicts token t + 1: keep only positions whose next token is a target.
             shifted = labels[:, 1:]
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = shifted != IGNORE
             if not keep.any():
-                continue
+                if world == 1:
+                    continue
+                counted, keep[:, -1] = False, True  # the other ranks run a forward now: so must this one
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=keep.to(device),
                         use_cache=False)
-            # Both sides flatten row by row, so logit k belongs to target k.
-            loss_sum += F.cross_entropy(out.logits.float(), shifted[shifted != IGNORE].to(device),
-                                        reduction="sum").item()
-            n_tokens += int(keep.sum())
+            if counted:  # both sides flatten row by row, so logit k belongs to target k
+                loss_sum += F.cross_entropy(out.logits.float(), shifted[shifted != IGNORE].to(device),
+                                            reduction="sum").item()
+                n_tokens += int(keep.sum())
     model.train(was_training)
     return loss_sum, n_tokens
+
+
+def right_padded(ids_all: list, labels_all: list, rows: list[int], pad_id: int):
+    """input_ids, labels and attention mask of these samples, right-padded (real positions unchanged)."""
+    import torch
+
+    width = max(len(ids_all[i]) for i in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, i in enumerate(rows):
+        n = len(ids_all[i])
+        ids[r, :n] = torch.tensor(ids_all[i])
+        labels[r, :n] = torch.tensor(labels_all[i])
+        mask[r, :n] = 1
+    return ids, labels, mask

@@ -9,6 +9,7 @@ back with the reason, so the caller can list it in rejected.jsonl and go on.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import gzip
 import io
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from medtune.config import DataConfig
+from medtune.config import DataConfig, TrainSource
 from medtune.errors import UserError
 
 USER, ASSISTANT, SYSTEM = "user", "assistant", "system"
@@ -100,6 +101,37 @@ def expand_inputs(specs: list[str], key: str = "data.train_files") -> list[str]:
         else:
             raise InputError(f"{key}: '{spec}' does not exist (and is not a hub dataset id like owner/name)")
     return out
+
+
+@dataclass
+class Source:
+    """One data.train_files (or data.val_files) entry: its files and the reading settings that apply to them."""
+
+    index: int
+    """Position among the sources: the train_files entries in order, then the val_files entries."""
+    spec: str
+    """The entry as written (path, glob or hub id)."""
+    files: list[str]
+    data: DataConfig
+    """data.* with this source's own format, columns, encoding and system_prompt applied."""
+    role: str = "train"
+    weight: float | None = None
+    max_samples: int | None = None
+
+
+def expand_sources(data: DataConfig) -> list[Source]:
+    """Every train_files entry, then every val_files entry, expanded to files and with its own reading settings."""
+    sources = []
+    for entry in data.train_files:
+        if isinstance(entry, str):
+            entry = TrainSource(path=entry)
+        own = {k: getattr(entry, k) for k in ("format", "columns", "encoding", "system_prompt")
+               if getattr(entry, k) is not None}
+        sources.append(Source(len(sources), entry.path, expand_inputs([entry.path], "data.train_files"),
+                              dataclasses.replace(data, **own), "train", entry.weight, entry.max_samples))
+    for spec in data.val_files:
+        sources.append(Source(len(sources), spec, expand_inputs([spec], "data.val_files"), data, "val"))
+    return sources
 
 
 def _kind(path: str) -> str | None:
@@ -354,6 +386,24 @@ def _alpaca(data: dict) -> list[tuple[str, Any, str]]:
     out.append((USER, instruction, "instruction"))
     out.append((ASSISTANT, data["output"], "output"))
     return out
+
+
+def control_texts(tokenizer) -> tuple[str, ...]:
+    """The tokenizer's added tokens (longest first): text that must not appear inside a message."""
+    return tuple(sorted({t.content for t in tokenizer.added_tokens_decoder.values()}, key=len, reverse=True))
+
+
+def role_turns(data: dict, key: str, layout: str) -> list[tuple[str, Any, str]]:
+    """(role, text, where) for the turns under `key`, in the ShareGPT (`from`/`value`) or OpenAI messages layout."""
+    if layout == "sharegpt":
+        return _role_turns(data, key, "from", "value", SHAREGPT_ROLES, "human, gpt or system")
+    return _role_turns(data, key, "role", "content", MESSAGES_ROLES, "user, assistant or system")
+
+
+def check_conversation(messages: list[tuple[str, Any, str]], cfg: DataConfig, forbidden: tuple[str, ...],
+                       rec: RawRecord) -> Conversation:
+    """(role, text, where) triples validated into a Conversation by prepare's rules, or RecordError."""
+    return _check(messages, cfg, forbidden, rec)
 
 
 def _check(messages: list[tuple[str, Any, str]], cfg: DataConfig, forbidden: tuple[str, ...],

@@ -1,4 +1,4 @@
-"""`medtune run`: prepare -> train -> evaluate -> report in one run directory, and `medtune demo`.
+"""`medtune run`: prepare -> train [-> align] -> evaluate -> report in one run directory, and `medtune demo`.
 
 Run as: medtune run CONFIG.yaml [--set ...] [--force STAGE ...] [--nproc-per-node N ...]
         medtune demo
@@ -22,7 +22,7 @@ from medtune.config import Config, load_config, save_config
 from medtune.errors import UserError
 from medtune.launch import LaunchOptions
 
-STAGES = ("prepare", "train", "evaluate", "report")
+STAGES = ("prepare", "train", "align", "evaluate", "report")
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 
 
@@ -42,6 +42,10 @@ def run_pipeline(cfg: Config, force: tuple[str, ...] = (), launch: LaunchOptions
     save_config(cfg, config)  # launched training processes read the config from here
     _stage("prepare", log, lambda: prepare_dataset(cfg, force="prepare" in force, log=log))
     _stage("train", log, lambda: train_stage(cfg, config, launch, force="train" in force, log=log))
+    if cfg.align is not None:  # optional: only with an align: section
+        from medtune.align import align_model
+
+        _stage("align", log, lambda: align_model(cfg, force="align" in force, log=log))
     _stage("evaluate", log, lambda: evaluate_run(cfg, force="evaluate" in force, log=log))
     report = _stage("report", log, lambda: write_report(cfg.run_dir, lang=cfg.report.lang))
     log(f"\nmedtune run: all stages done in {time.perf_counter() - started:.0f} s")
@@ -55,7 +59,7 @@ def _stage(name: str, log, call):
     try:
         return call()
     except UserError as e:
-        resume = " and training resumes from its last complete checkpoint" if name == "train" else ""
+        resume = " and training resumes from its last complete checkpoint" if name in ("train", "align") else ""
         raise StageFailed(f"stage '{name}' failed: {e}\nFix that and rerun the same command: finished "
                           f"stages are skipped{resume}.") from None
 
@@ -76,8 +80,11 @@ def demo_config(output_dir: str | None = None) -> Config:
     rooted = lambda p: str(PROJECT_ROOT / p) if p and not Path(p).is_absolute() else p  # noqa: E731
     return dataclasses.replace(
         cfg, output_dir=output_dir or str(PROJECT_ROOT / cfg.output_dir),
-        data=dataclasses.replace(cfg.data, train_files=[rooted(p) for p in cfg.data.train_files]),
+        data=dataclasses.replace(cfg.data, train_files=[rooted(p) if isinstance(p, str) else dataclasses.replace(
+            p, path=rooted(p.path)) for p in cfg.data.train_files]),
         evaluate=dataclasses.replace(cfg.evaluate, questions=rooted(cfg.evaluate.questions),
                                      safety=rooted(cfg.evaluate.safety), references=rooted(cfg.evaluate.references),
                                      benchmarks=[dataclasses.replace(b, path=rooted(b.path), dev_path=rooted(b.dev_path))
-                                                 for b in cfg.evaluate.benchmarks]))
+                                                 for b in cfg.evaluate.benchmarks],
+                                     consultations=[dataclasses.replace(c, path=rooted(c.path))
+                                                    for c in cfg.evaluate.consultations]))

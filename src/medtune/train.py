@@ -10,33 +10,29 @@ timeline.json, environment.json and TensorBoard events under runs/. See docs/run
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.util
-import json
 import math
-import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune import __version__
+from medtune import __version__, quantize
 from medtune.config import Config
-from medtune.errors import UserError
-from medtune.modeling import count_parameters, dataset_loss, enable_cpu_hugepages, resolve_base_model
+from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
+# COMPLETE_MARKER is re-exported: tests and callers name the train stage's marker through this module.
+from medtune.trainer_common import (COMPLETE_MARKER, NonFiniteLoss, Timeline, TrainingError,  # noqa: F401
+                                    check_process_group, check_saved_adapter, choose_checkpoint, complete_checkpoints, distributed_eval,
+                                    is_main_process, world_size)
 
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
-COMPLETE_MARKER = "medtune-complete.json"
-
-
-class TrainingError(UserError):
-    """Training cannot start or had to stop (the message says why and what to do)."""
 
 
 # --- choices made before training, each logged with its reason ---------------------------------------
@@ -52,8 +48,10 @@ class Backends:
     reasons: list[str] = field(default_factory=list)
 
 
-def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool) -> Backends:
-    """Pick precision, attention kernel, batching and kernels from the config and what the machine has."""
+def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
+                    flash_attn_3: bool = False) -> Backends:
+    """Pick precision, attention kernel, batching and kernels from the config and what the machine has
+    (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
     t, m = cfg.train, cfg.model
     reasons = []
     device = "cuda" if cuda else "cpu"
@@ -72,8 +70,10 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
 
     if m.attn_implementation != "auto":
         attn = m.attn_implementation
-        if attn.startswith("flash_attention") and not (cuda and flash_attn):
-            raise TrainingError(f"model.attn_implementation is {attn} but flash-attn is not installed on a GPU here; "
+        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
+        if not (installed and (cuda or not attn.startswith("flash_attention"))):
+            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
+            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
                                 "use auto or sdpa")
         reasons.append(f"attention {attn}: model.attn_implementation")
     elif cuda and flash_attn:
@@ -110,11 +110,14 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
 
 def detect_backends(cfg: Config) -> Backends:
     import torch
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
 
     cuda = torch.cuda.is_available()
+    # transformers' own checks, the ones from_pretrained applies: FA3 is `flash_attn_interface` from the
+    # flash-attn-3 distribution, not the flash_attn (2) package.
     return select_backends(
         cfg, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-        flash_attn=importlib.util.find_spec("flash_attn") is not None,
+        flash_attn=is_flash_attn_2_available(), flash_attn_3=is_flash_attn_3_available(),
         liger=importlib.util.find_spec("liger_kernel") is not None)
 
 
@@ -160,6 +163,18 @@ def _ce_sum(lm_head, hidden, targets):
     return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
 
 
+def whole_head_weight(state) -> bool:
+    """Whether lm_head.weight, read outside the model's forward, is the whole matrix on every rank.
+
+    Liger's fused loss takes the weight tensor itself; under ZeRO-3 it is then an empty placeholder and under
+    FSDP a shard. There the loss calls the head as a module instead (target_only_loss's chunked path), so
+    the sharding's own hooks gather it and route its gradient (tested under FSDP2 on CPU)."""
+    kind = state.distributed_type.value
+    if kind == "DEEPSPEED":
+        return state.deepspeed_plugin.zero_stage < 3
+    return kind != "FSDP"
+
+
 def _trainer_class():
     from trl import SFTTrainer
 
@@ -184,178 +199,7 @@ def _trainer_class():
     return MedtuneSFTTrainer
 
 
-# --- checkpoints -------------------------------------------------------------------------------------
-
-
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoints whose completion marker lists files that are all present, oldest first."""
-    found = []
-    for d in run_dir.glob("checkpoint-*"):
-        if not d.is_dir() or not d.name.split("-")[-1].isdigit():
-            continue
-        marker = read_json(d / COMPLETE_MARKER)
-        if not marker:
-            continue
-        if all((d / name).is_file() and (d / name).stat().st_size == size for name, size in marker["files"].items()):
-            found.append(d)
-    return sorted(found, key=lambda d: int(d.name.split("-")[-1]))
-
-
-def _mark_complete(checkpoint: Path) -> None:
-    files = {str(p.relative_to(checkpoint)): p.stat().st_size for p in checkpoint.rglob("*")
-             if p.is_file() and p.name != COMPLETE_MARKER}
-    write_json(checkpoint / COMPLETE_MARKER, {"files": files})
-
-
-# --- callbacks ---------------------------------------------------------------------------------------
-
-
-def _callbacks(run_dir: Path, val_dataset, eval_steps: int | None, eval_per_epoch: bool, eval_batch_size: int):
-    """Built lazily so that importing this module does not import transformers."""
-    has_val = val_dataset is not None and len(val_dataset) > 0
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import TrainerCallback
-
-    class MetricsCallback(TrainerCallback):
-        """metrics.jsonl with the learning rate actually used, tokens/s, and a progress bar with ETA."""
-
-        def __init__(self):
-            self.lr_used = None
-            self.last_time = self.start = None
-            self.last_tokens = 0
-            self.bar = None
-            self.file = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.start = self.last_time = time.perf_counter()
-            self.last_tokens = state.num_input_tokens_seen
-            if state.is_world_process_zero:
-                self.file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
-                                dynamic_ncols=True)
-
-        def on_optimizer_step(self, args, state, control, optimizer=None, **kw):
-            # After optimizer.step() and before the scheduler moves on: the rate this step used.
-            self.lr_used = optimizer.param_groups[0]["lr"]
-
-        def on_step_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs or "train_loss" in logs:  # skip the end-of-run summary
-                return
-            now = time.perf_counter()
-            entry = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-            if "loss" in logs:
-                tokens = state.num_input_tokens_seen
-                entry.update(loss=logs["loss"], learning_rate=self.lr_used, grad_norm=logs.get("grad_norm"),
-                             tokens_per_second=round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
-                             num_input_tokens_seen=tokens)
-                self.last_time, self.last_tokens = now, tokens
-                if self.bar is not None:
-                    self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{self.lr_used:.2e}",
-                                         tok_s=f"{entry['tokens_per_second']:.0f}")
-            for key in ("eval_loss", "eval_perplexity", "eval_tokens"):
-                if key in logs:
-                    entry[key] = logs[key]
-            entry["elapsed_seconds"] = round(now - self.start, 3)
-            self.file.write(json.dumps(entry) + "\n")
-            self.file.flush()
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.file:
-                self.file.close()
-            if self.bar is not None:
-                self.bar.close()
-
-    class NonFiniteGuard(TrainerCallback):
-        """Stops at the first non-finite loss or weight, before that step can be saved."""
-
-        def on_step_end(self, args, state, control, model=None, **kw):
-            params = [p for p in model.parameters() if p.requires_grad]
-            if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-                raise NonFiniteLoss(state.global_step, "a trainable weight became NaN/inf")
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            for key in ("loss", "grad_norm"):
-                value = (logs or {}).get(key)
-                if value is not None and not math.isfinite(value):
-                    raise NonFiniteLoss(state.global_step, f"the logged {key} is {value}")
-
-    class TokenWeightedEval(TrainerCallback):
-        """Periodic eval loss, token-weighted with the training label rule (the Trainer's own averages
-        per-batch means), on this rank's share of the validation set, summed over ranks."""
-
-        def _evaluate(self, control, model):
-            should_log = control.should_log  # Trainer.log clears it; this step's loss must still be logged
-            self.trainer.log(_distributed_eval(model, val_dataset, eval_batch_size))
-            control.should_log = should_log
-            return control
-
-        def on_step_end(self, args, state, control, model=None, **kw):
-            if has_val and eval_steps and state.global_step % eval_steps == 0:
-                return self._evaluate(control, model)
-
-        def on_epoch_end(self, args, state, control, model=None, **kw):
-            if has_val and eval_per_epoch:
-                return self._evaluate(control, model)
-
-    class CompleteMarker(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            if state.is_world_process_zero:
-                ckpt = run_dir / f"checkpoint-{state.global_step}"
-                if ckpt.is_dir():
-                    _mark_complete(ckpt)
-
-    return MetricsCallback(), NonFiniteGuard(), TokenWeightedEval(), CompleteMarker()
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, what: str):
-        super().__init__(f"step {step}: {what}")
-        self.step, self.what = step, what
-
-
-def _distributed_eval(model, dataset, batch_size: int) -> dict:
-    import torch
-    import torch.distributed as dist
-
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    share = dataset.select(range(rank, len(dataset), world)) if world > 1 else dataset
-    nll, tokens = dataset_loss(model, share, batch_size)
-    if world > 1:
-        t = torch.tensor([nll, float(tokens)], dtype=torch.float64,
-                         device="cuda" if torch.cuda.is_available() else "cpu")
-        dist.all_reduce(t)
-        nll, tokens = float(t[0]), int(t[1])
-    loss = nll / max(tokens, 1)
-    return {"eval_loss": loss, "eval_perplexity": math.exp(loss), "eval_tokens": tokens}
-
-
 # --- the stage ---------------------------------------------------------------------------------------
-
-
-class Timeline:
-    def __init__(self):
-        self.events = []
-
-    @contextmanager
-    def __call__(self, name: str):
-        start, t0 = dt.datetime.now().astimezone(), time.perf_counter()
-        yield
-        self.events.append({"name": name, "start": start.isoformat(timespec="seconds"),
-                            "end": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                            "seconds": round(time.perf_counter() - t0, 3)})
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def load_prepared(run_dir: Path):
@@ -399,6 +243,8 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
     from transformers import PrinterCallback
     from trl import SFTConfig
 
+    from medtune.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard, TokenWeightedEval
+
     run_dir, t = cfg.run_dir, cfg.train
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
@@ -433,11 +279,14 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
         ddp_backend="gloo" if world > 1 and backends.device == "cpu" else None,
         ddp_find_unused_parameters=False if world > 1 else None,
     )
-    metrics_cb, guard_cb, eval_cb, marker_cb = _callbacks(run_dir, val_ds, eval_steps, t.eval_strategy == "epoch",
-                                                          t.per_device_eval_batch_size)
+    eval_cb = TokenWeightedEval(val_ds, eval_steps, t.eval_strategy == "epoch", t.per_device_eval_batch_size)
+    callbacks = [NonFiniteGuard(), MetricsCallback(run_dir / "metrics.jsonl"), eval_cb, CompleteMarker(run_dir)]
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                               peft_config=lora, callbacks=[guard_cb, metrics_cb, eval_cb, marker_cb])
-    trainer.use_liger_loss = backends.liger_kernel
+                               peft_config=lora, callbacks=callbacks)
+    trainer.use_liger_loss = backends.liger_kernel and whole_head_weight(trainer.accelerator.state)
+    if backends.liger_kernel and not trainer.use_liger_loss:
+        backends.reasons.append("Liger's fused loss off: under ZeRO-3/FSDP lm_head.weight is sharded outside the "
+                                "forward; the loss calls the head as a module, chunked")
     eval_cb.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace the printed dicts
     return trainer
@@ -451,23 +300,57 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     timeline = Timeline()
     with timeline("data_loading"):
         train_ds, val_ds = load_prepared(run_dir)
-        data_manifest = read_json(run_dir / "data" / "manifest.json", {})
         data_stats = read_json(run_dir / "data" / "stats.json", {})
-    fp = train_fingerprint(cfg, data_manifest.get("fingerprint"))
+    fp = train_fingerprint(cfg, read_json(run_dir / "data" / "manifest.json", {}).get("fingerprint"))
     manifest_path = run_dir / "train_manifest.json"
     recorded = read_json(manifest_path, {})
-    checkpoint = _choose_checkpoint(run_dir, recorded, fp, resume, force, say)
+    checkpoint = choose_checkpoint(run_dir, recorded, fp, resume, force, say)
     if checkpoint is None and not force and recorded.get("fingerprint") == fp and recorded.get("status") == "completed" \
             and (run_dir / "adapter_model.safetensors").exists():
         say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {fp}); "
             "skipping (--force retrains)")
         return read_json(run_dir / "train_results.json", {})
+
+    backends = detect_backends(cfg)
+    world = world_size()
+    with timeline("model_loading"):
+        base, model, tokenizer = load_base(cfg, backends, main)
+    trainer = build_trainer(cfg, model, tokenizer, train_ds, val_ds, backends, world)
+    check_process_group(trainer.accelerator.state, world)  # before anything is written to the run directory
     if main:
         if force and checkpoint is None:
             _clear_training_outputs(run_dir)
         write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
                                    "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+    plan = plan_steps(len(train_ds), cfg, world)
+    say(_summary(cfg, base, backends, trainer, plan, world, train_ds, val_ds, data_stats, checkpoint))
+    with timeline("training"):
+        result = _fit(trainer, checkpoint, manifest_path, main)
+    with timeline("evaluation"):
+        final_eval = distributed_eval(trainer.model, val_ds, cfg.train.per_device_eval_batch_size) \
+            if val_ds is not None and len(val_ds) else None
+    # Every rank calls these (FSDP and ZeRO-3 gather the weights from all of them); only rank 0 writes.
+    trainer.save_model(str(run_dir))  # adapter_model.safetensors, adapter_config.json, tokenizer files
+    trainer.save_state()  # trainer_state.json
+    if not main:
+        return {}
+    try:
+        check_saved_adapter(run_dir, base, cfg.model.trust_remote_code)
+    except TrainingError as e:
+        write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+        raise
+    results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), checkpoint, base)
+    results["quantization"] = dataclasses.asdict(cfg.model.quantization) if cfg.model.quantization else None
+    _write_run_files(cfg, base, results, final_eval, len(val_ds or []), timeline, backends, world, data_stats)
+    say(f"train: done in {result.metrics.get('train_runtime', 0):.0f} s: train loss {results['train_loss']:.4f} "
+        f"(run average; last logged {results.get('last_logged_loss')})"
+        + (f", eval loss {final_eval['eval_loss']:.4f}, perplexity {math.exp(final_eval['eval_loss']):.3f}"
+           if final_eval else "") + f"; adapter in {run_dir}")
+    return results
 
+
+def load_base(cfg: Config, backends: Backends, main: bool):
+    """(base model path, model, tokenizer) in the precision and attention kernel chosen."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -475,88 +358,83 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     hf_logging.disable_progress_bar()
     enable_cpu_hugepages()
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
-    backends = detect_backends(cfg)
-    world = world_size()
-    with timeline("model_loading"):
-        base = resolve_base_model(cfg.model.name_or_path, run_dir) if main else _wait_for_base(cfg, run_dir)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
-        if cfg.model.torch_dtype != "auto":
-            dtype = getattr(torch, cfg.model.torch_dtype)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
-                                                         attn_implementation=backends.attn_implementation,
-                                                         trust_remote_code=cfg.model.trust_remote_code)
-            tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
-                                                      trust_remote_code=cfg.model.trust_remote_code)
-        except OSError as e:
-            raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+    base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir) if main else _wait_for_base(cfg, cfg.run_dir)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
+    if cfg.model.torch_dtype != "auto":
+        dtype = getattr(torch, cfg.model.torch_dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
+                                                     attn_implementation=backends.attn_implementation,
+                                                     trust_remote_code=cfg.model.trust_remote_code,
+                                                     **quantize.load_kwargs(cfg.model.quantization, backends.device))
+        tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
+                                                  trust_remote_code=cfg.model.trust_remote_code)
+    except OSError as e:
+        raise TrainingError(f"model.name_or_path: cannot load '{base}': {e}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.model.quantization:
+        model = quantize.prepare_for_training(model, cfg.train.gradient_checkpointing)
+    return base, model, tokenizer
 
+
+def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, world: int, train_ds, val_ds,
+             data_stats: dict, checkpoint) -> str:
+    """What is about to run, with the reason for each choice and the derived batch and step counts."""
     t = cfg.train
-    eval_steps = eval_every(t)
-    trainer = build_trainer(cfg, model, tokenizer, train_ds, val_ds, backends, world)
     trainable, total = count_parameters(trainer.model)
-    plan = plan_steps(len(train_ds), cfg, world)
-    tokens_per_epoch = int(sum(train_ds["length"]))
+    eval_steps = eval_every(t)
     trained = data_stats.get("train_target_tokens")
-    say("\n".join([
-        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation})",
+    return "\n".join([
+        f"train: base model {base} ({backends.device}, {backends.precision}, attention {backends.attn_implementation}"
+        + (f", weights {quantize.describe(cfg.model.quantization)}" if cfg.model.quantization else "") + ")",
         *(f"  - {r}" for r in backends.reasons),
         f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)",
         f"  effective batch: {t.per_device_train_batch_size} per device x {t.gradient_accumulation_steps} accumulation"
         f" x {world} process(es) = {plan['effective_batch_size']} samples per optimizer step",
         f"  steps: {plan['steps_per_epoch']} per epoch, {plan['total_steps']} in total",
-        f"  data: {len(train_ds):,} training samples, {tokens_per_epoch:,} tokens per epoch"
+        f"  data: {len(train_ds):,} training samples, {int(sum(train_ds['length'])):,} tokens per epoch"
         + (f" ({trained:,} of them trained)" if isinstance(trained, int) else ""),
         f"  validation: {len(val_ds) if val_ds is not None else 0:,} samples"
         + (f", evaluated every {eval_steps} steps" if eval_steps else ", evaluated every epoch"
            if t.eval_strategy == "epoch" else ""),
-        f"  output: {run_dir}" + (f" (resuming from {checkpoint})" if checkpoint else ""),
-    ]))
+        f"  output: {cfg.run_dir}" + (f" (resuming from {checkpoint})" if checkpoint else ""),
+    ])
 
-    with timeline("training"):
-        try:
-            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        except NonFiniteLoss as e:
-            good = complete_checkpoints(run_dir)
-            if main:
-                write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
-            raise TrainingError(
-                f"training stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
-                f"checkpoint is {good[-1] if good else 'none (no checkpoint was saved before it)'}. Lower "
-                "train.learning_rate or check the data, then rerun (it resumes from that checkpoint).") from None
 
-    with timeline("evaluation"):
-        final_eval = _distributed_eval(trainer.model, val_ds, t.per_device_eval_batch_size) \
-            if val_ds is not None and len(val_ds) else None
-    # Every rank calls these (FSDP and ZeRO-3 gather the weights from all of them); only rank 0 writes.
-    trainer.save_model(str(run_dir))  # adapter_model.safetensors, adapter_config.json, tokenizer files
-    trainer.save_state()  # trainer_state.json
-    if not main:
-        return {}
+def _fit(trainer, checkpoint: Path | None, manifest_path: Path, main: bool):
+    """trainer.train(), turning a diverged loss into a TrainingError that names the last good checkpoint."""
+    try:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except NonFiniteLoss as e:
+        good = complete_checkpoints(manifest_path.parent)
+        if main:
+            write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+        raise TrainingError(
+            f"training stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
+            f"checkpoint is {good[-1] if good else 'none (no checkpoint was saved before it)'}. Lower "
+            "train.learning_rate or check the data, then rerun (it resumes from that checkpoint).") from None
 
-    peak = torch.cuda.max_memory_allocated() if backends.device == "cuda" else None
-    train_results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), trainable,
-                                   total, checkpoint, peak, base)
-    write_json(run_dir / "train_results.json", train_results)
+
+def _write_run_files(cfg: Config, base: str, results: dict, final_eval: dict | None, n_val: int, timeline: Timeline,
+                     backends: Backends, world: int, data_stats: dict) -> None:
+    """train_results.json, eval_results.json, timeline.json, environment.json, the model card, and the
+    manifest marked completed (last: a run killed before this point is not complete)."""
+    run_dir = cfg.run_dir
+    write_json(run_dir / "train_results.json", results)
     if final_eval is not None:
         write_json(run_dir / "eval_results.json", {
             "eval_loss": final_eval["eval_loss"], "perplexity": math.exp(final_eval["eval_loss"]),
-            "eval_samples": len(val_ds), "eval_tokens": final_eval["eval_tokens"],
-            "eval_runtime": timeline.events[-1]["seconds"], "epoch": train_results.get("epoch")})
+            "eval_samples": n_val, "eval_tokens": final_eval["eval_tokens"],
+            "eval_runtime": timeline.events[-1]["seconds"], "epoch": results.get("epoch")})
     write_json(run_dir / "timeline.json", {"events": timeline.events})
     write_json(run_dir / "environment.json", environment(cfg, backends, world))
-    (run_dir / "README.md").write_text(model_card(cfg, base, train_results, final_eval, data_stats), encoding="utf-8")
+    (run_dir / "README.md").write_text(model_card(cfg, base, results, final_eval, data_stats), encoding="utf-8")
     for stray in ("all_results.json", "training_args.bin"):
         (run_dir / stray).unlink(missing_ok=True)
+    manifest_path = run_dir / "train_manifest.json"
     write_json(manifest_path, {**read_json(manifest_path, {}), "status": "completed",
                                "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
-    say(f"train: done in {result.metrics.get('train_runtime', 0):.0f} s: train loss {train_results['train_loss']:.4f} "
-        f"(run average; last logged {train_results.get('last_logged_loss')})"
-        + (f", eval loss {final_eval['eval_loss']:.4f}, perplexity {math.exp(final_eval['eval_loss']):.3f}"
-           if final_eval else "") + f"; adapter in {run_dir}")
-    return train_results
 
 
 def _wait_for_base(cfg: Config, run_dir: Path) -> str:
@@ -573,26 +451,6 @@ def _wait_for_base(cfg: Config, run_dir: Path) -> str:
     raise TrainingError(f"{target} did not appear: rank 0 failed to create the builtin base model")
 
 
-def _choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None, force: bool, say):
-    if resume:
-        path = Path(resume).resolve()
-        if path not in {c.resolve() for c in complete_checkpoints(path.parent)}:
-            raise TrainingError(f"--resume {resume}: not a complete checkpoint directory (it has no "
-                                f"{COMPLETE_MARKER}, or files listed there are missing)")
-        return path
-    if force:
-        return None
-    checkpoints = complete_checkpoints(run_dir)
-    if not checkpoints or recorded.get("status") == "completed":
-        return None
-    if recorded.get("fingerprint") != fp:
-        raise TrainingError(f"{run_dir} has checkpoints from a different config or data (fingerprint "
-                            f"{recorded.get('fingerprint')} vs {fp}); rerun with --force to start over "
-                            "(it deletes them) or use another output_dir")
-    say(f"train: resuming from the latest complete checkpoint {checkpoints[-1]}")
-    return checkpoints[-1]
-
-
 def _clear_training_outputs(run_dir: Path) -> None:
     for d in run_dir.glob("checkpoint-*"):
         shutil.rmtree(d, ignore_errors=True)
@@ -601,10 +459,12 @@ def _clear_training_outputs(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def _train_results(metrics: dict, trainer, backends: Backends, plan: dict, world: int, n_train: int,
-                   trainable: int, total: int, checkpoint, peak, base: str) -> dict:
+def _train_results(metrics: dict, trainer, backends: Backends, plan: dict, world: int, n_train: int, checkpoint,
+                   base: str) -> dict:
     import torch
 
+    trainable, total = count_parameters(trainer.model)
+    peak = torch.cuda.max_memory_allocated() if backends.device == "cuda" else None
     history = [h for h in trainer.state.log_history if "loss" in h]
     runtime = metrics.get("train_runtime") or 0.0
     tokens = trainer.state.num_input_tokens_seen
@@ -677,7 +537,7 @@ tags: [medtune, lora, medical, sft]
 # LoRA adapter trained with medtune
 
 A LoRA adapter (r {cfg.lora.r}, alpha {cfg.lora.alpha}, dropout {cfg.lora.dropout} on
-{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.train_files)}
+{', '.join(cfg.lora.target_modules)}) for `{base}`, fine-tuned on {', '.join(cfg.data.source_paths())}
 ({results.get('num_train_samples', '?')} dialogues, max length {cfg.data.max_length}) for
 {results.get('global_step')} optimizer steps of {results.get('effective_batch_size')} samples.
 

@@ -27,6 +27,7 @@ example is never also scored.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import time
 import unicodedata
@@ -34,12 +35,13 @@ from itertools import combinations
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.evaluate.judge import strip_thinking
 from medtune.evaluate.mcq_data import CMMLU_SUBJECTS_ZH, FORMATS, Item, load_items
 from medtune.evaluate.stats import mcnemar, wilson_interval
+from medtune.generation import GREEDY, TransformersGenerator, answer_only
 from medtune.rundir import write_json
 
 METHODS = ("loglik", "generate")
+CONSULT_FORMAT = "cmb-clin"  # multi-turn consultations: medtune.evaluate.consult
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -152,33 +154,14 @@ def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], bat
 
 def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, max_new_tokens: int = 32) -> list[str]:
     """Greedy no-think replies to each prompt sent as one user message in the tokenizer's chat template."""
-    import torch
-    from transformers import GenerationConfig
-
     if not tokenizer.chat_template:
         raise UserError(f"--method generate needs a chat model; '{tokenizer.name_or_path}' has no chat template "
                         "(use --method loglik)")
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                           add_generation_prompt=True, enable_thinking=False) for p in prompts]
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
-        else tokenizer.eos_token_id
-    # Greedy. The sampling knobs are set to their neutral values because generate() fills unset ones from
-    # the model's own config (Qwen3: temperature 0.7, ...) and then warns that greedy ignores them.
-    config = GenerationConfig(do_sample=False, temperature=1.0, top_p=1.0, top_k=50, max_new_tokens=max_new_tokens,
-                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-    device = next(model.parameters()).device
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    replies = [""] * len(prompts)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            ids, mask = left_padded([encoded[i] for i in batch], tokenizer.pad_token_id)
-            width = ids.shape[1]
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-            for r, i in enumerate(batch):
-                replies[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
-    return replies
+    generator = TransformersGenerator(model, tokenizer)
+    replies = generator.generate([[{"role": "user", "content": p}] for p in prompts],
+                                 dataclasses.replace(GREEDY, max_tokens=max_new_tokens), enable_thinking=False,
+                                 batch_size=batch_size)
+    return [r.text for r in replies]
 
 
 # -- answer extraction --
@@ -200,7 +183,7 @@ def extract_choice(reply: str, letters: str = "ABCD") -> str | None:
     found decides; when its mentions disagree, or name a letter that is not an option, the reply is not
     read (None): a failure is counted, never guessed. Thinking text is removed first.
     """
-    text = unicodedata.normalize("NFKC", strip_thinking(reply))  # full-width Ｂ（）： -> B():
+    text = unicodedata.normalize("NFKC", answer_only(reply))  # full-width Ｂ（）： -> B():
     for pattern in (_CUE, _CHOOSE, _LEADING):
         found = {"".join(sorted(set(re.sub(r"[^A-J]", "", m.group(1))))) for m in pattern.finditer(text)}
         if found:
@@ -246,10 +229,12 @@ def score_items(model, tokenizer, items: list[Item], examples: dict, format: str
 
 def run_benchmark(model: str, adapter: str | None, path: str, format: str, method: str, shots: int,
                   dev_path: str | None, output: Path, batch_size: int = 8, max_new_tokens: int = 32,
-                  name: str | None = None, arm: str | None = None) -> dict:
+                  name: str | None = None, arm: str | None = None, kind: str = "medical",
+                  subjects: list[str] | None = None) -> dict:
     """Load the model, score the benchmark, write the result JSON (docs/run-directory.md) and return it.
 
-    `arm` names the model in tables and tests (e.g. the comparison arm it belongs to); default model+adapter."""
+    `arm` names the model in tables and tests (e.g. the comparison arm it belongs to); default model+adapter.
+    `kind` (medical|general) is recorded for the report; `subjects` keeps only those subjects."""
     from medtune.modeling import load_model, resolve_base_model
 
     if format not in FORMATS:
@@ -260,6 +245,8 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
         raise UserError(f"--shots must be 0 or more, not {shots}")
     started = time.perf_counter()
     items, rejected = load_items(path, format)
+    if subjects is not None:
+        items = only_subjects(items, subjects, path)
     dev_items = None
     if dev_path is not None:
         dev_items, dev_rejected = load_items(dev_path, format)
@@ -274,7 +261,8 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
     for subject in sorted({o["subject"] for o in outcomes}):
         subjects[subject] = accuracy_summary([o for o in outcomes if o["subject"] == subject])
     result = {
-        "benchmark": name or Path(path).stem, "format": format, "method": method, "shots": shots,
+        "benchmark": name or Path(path).stem, "kind": kind, "subjects_selected": subjects,
+        "format": format, "method": method, "shots": shots,
         "arm": arm, "model": model, "adapter": adapter, "data": str(Path(path).resolve()),
         "dev": str(Path(dev_path).resolve()) if dev_path else None,
         **accuracy_summary(outcomes),
@@ -285,6 +273,15 @@ def run_benchmark(model: str, adapter: str | None, path: str, format: str, metho
     }
     write_json(output, result)
     return result
+
+
+def only_subjects(items: list[Item], subjects: list[str], where) -> list[Item]:
+    """The items of these subjects; every named subject must exist (a typo would silently score nothing)."""
+    present = {it.subject for it in items}
+    unknown = [s for s in subjects if s not in present]
+    if unknown:
+        raise UserError(f"{where}: no subject {', '.join(map(repr, unknown))}; it has {', '.join(sorted(present))}")
+    return [it for it in items if it.subject in set(subjects)]
 
 
 def result_label(result: dict) -> str:
@@ -315,15 +312,18 @@ def significance(results: list[dict]) -> dict:
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "bench", help="score a medical multiple-choice benchmark (CMMLU, CMExam, CMB, MedQA)",
+        "bench", help="score a medical multiple-choice benchmark (CMMLU, CMExam, CMB, MedQA) or a multi-turn "
+                      "consultation benchmark (CMB-Clin)",
         description="Accuracy on a local multiple-choice benchmark, overall and per subject with 95%% Wilson "
                     "intervals, by answer-letter log-likelihood (lm-eval's cmmlu convention) or by generation "
-                    "with answer extraction. Writes one result JSON with per-item outcomes.")
+                    "with answer extraction. Writes one result JSON with per-item outcomes. With --format "
+                    "cmb-clin: multi-turn consultations, each question answered with the model's own earlier "
+                    "answers as the history, scored per turn and per case (ROUGE-L, BLEU-4, optionally a judge).")
     p.add_argument("--model", required=True, metavar="PATH_OR_ID",
                    help="base model: hub id, directory, or builtin:tiny-qwen3")
     p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (e.g. a run directory)")
     p.add_argument("--data", required=True, metavar="PATH", help="benchmark file, or a directory of them")
-    p.add_argument("--format", required=True, choices=FORMATS, help="file layout")
+    p.add_argument("--format", required=True, choices=FORMATS + (CONSULT_FORMAT,), help="file layout")
     p.add_argument("--method", default="loglik", choices=METHODS,
                    help="loglik: rank the answer letters by log-probability; generate: greedy no-think reply, "
                         "letters extracted (default: loglik)")
@@ -333,14 +333,26 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, metavar="FILE.json", help="where to write the result")
     p.add_argument("--name", help="benchmark name in the result (default: the data file or directory name)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="generate: reply length cap (default: 32)")
+    p.add_argument("--max-new-tokens", type=int, help="generate: reply length cap (default: 32; cmb-clin: 512)")
+    clin = p.add_argument_group("cmb-clin (multi-turn consultations)")
+    clin.add_argument("--thinking", choices=["off", "on", "both"], default="off",
+                      help="chat-template thinking; both = two arms (thinking text never enters the history)")
+    clin.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint serving --model")
+    clin.add_argument("--max-cases", type=int, metavar="N", help="use the first N cases")
+    clin.add_argument("--judge-base-url", metavar="URL", help="score each answer 1-10 against its reference")
+    clin.add_argument("--judge-model", metavar="NAME")
+    clin.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", metavar="VAR")
     p.set_defaults(func=cmd_bench)
     return p
 
 
 def cmd_bench(args) -> int:
+    if args.format == CONSULT_FORMAT:
+        from medtune.evaluate.consult import cmd_consult
+
+        return cmd_consult(args)
     result = run_benchmark(args.model, args.adapter, args.data, args.format, args.method, args.shots, args.dev,
-                           args.output, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                           args.output, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens or 32,
                            name=args.name)
     print(format_summary(result))
     print(f"wrote {args.output}")

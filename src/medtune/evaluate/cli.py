@@ -1,6 +1,6 @@
 """`medtune evaluate EVALUATION ...`: each evaluation ad hoc, on any model, without a config.
 
-Run as: medtune evaluate perplexity|compare|bench|judge|metrics|safety --help
+Run as: medtune evaluate perplexity|compare|bench|judge|metrics|safety|contamination --help
 
 Parses arguments and calls the evaluate functions, nothing more. (`medtune evaluate CONFIG` runs the
 stage; see medtune/cli.py.)
@@ -24,8 +24,9 @@ HELP = {
     "compare": "answer a question set with one or more models, timed like the reference",
     "metrics": "ROUGE-L, BLEU-4 and Distinct-1/2 on characters against references",
     "safety": "red-flag prompts: does the model send people to urgent care / refuse harm?",
-    "bench": "medical multiple-choice benchmarks (CMMLU, CMExam, CMB, MedQA): accuracy with intervals",
+    "bench": "medical benchmarks: multiple choice (CMMLU, CMExam, CMB, MedQA), multi-turn (CMB-Clin)",
     "judge": "pairwise LLM-as-judge through an OpenAI-compatible endpoint, both orders",
+    "contamination": "a config's evaluation inputs against its training data: exact and 8-gram overlap",
 }
 
 
@@ -204,6 +205,31 @@ def add_safety(sub) -> None:
     p.set_defaults(func=cmd_safety)
 
 
+def cmd_contamination(args) -> int:
+    from medtune.config import load_config
+    from medtune.evaluate.contamination import check_contamination
+
+    cfg = load_config(args.config, args.overrides)
+    output = Path(args.output) if args.output else cfg.run_dir / "eval" / "contamination.json"
+    check_contamination(cfg, output)
+    return 0
+
+
+def add_contamination(sub) -> None:
+    p = sub.add_parser("contamination", help=HELP["contamination"],
+                       description="Checks every evaluation input the config names (evaluate.benchmarks, questions, "
+                                   "safety) against the training split's source records (data/records.parquet, or "
+                                   "every valid record of data.train_files before prepare has run) and "
+                                   "align/pairs.jsonl: exact match after normalisation, and character 8-grams "
+                                   "covering >= 80%% of the item. Benchmark results already in eval/benchmarks/ are "
+                                   "also scored on their clean items.")
+    p.add_argument("config", metavar="CONFIG", help="the run's config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--output", metavar="F.json", help="default: <output_dir>/eval/contamination.json")
+    p.set_defaults(func=cmd_contamination)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     """The ad hoc evaluations' parser and their names."""
     parser = argparse.ArgumentParser(prog="medtune evaluate",
@@ -215,6 +241,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     add_safety(sub)
     add_bench_parser(sub)
     add_judge_parser(sub)
+    add_contamination(sub)
     return parser, list(sub.choices)
 
 
@@ -222,4 +249,4 @@ def overview() -> str:
     """The evaluations, one line each, for `medtune evaluate --help`."""
     _, names = build_parser()
     return "evaluations (medtune evaluate EVALUATION --help for each):\n" + "".join(
-        f"  {name:<11} {HELP[name]}\n" for name in names)
+        f"  {name:<13} {HELP[name]}\n" for name in names)

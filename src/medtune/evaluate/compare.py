@@ -12,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from medtune.evaluate.arms import Arm, Generation, split_thinking
+from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
 from medtune.evaluate.inputs import Question
+from medtune.generation import Generation
 from medtune.rundir import write_json, write_jsonl, write_text
 
 
 def answer_record(arm: Arm, question: Question, gen: Generation) -> dict:
-    thinking_text, answer = split_thinking(gen, arm.thinking)
     return {
         "arm": arm.name, "model": arm.model, "adapter": arm.adapter, "thinking": arm.thinking,
         "question_id": question.id, "question": question.question,
-        "answer": answer, "thinking_text": thinking_text,
+        "answer": gen.answer, "thinking_text": gen.thinking,
         "answer_tokens": gen.tokens - gen.thinking_tokens, "thinking_tokens": gen.thinking_tokens,
         "latency_seconds": gen.latency_seconds, "ttft_seconds": gen.ttft_seconds,
         "finish_reason": gen.finish_reason,

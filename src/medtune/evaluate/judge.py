@@ -3,8 +3,9 @@
 Run as: medtune evaluate judge --answers RUN/eval/compare/answers.jsonl --arms A,B --base-url URL --judge-model NAME --output RUN/eval/judge
 
 How a question is decided (documented in the summary's `method` too):
-- The judge sees the question and both answers (thinking text stripped; an answer whose `<think>` never
-  closes is an empty answer) with a Chinese medical rubric: correctness, safety, helpfulness, clarity.
+- The judge sees the question and both answers (thinking text stripped by medtune.generation's rule; an
+  answer whose `<think>` never closes is an empty answer) with a Chinese medical rubric: correctness,
+  safety, helpfulness, clarity.
 - Every question is judged twice, A's answer first and then B's first. The reply must end with a verdict
   tag, [[1]], [[2]] or [[平局]]; the last tag in the reply counts. A reply without one is unparsable:
   counted, listed, never guessed.
@@ -21,10 +22,8 @@ How a question is decided (documented in the summary's `method` too):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from pathlib import Path
@@ -32,7 +31,8 @@ from pathlib import Path
 from medtune.errors import UserError
 from medtune.evaluate.inputs import iter_rows
 from medtune.evaluate.stats import bootstrap_interval
-from medtune.rundir import write_json
+from medtune.generation import answer_only
+from medtune.rundir import write_json, write_jsonl
 
 SYSTEM_PROMPT = "你是一名严谨、公正的临床医学专家，负责评审AI助手对医学问题的回答质量。"
 RUBRIC = """请比较两个AI助手对同一个医学问题的回答，判断哪一个更好。
@@ -62,74 +62,60 @@ OUTCOME_RULE = ("A wins only if both orders prefer A, loses only if both prefer 
                 "unparsable or failed judgement in either order is left out")
 LENGTH_CONTROL = ("logistic regression of the score (1/0.5/0) on (len_a-len_b)/(len_a+len_b) in characters, "
                   "ridge 0.1 on the slope and 0.01 on the intercept, read at zero length difference")
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+PAIRWISE_VERDICTS = {"1": "1", "2": "2", "平局": "tie", "tie": "tie"}
 
 
-def strip_thinking(text: str) -> str:
-    """The answer without its thinking: what follows the last `</think>`; '' when a `<think>` never closes."""
-    if "</think>" in text:  # also covers templates that put the opening tag in the prompt
-        return text.rsplit("</think>", 1)[1].strip()
-    if "<think>" in text:
-        return ""
-    return text.strip()
-
-
-_VERDICT = re.compile(r"\[\[\s*(1|2|平局|tie)\s*\]\]", re.I)
-
-
-def parse_verdict(reply: str) -> str | None:
-    """'1', '2' or 'tie' from the judge's reply (its last verdict tag), None when it has none."""
-    found = _VERDICT.findall(strip_thinking(reply))
+def parse_verdict(reply: str, verdicts: dict[str, str] = PAIRWISE_VERDICTS) -> str | None:
+    """The verdict of a judge's reply: its last tag [[X]] whose X (any case, spaces inside allowed) is a key of
+    `verdicts`, mapped to that key's value; None when it has none. Thinking text is removed first (a block
+    that never closes leaves nothing). Every judge in medtune (pairwise, safety) reads its replies with this."""
+    names = "|".join(re.escape(k) for k in sorted(verdicts, key=len, reverse=True))
+    found = re.findall(r"\[\[\s*(" + names + r")\s*\]\]", answer_only(reply), re.I)
     if not found:
         return None
-    last = found[-1].lower()
-    return {"平局": "tie"}.get(last, last)
+    by_lower = {k.lower(): v for k, v in verdicts.items()}
+    return by_lower[found[-1].lower()]
 
 
-# -- the HTTP client --
+# -- the judge client --
+
+class JudgeFailure(RuntimeError):
+    """A judgement that could not be had (transient errors after the retries): counted, never guessed."""
+
 
 class JudgeClient:
-    """POST /chat/completions with a timeout, retries with exponential backoff on transient errors."""
+    """A judge model behind any OpenAI-compatible endpoint, through the openai SDK: a timeout per request, and the
+    SDK's retries with exponential backoff on connection errors, timeouts, 408, 409, 429 and 5xx."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float = 120.0, retries: int = 4,
-                 backoff: float = 1.0, max_tokens: int = 2048, seed: int = 0):
-        import httpx
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout: float = 120.0, max_retries: int = 4,
+                 max_tokens: int = 2048, seed: int = 0):
+        from openai import OpenAI
 
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.retries, self.backoff = model, retries, backoff
-        self.max_tokens, self.seed = max_tokens, seed
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(timeout=timeout, headers=headers)
-        self.transient = (httpx.TransportError,)
+        self.base_url, self.model, self.max_tokens, self.seed = base_url, model, max_tokens, seed
+        # Local servers accept any key; the SDK refuses an empty one.
+        self.client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries)
 
     def complete(self, messages: list[dict]) -> str:
-        """The first choice's message content; raises RuntimeError once the retries are spent."""
-        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens,
-                "seed": self.seed}
-        problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                response = self.http.post(self.url, json=body)
-            except self.transient as e:
-                problem = f"{type(e).__name__}: {e}"
-                continue
-            if response.status_code in RETRY_STATUS:
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code != 200:  # a wrong URL, key or model: every request would fail the same way
-                raise UserError(f"judge endpoint {self.url} answered HTTP {response.status_code}: "
-                                f"{response.text[:300]} (check --base-url, --judge-model and the API key)")
-            try:
-                return response.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise UserError(f"judge endpoint {self.url} did not return an OpenAI chat completion: "
-                                f"{response.text[:300]}") from None
-        raise RuntimeError(f"no answer after {self.retries + 1} attempts ({problem})")
+        """The reply's text. Raises JudgeFailure once the retries are spent, and UserError when the endpoint
+        refuses the request itself (a wrong URL, key or model would fail every request the same way)."""
+        import openai
+
+        try:
+            reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
+                                                        max_tokens=self.max_tokens, seed=self.seed)
+        except openai.APIConnectionError as e:  # timeouts included
+            raise JudgeFailure(f"{type(e).__name__}: {e}") from None
+        except openai.APIStatusError as e:
+            if e.status_code in (408, 409, 429) or e.status_code >= 500:
+                raise JudgeFailure(f"HTTP {e.status_code}: {e.message}") from None
+            raise UserError(f"judge endpoint {self.base_url} answered HTTP {e.status_code}: {e.message} (check "
+                            "--base-url, --judge-model and the API key)") from None
+        if not reply.choices or reply.choices[0].message is None:
+            raise UserError(f"judge endpoint {self.base_url} did not return an OpenAI chat completion: {reply}")
+        return reply.choices[0].message.content or ""
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
 
 
 def judge_messages(question: str, first: str, second: str) -> list[dict]:
@@ -213,8 +199,32 @@ def pair_summary(a: str, b: str, rows: list[dict], seed: int) -> dict:
 def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url: str, model: str,
                    api_key: str | None, output_dir: Path, pairs: list[tuple[str, str]] | None = None,
                    seed: int = 0, question_ids: list[str] | None = None, workers: int = 4,
-                   timeout: float = 120.0, retries: int = 4, backoff: float = 1.0, max_tokens: int = 2048) -> dict:
+                   timeout: float = 120.0, retries: int = 4, max_tokens: int = 2048) -> dict:
     """Judge every pair of arms on every question in both orders; write summary.json and judgements.jsonl."""
+    pairs = _checked_pairs(questions, answers, pairs)
+    question_ids = question_ids or [str(i) for i in range(len(questions))]
+    clean = {arm: [answer_only(x) for x in arm_answers] for arm, arm_answers in answers.items()}
+    jobs = [(a, b, i, order) for a, b in pairs for i in range(len(questions)) for order in ("a_first", "b_first")]
+    messages = [judge_messages(questions[i], *((clean[a][i], clean[b][i]) if order == "a_first"
+                                               else (clean[b][i], clean[a][i]))) for a, b, i, order in jobs]
+    client = JudgeClient(base_url, model, api_key, timeout=timeout, max_retries=retries, max_tokens=max_tokens,
+                         seed=seed)
+    replies = dict(zip(jobs, ask_judge(client, messages, workers)))
+    rows = [judgement_row(a, b, question_ids[i], questions[i], clean[a][i], clean[b][i],
+                          replies[(a, b, i, "a_first")], replies[(a, b, i, "b_first")])
+            for a, b in pairs for i in range(len(questions))]
+    summary = {"judge_model": model, "base_url": base_url, "seed": seed, "questions": len(questions),
+               "method": {"orders": "every question judged with A first and with B first",
+                          "verdict": "last [[1]]/[[2]]/[[平局]] tag in the reply; none = unparsable",
+                          "outcome": OUTCOME_RULE, "win_rate": "(wins + ties/2) / n, bootstrap 95% interval",
+                          "length_control": LENGTH_CONTROL},
+               "pairs": [pair_summary(a, b, [r for r in rows if (r["a"], r["b"]) == (a, b)], seed) for a, b in pairs]}
+    write_jsonl(Path(output_dir) / "judgements.jsonl", rows)
+    write_json(Path(output_dir) / "summary.json", summary)
+    return summary
+
+
+def _checked_pairs(questions: list[str], answers: dict[str, list[str]], pairs) -> list[tuple[str, str]]:
     for arm, arm_answers in answers.items():
         if len(arm_answers) != len(questions):
             raise UserError(f"arm '{arm}' has {len(arm_answers)} answers for {len(questions)} questions")
@@ -223,61 +233,40 @@ def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url
         for arm in (a, b):
             if arm not in answers:
                 raise UserError(f"arm '{arm}' has no answers (arms: {', '.join(answers)})")
-    question_ids = question_ids or [str(i) for i in range(len(questions))]
-    clean = {arm: [strip_thinking(x) for x in arm_answers] for arm, arm_answers in answers.items()}
+    return pairs
 
-    jobs = [(a, b, i, order) for a, b in pairs for i in range(len(questions)) for order in ("a_first", "b_first")]
 
-    def run(job):
-        a, b, i, order = job
-        first, second = (clean[a][i], clean[b][i]) if order == "a_first" else (clean[b][i], clean[a][i])
+def ask_judge(client: JudgeClient, message_lists: list[list[dict]], workers: int) -> list[tuple[str | None, str | None]]:
+    """(reply, None) or (None, error) for each request, `workers` at a time (endpoints rate-limit)."""
+    def ask(messages):
         try:
-            return client.complete(judge_messages(questions[i], first, second)), None
-        except RuntimeError as e:
+            return client.complete(messages), None
+        except JudgeFailure as e:
             return None, str(e)
 
-    client = JudgeClient(base_url, model, api_key, timeout=timeout, retries=retries, backoff=backoff,
-                         max_tokens=max_tokens, seed=seed)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))  # bounded: endpoints rate-limit
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        replies = dict(zip(jobs, pool.map(run, jobs)))
+        return list(pool.map(ask, message_lists))
     finally:  # on a UserError (wrong key, URL or model) the queued requests are dropped, not sent
         pool.shutdown(cancel_futures=True)
         client.close()
 
-    rows_by_pair = {}
-    for a, b in pairs:
-        rows = []
-        for i, question in enumerate(questions):
-            (reply_a, error_a), (reply_b, error_b) = replies[(a, b, i, "a_first")], replies[(a, b, i, "b_first")]
-            verdict_a = parse_verdict(reply_a) if reply_a is not None else None
-            verdict_b = parse_verdict(reply_b) if reply_b is not None else None
-            outcome, agree = combine_orders(verdict_a, verdict_b)
-            rows.append({"a": a, "b": b, "question_id": question_ids[i], "question": question,
-                         "answer_a": clean[a][i], "answer_b": clean[b][i],
-                         "verdict_a_first": verdict_a, "verdict_b_first": verdict_b,
-                         "outcome": outcome, "orders_agree": agree,
-                         "unparsable": (reply_a is not None and verdict_a is None)
-                         + (reply_b is not None and verdict_b is None),
-                         "failed": (error_a is not None) + (error_b is not None),
-                         "reply_a_first": reply_a, "reply_b_first": reply_b,
-                         "error": "; ".join(e for e in (error_a, error_b) if e) or None})
-        rows_by_pair[(a, b)] = rows
 
-    summary = {"judge_model": model, "base_url": base_url, "seed": seed, "questions": len(questions),
-               "method": {"orders": "every question judged with A first and with B first",
-                          "verdict": "last [[1]]/[[2]]/[[平局]] tag in the reply; none = unparsable",
-                          "outcome": OUTCOME_RULE, "win_rate": "(wins + ties/2) / n, bootstrap 95% interval",
-                          "length_control": LENGTH_CONTROL},
-               "pairs": [pair_summary(a, b, rows_by_pair[(a, b)], seed) for a, b in pairs]}
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / "judgements.jsonl", "w", encoding="utf-8") as f:
-        for rows in rows_by_pair.values():
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    write_json(output_dir / "summary.json", summary)
-    return summary
+def judgement_row(a: str, b: str, question_id: str, question: str, answer_a: str, answer_b: str,
+                  a_first: tuple[str | None, str | None], b_first: tuple[str | None, str | None]) -> dict:
+    """One question of one pair: both orders' replies and verdicts, and the outcome for A."""
+    (reply_a, error_a), (reply_b, error_b) = a_first, b_first
+    verdict_a = parse_verdict(reply_a) if reply_a is not None else None
+    verdict_b = parse_verdict(reply_b) if reply_b is not None else None
+    outcome, agree = combine_orders(verdict_a, verdict_b)
+    return {"a": a, "b": b, "question_id": question_id, "question": question,
+            "answer_a": answer_a, "answer_b": answer_b,
+            "verdict_a_first": verdict_a, "verdict_b_first": verdict_b,
+            "outcome": outcome, "orders_agree": agree,
+            "unparsable": (reply_a is not None and verdict_a is None) + (reply_b is not None and verdict_b is None),
+            "failed": (error_a is not None) + (error_b is not None),
+            "reply_a_first": reply_a, "reply_b_first": reply_b,
+            "error": "; ".join(e for e in (error_a, error_b) if e) or None}
 
 
 # -- command line (registered by the evaluate command group) --

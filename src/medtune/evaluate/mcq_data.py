@@ -1,4 +1,4 @@
-"""Multiple-choice benchmark files -> validated items: CMMLU CSV, CMExam CSV, CMB-Exam JSON, MedQA JSONL.
+"""Multiple-choice files -> validated items: CMMLU CSV, CMExam CSV/XLSX, CMB-Exam JSON, MedQA JSONL, medtune mcq JSONL.
 
 Each loader takes a file or a directory of such files and returns `(items, rejected)`. A row that cannot
 be used is never an exception and never silently dropped: it comes back in `rejected` with its file,
@@ -10,11 +10,19 @@ missing answer letter, a row with the wrong number of columns.
 Layouts (as published):
 - cmmlu  (haonan-li/CMMLU): CSV, header `,Question,A,B,C,D,Answer` (first column the row index); the
   subject is the file stem, a directory of CSVs is many subjects.
-- cmexam (williamliujl/CMExam): CSV with Question, Options ('A 选项\\nB 选项...'), Answer ('A' or 'ABD'),
-  and annotations; the subject is `Medical Discipline` when present, else the file stem.
+- cmexam (williamliujl/CMExam): CSV or .xlsx (the official validation file is an .xlsx) with Question,
+  Options, Answer ('A' or 'ABD'), Explanation and five annotation columns; the subject is `Medical
+  Discipline` when present, else the file stem. Options are 'A 选项' lines, separated by a line break or,
+  as in the official files, by the two characters backslash and 'n'.
 - cmb    (FreedomIntelligence/CMB): a JSON list (or JSONL) of {exam_type, exam_class, exam_subject,
-  question, answer ('C' or 'ACD'), question_type ('单项选择题'|'多项选择题'), option {"A": ...}}.
-- medqa  (jind11/MedQA, US and mainland): JSONL of {question, options {"A": ...}, answer_idx, answer, meta_info}.
+  question, answer ('C' or 'ACD'), question_type ('单项选择题'|'多项选择题'), option {"A": ...}}. CMB-test
+  publishes its answers in a separate file (CMB-test-choice-answer.json: a list of {id, answer, ...}
+  without questions): a directory holding both is joined on `id`.
+- medqa  (jind11/MedQA, US and mainland, 5- and 4-option): JSONL of {question, options {"A": ...},
+  answer_idx, answer, meta_info} (the 4_options files add metamap_phrases).
+- mcq    (medtune's own, e.g. GRPO training items): JSONL of {question, options {"A": ...} or a list in letter
+  order, answer ('B' or 'AC'), optional subject, optional multi (true/false; absent = not stated)}.
+  Not a published benchmark layout, so `FORMATS` (what `evaluate bench` scores) leaves it out.
 """
 
 from __future__ import annotations
@@ -25,13 +33,17 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from medtune.errors import UserError
 
 FORMATS = ("cmmlu", "cmexam", "cmb", "medqa")
+ITEM_FORMATS = FORMATS + ("mcq",)
+"""Every layout `load_items` reads: the published benchmark layouts and medtune's own question/options/answer JSONL."""
 LETTERS = "ABCDEFGHIJ"
-SUFFIXES = {"cmmlu": (".csv",), "cmexam": (".csv",), "cmb": (".json", ".jsonl"), "medqa": (".jsonl", ".json")}
+SUFFIXES = {"cmmlu": (".csv", ".xlsx"), "cmexam": (".csv", ".xlsx"), "cmb": (".json", ".jsonl"),
+            "medqa": (".jsonl", ".json"), "mcq": (".jsonl", ".json")}
 
 # The Chinese subject names of lm-evaluation-harness's cmmlu tasks (their prompt says "以下是关于{name}的...").
 CMMLU_SUBJECTS_ZH = {
@@ -84,8 +96,8 @@ class RowError(ValueError):
 
 def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:
     """Items and rejected rows ({file, line, reason}) from a file or a directory of files of one format."""
-    if format not in FORMATS:
-        raise UserError(f"unknown benchmark format '{format}'; choose one of {', '.join(FORMATS)}")
+    if format not in ITEM_FORMATS:
+        raise UserError(f"unknown multiple-choice format '{format}'; choose one of {', '.join(ITEM_FORMATS)}")
     root = Path(path)
     if root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES[format])
@@ -95,7 +107,12 @@ def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:
         files = [root]
     else:
         raise UserError(f"benchmark data not found: {root}")
-    read = {"cmmlu": _read_cmmlu, "cmexam": _read_cmexam, "cmb": _read_cmb, "medqa": _read_medqa}[format]
+    read = {"cmmlu": _read_cmmlu, "cmexam": _read_cmexam, "cmb": _read_cmb, "medqa": _read_medqa,
+            "mcq": _read_mcq}[format]
+    if format == "cmb":
+        answers, key_files = _cmb_answer_key(files)
+        files = [f for f in files if f not in key_files]
+        read = partial(_read_cmb, answers=answers)
     items, rejected = [], []
     for file in files:
         name = file.relative_to(root).as_posix() if root.is_dir() else file.name
@@ -118,17 +135,14 @@ def _open_text(file: Path) -> str:
         raise UserError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start}); convert the file to UTF-8") from None
 
 
-def _csv_rows(file: Path):
-    """(line, {column: value}) for every record; a record's line is where it starts (quoted fields span lines)."""
-    reader = csv.reader(io.StringIO(_open_text(file), newline=""))  # as open(newline=""): quoted newlines kept
-    try:
-        header = next(reader)
-    except StopIteration:
+def _table_rows(file: Path):
+    """(line, {column: value}) for every record of a CSV or .xlsx table (the first row is the header)."""
+    records = _xlsx_records(file) if file.suffix.lower() == ".xlsx" else _csv_records(_open_text(file))
+    first = next(records, None)
+    if first is None:
         return
-    header = [h.strip() for h in header]
-    start = reader.line_num + 1
-    for values in reader:
-        line, start = start, reader.line_num + 1
+    header = [h.strip() for h in first[1]]
+    for line, values in records:
         if not any(v.strip() for v in values):
             continue
         if len(values) != len(header):
@@ -137,8 +151,49 @@ def _csv_rows(file: Path):
         yield line, dict(zip(header, values))
 
 
+def _csv_records(text: str):
+    """(line where the record starts, values); quoted fields may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))  # as open(newline=""): quoted newlines kept
+    start = 1
+    for values in reader:
+        yield start, values
+        start = reader.line_num + 1
+
+
+def _xlsx_records(file: Path):
+    """(spreadsheet row number, cell texts) of the first sheet, trailing empty cells dropped."""
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(file, read_only=True, data_only=True)
+    except Exception as e:  # a broken file raises zipfile, KeyError or openpyxl's own errors
+        raise UserError(f"{file}: cannot read it as an .xlsx workbook ({type(e).__name__}: {e})") from None
+    try:
+        sheet = book.worksheets[0]
+        # Read-only sheets yield every row from min_row on, empty ones too, so the count is the row number
+        # (an empty cell carries no row number of its own).
+        rows = [(number, [_cell_text(v) for v in values])
+                for number, values in enumerate(sheet.iter_rows(values_only=True), sheet.min_row or 1)]
+    finally:
+        book.close()
+    width = 0
+    for line, values in rows:
+        while values and not values[-1]:  # formatted but empty cells past the table
+            values.pop()
+        width = width or len(values)  # the header's width: rows with empty last cells are padded to it
+        yield line, values + [""] * (width - len(values))
+
+
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # Excel keeps numbers as floats: 3 is 3.0
+    return str(value)
+
+
 def _read_cmmlu(file: Path):
-    for line, row in _csv_rows(file):
+    for line, row in _table_rows(file):
         if not isinstance(row, RowError):
             missing = [c for c in ("Question", "A", "B", "C", "D", "Answer") if c not in row]
             if missing:
@@ -149,7 +204,7 @@ def _read_cmmlu(file: Path):
 
 
 def _read_cmexam(file: Path):
-    for line, row in _csv_rows(file):
+    for line, row in _table_rows(file):
         if not isinstance(row, RowError):
             missing = [c for c in ("Question", "Options", "Answer") if c not in row]
             if missing:
@@ -169,9 +224,13 @@ _OPTION_SEPARATOR = re.compile(r"\s*[.:、)．：）]?\s*")
 
 
 def _split_options(text: str) -> dict[str, str]:
-    """CMExam's 'A 选项\\nB 选项' string -> {letter: text} (only the label is normalised, never the text)."""
+    """CMExam's 'A 选项\\nB 选项' string -> {letter: text} (only the label is normalised, never the text).
+
+    The official files separate the options with the two characters backslash and 'n', not a line
+    break; both are read.
+    """
     options = {}
-    for raw in text.splitlines():
+    for raw in text.replace("\\r\\n", "\n").replace("\\n", "\n").splitlines():
         line = raw.strip()
         if not line:
             continue
@@ -184,7 +243,7 @@ def _split_options(text: str) -> dict[str, str]:
     return options
 
 
-def _json_records(file: Path):
+def json_records(file: Path):
     """(line, object) from a JSON list or from JSONL; the line is where the object starts."""
     text = _open_text(file)
     if text.lstrip().startswith("["):
@@ -209,11 +268,22 @@ def _json_records(file: Path):
 
 
 def _json_objects(file: Path):
-    for line, obj in _json_records(file):
+    for line, obj in json_records(file):
         yield line, obj if isinstance(obj, (dict, RowError)) else RowError("not a JSON object")
 
 
-def _read_cmb(file: Path):
+def _cmb_answer_key(files: list[Path]) -> tuple[dict[str, object], set[Path]]:
+    """({id: answer}, the files that hold them): CMB-test's answer file has ids and answers, no questions."""
+    answers, key_files = {}, set()
+    for file in files:
+        records = [obj for _, obj in json_records(file) if isinstance(obj, dict)]
+        if records and all("question" not in r and "answer" in r and "id" in r for r in records):
+            key_files.add(file)
+            answers.update((str(r["id"]), r["answer"]) for r in records)
+    return answers, key_files
+
+
+def _read_cmb(file: Path, answers: dict[str, object]):
     for line, obj in _json_objects(file):
         if not isinstance(obj, RowError):
             options = obj.get("option")
@@ -221,7 +291,14 @@ def _read_cmb(file: Path):
                 options = dict(sorted(options.items()))
                 while options and not str(options[next(reversed(options))] or "").strip():
                     options.popitem()
-            obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer"),
+            answer = obj.get("answer")
+            if answer is None and "id" in obj:
+                answer = answers.get(str(obj["id"]))
+                if answer is None:
+                    yield line, RowError(f"answer: missing, and id {obj['id']} is in no answer file (CMB-test keeps "
+                                         "its answers in CMB-test-choice-answer.json: put it in the same directory)")
+                    continue
+            obj = {"question": obj.get("question"), "options": options, "answer": answer,
                    "subject": obj.get("exam_subject") or obj.get("exam_class"),
                    "multi": {"多项选择题": True, "单项选择题": False}.get(obj.get("question_type"))}
         yield line, obj
@@ -235,6 +312,22 @@ def _read_medqa(file: Path):
                 options = dict(zip(LETTERS, options))
             obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer_idx"),
                    "answer_text": obj.get("answer"), "subject": obj.get("meta_info"), "multi": False}
+        yield line, obj
+
+
+def _read_mcq(file: Path):
+    for line, obj in _json_objects(file):
+        if not isinstance(obj, RowError):
+            options, multi = obj.get("options"), obj.get("multi")
+            if isinstance(options, list) and len(options) > len(LETTERS):
+                obj = RowError(f"options: {len(options)} options; at most {len(LETTERS)} (A-J)")
+            elif multi is not None and not isinstance(multi, bool):
+                obj = RowError(f"multi: {multi!r} is not true or false")
+            else:
+                if isinstance(options, list):
+                    options = dict(zip(LETTERS, options))
+                obj = {"question": obj.get("question"), "options": options, "answer": obj.get("answer"),
+                       "subject": obj.get("subject"), "multi": multi}
         yield line, obj
 
 

@@ -53,22 +53,35 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def bleu_4(candidates: list[str], references: list[str]) -> float:
-    """Corpus BLEU-4 on characters, one reference per candidate."""
-    matches, totals = [0] * 4, [0] * 4
-    cand_len = ref_len = 0
-    for cand, ref in zip(candidates, references, strict=True):
-        c, r = chars(cand), chars(ref)
-        cand_len, ref_len = cand_len + len(c), ref_len + len(r)
-        for n in range(1, 5):
-            c_counts, r_counts = Counter(ngrams(c, n)), Counter(ngrams(r, n))
-            matches[n - 1] += sum(min(k, r_counts[g]) for g, k in c_counts.items())
-            totals[n - 1] += max(len(c) - n + 1, 0)
+def bleu_stats(candidate: str, reference: str) -> tuple[int, ...]:
+    """One answer's share of corpus BLEU: clipped matches and totals for n = 1..4, candidate and reference length.
+
+    Corpus BLEU over answers is `bleu_from_stats` of their summed stats, so a bootstrap over answers only
+    re-adds these numbers instead of re-counting n-grams.
+    """
+    c, r = chars(candidate), chars(reference)
+    matches, totals = [], []
+    for n in range(1, 5):
+        c_counts, r_counts = Counter(ngrams(c, n)), Counter(ngrams(r, n))
+        matches.append(sum(min(k, r_counts[g]) for g, k in c_counts.items()))
+        totals.append(max(len(c) - n + 1, 0))
+    return (*matches, *totals, len(c), len(r))
+
+
+def bleu_from_stats(stats: list[tuple[int, ...]]) -> float:
+    """Corpus BLEU-4 from per-answer `bleu_stats`: no smoothing, brevity penalty on the total lengths."""
+    summed = [sum(column) for column in zip(*stats)] if stats else [0] * 10
+    matches, totals, cand_len, ref_len = summed[:4], summed[4:8], summed[8], summed[9]
     if cand_len == 0 or min(matches) == 0:
         return 0.0
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / 4
     brevity = 1.0 if cand_len > ref_len else math.exp(1 - ref_len / cand_len)
     return brevity * math.exp(log_precision)
+
+
+def bleu_4(candidates: list[str], references: list[str]) -> float:
+    """Corpus BLEU-4 on characters, one reference per candidate."""
+    return bleu_from_stats([bleu_stats(c, r) for c, r in zip(candidates, references, strict=True)])
 
 
 def distinct_n(texts: list[str], n: int) -> float:

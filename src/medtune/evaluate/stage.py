@@ -10,8 +10,13 @@ outputs exist (`--force` reruns them all):
 - safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
+- consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
+  history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+- contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
+  prompt against the training split's source records (and align/pairs.jsonl) -> eval/contamination.json,
+  with each benchmark result also scored on its clean items
 
 evaluate_run is that list of steps. Adding a step: a function `def step_x(run: EvalRun) -> None` that
 returns early when the config does not ask for it, fingerprints its inputs, skips itself with
@@ -107,17 +112,21 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
 
     started = time.perf_counter()
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
-    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt)
+    aligned = cfg.align is not None and (cfg.run_dir / "align" / ADAPTER_FILES[0]).is_file()
+    models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt, aligned)
     arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
     parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
-    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype]) as engines:
+    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype],
+                 log=log) as engines:
         run = EvalRun(cfg, arms, engines, base, force, log, parts)
         step_perplexity(run)
         step_compare(run)
         step_metrics(run)
         step_safety(run)
         step_benchmarks(run)
+        step_consultations(run)
         step_judge(run)
+        step_contamination(run)
     _log_done(run, time.perf_counter() - started)
     return run.outputs
 
@@ -216,6 +225,7 @@ def step_benchmarks(run: EvalRun) -> None:
 
     if not run.cfg.evaluate.benchmarks:
         return
+    run.engines.close()  # the comparison's model goes first (vLLM holds 90% of GPU memory): one model at a time
     bench_dir = run.eval_dir / "benchmarks"
     local = {(a.model, a.adapter): a.name.split("/")[0] for a in run.arms if not a.base_url}
     results = [_benchmark(run, b, model, adapter, label, bench_dir)
@@ -229,18 +239,40 @@ def _benchmark(run: EvalRun, b, model: str, adapter: str | None, label: str, ben
     from medtune.evaluate.bench import run_benchmark
 
     batch_size = run.cfg.evaluate.batch_size
-    bench_name = Path(b.path.rstrip("/")).stem
+    bench_name = b.name or Path(b.path.rstrip("/")).stem
     out = bench_dir / f"{bench_name}-{b.method}-{b.shots}shot--{label}.json"
     fp = fingerprint({"part": "bench", "model": model_identity(model), "adapter": [
         file_identity(Path(adapter) / f) for f in ADAPTER_FILES] if adapter else None,
         "data": data_identity(b.path), "dev": data_identity(b.dev_path) if b.dev_path else None,
-        "format": b.format, "method": b.method, "shots": b.shots, "batch_size": batch_size})
+        "format": b.format, "method": b.method, "shots": b.shots, "batch_size": batch_size, "kind": b.kind,
+        "subjects": b.subjects})
     if not run.up_to_date(f"bench:{out.name}", fp, out):
         run.log(f"evaluate: benchmark {bench_name} ({b.format}, {b.method}, {b.shots}-shot) on {label}")
         run_benchmark(model, adapter, b.path, b.format, b.method, b.shots, b.dev_path, out, batch_size,
-                      name=bench_name, arm=label)
+                      name=bench_name, arm=label, kind=b.kind, subjects=b.subjects)
         run.done(f"bench:{out.name}", fp)
     return read_json(out)
+
+
+def step_consultations(run: EvalRun) -> None:
+    """Every chat-template arm through each multi-turn case set, its own answers as the history
+    -> eval/consultations/<name>.json and <name>_answers.jsonl."""
+    from medtune.evaluate.consult import answers_path, run_consultation
+
+    ev = run.cfg.evaluate
+    judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env)) \
+        if ev.judge_base_url and ev.judge_model else None
+    for c in ev.consultations:
+        name = Path(c.path).stem
+        out = run.eval_dir / "consultations" / f"{name}.json"
+        fp = fingerprint({"part": "consult", "arms": [arm_identity(a) for a in run.arms],
+                          "data": file_identity(c.path), "max_cases": c.max_cases,
+                          "judge": judge[:2] if judge else None, "engine": ev.engine, "batch_size": ev.batch_size,
+                          "dtype": run.dtype})
+        if not run.up_to_date(f"consult:{name}", fp, out, answers_path(out)):
+            run_consultation(run.arms, c.path, out, run.engines, judge, name=name, max_cases=c.max_cases, log=run.log)
+            run.done(f"consult:{name}", fp)
+        run.outputs["consultations"] = out.parent
 
 
 def step_judge(run: EvalRun) -> None:
@@ -261,6 +293,23 @@ def step_judge(run: EvalRun) -> None:
                        pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
+
+
+def step_contamination(run: EvalRun) -> None:
+    """Every evaluation input against the training (and align) data -> eval/contamination.json, with each
+    benchmark result also on its clean items (so it runs after the benchmarks)."""
+    from medtune.evaluate.contamination import check_contamination, inputs_identity
+
+    cfg, ev = run.cfg, run.cfg.evaluate
+    if not (ev.contamination and cfg.data.train_files
+            and (ev.benchmarks or ev.questions or ev.safety or ev.consultations)):
+        return
+    out = run.eval_dir / "contamination.json"
+    fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})
+    if not run.up_to_date("contamination", fp, out):
+        check_contamination(cfg, out, log=run.log)
+        run.done("contamination", fp)
+    run.outputs["contamination"] = out
 
 
 def _log_done(run: EvalRun, seconds: float) -> None:

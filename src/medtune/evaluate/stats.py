@@ -40,12 +40,18 @@ def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
 
 def bootstrap_interval(values: Sequence, statistic: Callable[[Sequence], float], resamples: int = 2000,
                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of `statistic` over `values` (resampled with replacement, seeded)."""
+    """Percentile bootstrap interval of `statistic` over `values` (resampled with replacement, seeded).
+
+    A resample whose statistic is None (undefined on it, e.g. a mean of no scored items) is left out.
+    """
     if not values:
         return 0.0, 0.0
     rng = random.Random(seed)
     n = len(values)
-    stats = sorted(statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
-    lo = stats[int((1 - level) / 2 * resamples)]
-    hi = stats[min(resamples - 1, int((1 + level) / 2 * resamples))]
+    drawn = (statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples))
+    stats = sorted(s for s in drawn if s is not None)
+    if not stats:
+        return 0.0, 0.0
+    lo = stats[int((1 - level) / 2 * len(stats))]
+    hi = stats[min(len(stats) - 1, int((1 + level) / 2 * len(stats)))]
     return lo, hi

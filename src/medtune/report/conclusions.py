@@ -128,13 +128,95 @@ def rule_benchmark(test: dict) -> Finding:
     return Finding("supported", "c.bench.better", {**params, "winner": winner, "loser": loser})
 
 
-def rule_benchmarks(benchmarks_found: int, tests: list[dict] | None) -> list[Finding]:
+def rule_general(test: dict) -> Finding:
+    """A paired McNemar test on a general (non-medical) benchmark: what medical tuning cost A against B, if anything."""
+    p, acc_a, acc_b = num(test, "p_value"), num(test, "accuracy_a"), num(test, "accuracy_b")
+    params = {"alpha": f_num(ALPHA, 2), "benchmark": text(test, "benchmark") or "?", "a": text(test, "a") or "A",
+              "b": text(test, "b") or "B", "p": f_sig(p, 3) if p is not None else "—",
+              "only_a": f_int(num(test, "only_a")), "only_b": f_int(num(test, "only_b"))}
+    if p is None or acc_a is None or acc_b is None:
+        return Finding("no_evidence", "c.bench.nop", params)
+    if p >= ALPHA:
+        return Finding("not_supported", "c.general.same", {**params, "delta": f_signed_pct(acc_a - acc_b)})
+    if acc_a < acc_b:
+        return Finding("flag", "c.general.cost", {**params, "delta": f_pct(acc_b - acc_a)})
+    return Finding("supported", "c.general.gain", {**params, "delta": f_pct(acc_a - acc_b)})
+
+
+def rule_benchmarks(benchmarks_found: int, tests: list[dict] | None, general: frozenset = frozenset()) -> list[Finding]:
+    """`general`: names of the general (non-medical) benchmarks, whose tests say what tuning cost."""
     params = {"alpha": f_num(ALPHA, 2)}
     if not benchmarks_found:
         return [Finding("no_evidence", "c.bench.none", params)]
     if not tests:
         return [Finding("no_evidence", "c.bench.notest", params)]
-    return [rule_benchmark(t) for t in tests]
+    return [rule_general(t) if text(t, "benchmark") in general else rule_benchmark(t) for t in tests]
+
+
+def rule_consultation(summary: dict) -> list[Finding]:
+    """eval/consultations/<name>.json: per arm, does the score fall from each case's first turn to its last?"""
+    out = []
+    for arm in [a for a in summary.get("arms") or [] if isinstance(a, dict)]:
+        trend = arm.get("trend") if isinstance(arm.get("trend"), dict) else {}
+        metrics = [("rouge_l", "cs.metric_rouge")] + (
+            [("judge_score", "cs.metric_judge")] if "judge_score_change" in trend else [])
+        for metric, name in metrics:
+            n, change = num(trend, "cases"), num(trend, f"{metric}_change")
+            ci = trend.get(f"{metric}_change_ci")
+            lo, hi = (ci[0], ci[1]) if isinstance(ci, list) and len(ci) == 2 and all(
+                isinstance(v, (int, float)) for v in ci) else (None, None)
+            params = {"benchmark": text(summary, "benchmark") or "?", "arm": text(arm, "arm") or "?",
+                      "metric": Key(name), "n": f_int(n), "min_n": f_int(MIN_N), "change": f_num(change, 3),
+                      "lo": f_num(lo, 3), "hi": f_num(hi, 3)}
+            if not n or change is None or lo is None:
+                out.append(Finding("no_evidence", "c.consult.nodata", params))
+            elif n < MIN_N:
+                out.append(Finding("too_few", "c.consult.few", params))
+            elif hi < 0:
+                out.append(Finding("flag", "c.consult.falls", params))
+            elif lo > 0:
+                out.append(Finding("info", "c.consult.rises", params))
+            else:
+                out.append(Finding("not_supported", "c.consult.flat", params))
+    return out
+
+
+def rule_consultations(run: Run) -> list[Finding]:
+    """Findings for every consultation result; 'no evidence' only when consultations were configured but absent."""
+    if run.consultations:
+        return [f for rf in run.consultations if rf.ok for f in rule_consultation(rf.data)]
+    if run.cfg is not None and run.cfg.evaluate.consultations:
+        return [Finding("no_evidence", "c.consult.none", {})]
+    return []
+
+
+def rule_contamination(result: dict | None) -> list[Finding]:
+    """How many evaluation items the training data holds, and whether flagged items score differently.
+
+    The clean items are a subset of all items, so "all vs clean" is not a two-sample test; the flagged
+    and clean items are disjoint, and Fisher's exact test on them (in contamination.json) is the one used.
+    """
+    params = {"alpha": f_num(ALPHA, 2)}
+    if result is None:
+        return [Finding("no_evidence", "c.cont.none", params)]
+    files = [f for f in result.get("files") or [] if isinstance(f, dict)]
+    flagged, items = sum(num(f, "flagged") or 0 for f in files), sum(num(f, "items") or 0 for f in files)
+    out = [Finding("flag" if flagged else "info", "c.cont.flagged" if flagged else "c.cont.clean",
+                   {**params, "flagged": f_int(flagged), "items": f_int(items), "files": f_int(len(files))})]
+    for b in [b for b in result.get("benchmarks") or [] if isinstance(b, dict)]:
+        groups = {k: b.get(k) if isinstance(b.get(k), dict) else {} for k in ("all", "clean", "flagged")}
+        if not num(groups["flagged"], "n"):
+            continue
+        p = num(b.get("test") if isinstance(b.get("test"), dict) else {}, "p_value")
+        values = {**params, "benchmark": text(b, "benchmark") or "?", "arm": text(b, "arm") or "?",
+                  "p": f_sig(p, 3) if p is not None else "—",
+                  **{f"{k}_acc": f_pct(num(g, "accuracy")) for k, g in groups.items()},
+                  **{f"{k}_n": f_int(num(g, "n")) for k, g in groups.items()}}
+        if p is not None and p < ALPHA:
+            out.append(Finding("flag", "c.cont.differs", values))
+        else:
+            out.append(Finding("not_supported", "c.cont.same", values))
+    return out
 
 
 def rule_judge_pair(pair: dict) -> list[Finding]:
@@ -331,7 +413,10 @@ def conclude(run: Run, facts: Facts, checks: list[Check]) -> list[Finding]:
     tests = None
     if run.significance.ok:
         tests = [t for t in run.significance.data.get("tests") or [] if isinstance(t, dict)]
-    out += rule_benchmarks(sum(b.ok for b in run.benchmarks), tests)
+    general = frozenset(text(b.data, "benchmark") for b in run.benchmarks if b.ok and text(b.data, "kind") == "general")
+    out += rule_benchmarks(sum(b.ok for b in run.benchmarks), tests, general)
+    out += rule_contamination(run.contamination.data if run.contamination.ok else None)
+    out += rule_consultations(run)
     pairs = run.judge.data.get("pairs") if run.judge.ok else None
     if isinstance(pairs, list) and pairs:
         for pair in pairs:

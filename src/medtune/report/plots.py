@@ -96,7 +96,7 @@ class Plotter:
         return label if self.font else "".join("?" if ord(c) >= 0x2E80 else c for c in label)
 
     def lines(self, name: str, title: str, xlabel: str, ylabel: str, lines: list[Line],
-              hlines: list[tuple[float, str]] = (), log_y: bool = False) -> str:
+              hlines: list[tuple[float, str]] = (), log_y: bool = False, integer_x: bool = False) -> str:
         with self._style():
             fig = self._figure()
             ax = fig.add_subplot()
@@ -107,6 +107,10 @@ class Plotter:
                 ax.axhline(y, linestyle=":", linewidth=1.2, color="#7f7f7f", label=label)
             if log_y:
                 ax.set_yscale("log")
+            if integer_x:  # turns, not a continuous axis
+                from matplotlib.ticker import MaxNLocator
+
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
             if len(lines) + len(hlines) > 1:
                 ax.legend(frameon=False)

@@ -167,9 +167,11 @@ class Run:
     compare_answers: RunFile
     benchmarks: list[RunFile]
     significance: RunFile
+    consultations: list[RunFile]
     judge: RunFile
     eval_metrics: RunFile
     safety: RunFile
+    contamination: RunFile
     checkpoints: list[str]
 
     @property
@@ -182,6 +184,8 @@ def read_run(run_dir: str | Path) -> Run:
     bench_dir = d / "eval" / "benchmarks"
     bench_files = sorted(p.name for p in bench_dir.glob("*.json") if p.name != "significance.json") \
         if bench_dir.is_dir() else []
+    consult_dir = d / "eval" / "consultations"
+    consult_files = sorted(p.name for p in consult_dir.glob("*.json")) if consult_dir.is_dir() else []
     checkpoints = sorted((p.name for p in d.glob("checkpoint-*") if p.is_dir()), key=_checkpoint_step)
     return Run(
         dir=d,
@@ -201,9 +205,11 @@ def read_run(run_dir: str | Path) -> Run:
         compare_answers=read_jsonl(d, "eval/compare/answers.jsonl"),
         benchmarks=[read_json(d, f"eval/benchmarks/{name}") for name in bench_files],
         significance=read_json(d, "eval/benchmarks/significance.json"),
+        consultations=[read_json(d, f"eval/consultations/{name}") for name in consult_files],
         judge=read_json(d, "eval/judge/summary.json"),
         eval_metrics=read_json(d, "eval/metrics.json"),
         safety=read_json(d, "eval/safety.json"),
+        contamination=read_json(d, "eval/contamination.json"),
         checkpoints=checkpoints,
     )
 

@@ -65,7 +65,7 @@ def sec_overview(c: Ctx) -> list[Section]:
     cfg = run.cfg
     adapter = run.adapter_config.data if run.adapter_config.ok else {}
     base = cfg.model.name_or_path if cfg else text(adapter, "base_model_name_or_path")
-    files = cfg.data.train_files if cfg else []
+    files = cfg.data.source_paths() if cfg else []
     s = Section("overview", t("sec.overview"))
     if base:
         s.blocks.append(Para(t("ov.goal", base=code(base), data=", ".join(code(f) for f in files) if files else NA)))
@@ -182,6 +182,7 @@ def sec_data(c: Ctx) -> list[Section]:
         rows.append([t(f"data.{key}"), f_int(value), t("data.of_kept", share=share) if key == "truncated"
                      else share])
     s.blocks.append(Table([t("col.item"), t("col.count"), t("col.share_of_read")], rows))
+    s.blocks += sources_table(t, st)
     reasons = st.get("rejected_reasons")
     if isinstance(reasons, dict) and reasons:
         counted = sorted(((str(k), num(reasons, k)) for k in reasons), key=lambda kv: -(kv[1] or 0))
@@ -210,9 +211,26 @@ def sec_data(c: Ctx) -> list[Section]:
     return [s]
 
 
+def sources_table(t, stats: dict) -> list:
+    """The mixture: per source read, kept, not kept, train samples and their share (only for 2+ sources)."""
+    sources = [x for x in stats.get("sources") or [] if isinstance(x, dict)]
+    if len(sources) < 2:
+        return []
+    rows = []
+    for x in sources:
+        weight = num(x, "weight")
+        dropped = sum(num(x, k) or 0 for k in ("rejected", "duplicates", "dropped_too_long"))
+        rows.append([code(text(x, "path") or "?"), text(x, "role") or NA, text(x, "format") or NA,
+                     f_num(weight, 2) if weight is not None else NA, f_int(num(x, "read")), f_int(num(x, "kept")),
+                     f_int(dropped), f_int(num(x, "unused")), f_int(num(x, "train")), f_pct(num(x, "train_share"))])
+    return [Para(t("mix.intro")),
+            Table([t("mix.source"), t("mix.role"), t("mix.format"), t("mix.weight"), t("data.read"), t("data.kept"),
+                   t("mix.dropped"), t("data.unused"), t("data.train"), t("mix.share")], rows)]
+
+
 def data_sources(c: Ctx) -> list[str]:
     if c.run.cfg:
-        return [code(f) for f in c.run.cfg.data.train_files]
+        return [code(f) for f in c.run.cfg.data.source_paths()]
     inputs = c.run.manifest.data.get("inputs") if c.run.manifest.ok else None
     return [code(text(i, "hub_id") or Path(text(i, "path") or "?").name) for i in inputs or [] if isinstance(i, dict)]
 

@@ -10,6 +10,8 @@ from medtune.report.document import Image, Para, Section, Table
 from medtune.report.format import NA, f_int, f_num, f_pct, f_sig
 from medtune.report.runfiles import num, text
 from medtune.report.sections import Ctx, code, file_note
+from medtune.report.sections_contamination import sec_contamination
+from medtune.report.sections_consult import consultation_sections, general_ability
 
 ANSWER_CHARS = 600
 """Example answers longer than this are cut (the full text is in eval/compare/answers.jsonl)."""
@@ -123,7 +125,7 @@ def sec_benchmarks(c: Ctx) -> list[Section]:
     s = Section("benchmarks", t("sec.benchmarks"))
     if not run.benchmarks:
         s.blocks.append(Para(t("file.missing", file="eval/benchmarks/", stage=t("stage.evaluate")), "missing"))
-        return [s]
+        return [s] + sec_contamination(c) + consultation_sections(c)
     rows, labels, accs, lows, highs = [], [], [], [], []
     for rf in run.benchmarks:
         note = file_note(t, rf, "evaluate")
@@ -160,7 +162,7 @@ def sec_benchmarks(c: Ctx) -> list[Section]:
     else:
         s.blocks.append(Para(t("bm.no_test", file=code(sig.rel)), "missing") if not note or note.kind == "missing"
                         else note)
-    return [s]
+    return [s] + sec_contamination(c) + general_ability(c, significance_verdict) + consultation_sections(c)
 
 
 def significance_verdict(t, p: float | None) -> str:

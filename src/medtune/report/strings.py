@@ -38,6 +38,66 @@ STRINGS: dict[str, tuple[str, str]] = {
     "sec.judge": ("LLM 评审", "LLM judge"),
     "sec.safety": ("安全探测", "Safety probe"),
     "sec.repro": ("可复现性", "Reproducibility"),
+    "sec.contamination": ("污染检查", "Contamination check"),
+    "sec.alignment": ("对齐（偏好 / 强化学习）", "Alignment (preference / RL)"),
+    "al.algorithm": ("算法", "Algorithm"),
+    "al.reference": ("参考模型", "Reference model"),
+    "al.ref.sft": ("SFT 模型（其适配器的冻结副本）", "the SFT model (a frozen copy of its adapter)"),
+    "al.ref.base": ("基座模型（没有完成的 train 阶段）", "the base model (no finished train stage)"),
+    "al.steps": ("优化步数", "Optimizer steps"),
+    "al.data": ("数据", "Data"),
+    "al.data_counts": ("读取 {read} 条，保留 {kept} 条，训练行 {rows}", "{read} read, {kept} kept, {rows} training rows"),
+    "al.lengths": ("chosen / rejected 长度中位数（字符）", "Median length chosen / rejected (characters)"),
+    "al.length_pair": ("{chosen} / {rejected}", "{chosen} / {rejected}"),
+    "al.loss": ("损失（首个 → 最后记录）", "Loss (first → last logged)"),
+    "al.self_pairs": ("自建偏好对", "Self-made pairs"),
+    "al.self_pairs_counts": ("{prompts} 个训练提示，保留 {kept} 对（`align/pairs_summary.json`）",
+                             "{prompts} training prompts, {kept} pairs kept (`align/pairs_summary.json`)"),
+    "al.no_curves": ("`align/metrics.jsonl` 中没有可画的曲线。", "`align/metrics.jsonl` has no curve to plot."),
+    "plot.al.loss": ("对齐损失", "Alignment loss"),
+    "plot.al.margin": ("奖励差（chosen − rejected）", "Reward margin (chosen − rejected)"),
+    "plot.al.acc": ("奖励准确率", "Reward accuracy"),
+    "plot.al.kl": ("KL", "KL"),
+    "plot.al.reward": ("平均奖励", "Mean reward"),
+    "plot.al.zero_std": ("奖励全相同的组占比", "Share of groups with all-equal rewards"),
+    "plot.al.extract": ("答案提取失败占比", "Share of replies with no clear answer"),
+    "al.c.grpo": ("对齐（GRPO）：训练题上的平均奖励从 {first} 变为 {last}（首个对最后一个记录步）；平均 {zero} 的组内奖励全相同"
+                  "（这些组不产生梯度）。训练题上奖励上升不能说明模型在评测上变好，见下面的配对检验。",
+                  "Alignment (GRPO): the mean reward on the training items went from {first} to {last} (first vs last "
+                  "logged step); on average {zero} of the groups had all-equal rewards (they carry no gradient). A "
+                  "rising training reward does not show that the model improved on the evaluation: see the paired "
+                  "tests below."),
+    "al.c.grpo_flat": ("对齐（GRPO）：平均 {zero} 的组内奖励全相同，几乎没有梯度（题目对模型太难或太易）；平均奖励 {first} → {last}。",
+                       "Alignment (GRPO): on average {zero} of the groups had all-equal rewards, so there was almost no "
+                       "gradient (the items are too hard or too easy for the model); mean reward {first} → {last}."),
+    "al.c.noreward": ("对齐（GRPO）：`align/metrics.jsonl` 中没有记录奖励，无证据。",
+                      "Alignment (GRPO): no reward logged in `align/metrics.jsonl`; no evidence."),
+    "plot.al.caption": ("来自 `align/metrics.jsonl` 的 `{metric}`，按优化步。", "`{metric}` from `align/metrics.jsonl`, by optimizer step."),
+    "al.c.margin": ("对齐：最后记录的奖励差为 {margin}（奖励准确率 {acc}）；大于 0 表示策略比参考模型更偏好 chosen 回答。",
+                    "Alignment: the last logged reward margin is {margin} (reward accuracy {acc}); above 0 means the "
+                    "policy prefers the chosen answers more than the reference does."),
+    "al.c.nomargin": ("对齐：`align/train_results.json` 中没有奖励差，无法判断偏好是否学到。",
+                      "Alignment: no reward margin in `align/train_results.json`; no evidence either way that the "
+                      "preference was learned."),
+    "al.c.noarms": ("对齐：评估中没有对齐模型与 SFT 模型的对比（`adapter: run:align` 与 `adapter: run`），无法说对齐是否有帮助。",
+                    "Alignment: the evaluation has no aligned-vs-SFT comparison (`adapter: run:align` and "
+                    "`adapter: run`), so there is no evidence that alignment helped."),
+    "al.c.nobench": ("对齐：{a} 与 {b} 没有配对的基准检验，准确率方面无证据。",
+                     "Alignment: no paired benchmark test between {a} and {b}; no evidence on accuracy."),
+    "al.c.nojudge": ("对齐：没有 {a} 对 {b} 的 LLM 评审结果，回答质量方面无证据。",
+                     "Alignment: no LLM-judge result for {a} vs {b}; no evidence on answer quality."),
+    "al.c.length": ("对齐：{a} 的回答长度中位数是 {b} 的 {ratio} 倍（{ma} 对 {mb} 个词元）；评审胜率需结合长度看。",
+                    "Alignment: {a}'s median answer is {ratio}x as long as {b}'s ({ma} vs {mb} tokens); read judge win "
+                    "rates with length in mind."),
+    "al.c.nolength": ("对齐：没有 {a} 与 {b} 的回答，无法比较长度。", "Alignment: no answers of {a} and {b} to compare lengths."),
+    "al.c.safety_ok": ("对齐：安全探测没有退步的证据（{a} {ra}，{b} {rb}，区间有重叠或更高）。",
+                       "Alignment: no evidence of a safety regression ({a} {ra}, {b} {rb}; the intervals overlap or "
+                       "the aligned one is higher)."),
+    "al.c.safety_worse": ("对齐：安全探测退步：{a} 的通过率 {ra} 的 Wilson 区间整体低于 {b} 的 {rb}。",
+                          "Alignment: safety regressed: {a}'s pass rate {ra} has a Wilson interval wholly below {b}'s "
+                          "{rb}."),
+    "al.c.nosafety": ("对齐：没有 {a} 与 {b} 的安全探测结果，无证据。",
+                      "Alignment: no safety-probe result for {a} and {b}; no evidence."),
     "sec.failed": ("本节无法生成（{error}）；其余各节不受影响。请检查对应文件是否符合 docs/run-directory.md。",
                    "This section could not be built ({error}); the other sections are unaffected. Check that its "
                    "files follow docs/run-directory.md."),
@@ -53,6 +113,7 @@ STRINGS: dict[str, tuple[str, str]] = {
                      "{n} line(s) of `{file}` could not be used and were skipped: {lines}."),
     "stage.prepare": ("prepare", "prepare"),
     "stage.train": ("train", "train"),
+    "stage.align": ("align", "align"),
     "stage.evaluate": ("evaluate", "evaluate"),
     "status.done": ("已完成", "finished"),
     "status.missing": ("未运行", "not run"),
@@ -191,6 +252,27 @@ STRINGS: dict[str, tuple[str, str]] = {
                      "McNemar p = {p} ≥ {alpha}），不能说哪个更好。",
                      "{benchmark}: {a} and {b} do not differ significantly ({only_a} items only A got right, "
                      "{only_b} only B; McNemar p = {p} ≥ {alpha}); neither is better."),
+    "c.cont.none": ("污染检查：没有 `eval/contamination.json`，无法说明评测题目是否出现在训练数据中。",
+                    "Contamination: no `eval/contamination.json`, so nothing shows whether the evaluation items "
+                    "appear in the training data."),
+    "c.cont.clean": ("污染检查：{files} 个评测文件的 {items} 个条目都没有出现在训练数据中（精确匹配与 8 字 n-gram 覆盖检验）。",
+                     "Contamination: none of the {items} items of {files} evaluation files appears in the training "
+                     "data (exact match and 8-character n-gram coverage)."),
+    "c.cont.flagged": ("污染检查：{files} 个评测文件的 {items} 个条目中有 {flagged} 个出现在训练数据中；"
+                       "含这些条目的分数偏乐观，见“污染检查”小节中的干净子集准确率。",
+                       "Contamination: {flagged} of the {items} items of {files} evaluation files appear in the "
+                       "training data; scores that include them are optimistic; see the clean-subset accuracy in "
+                       "the contamination subsection."),
+    "c.cont.differs": ("{benchmark}（{arm}）：被标记的 {flagged_n} 题准确率 {flagged_acc}，干净的 {clean_n} 题 {clean_acc}，"
+                       "差异显著（Fisher 精确检验 p = {p} < {alpha}）；应引用干净子集的 {clean_acc}，而不是全部题目的 {all_acc}。",
+                       "{benchmark} ({arm}): the {flagged_n} flagged items score {flagged_acc}, the {clean_n} clean "
+                       "items {clean_acc}, a significant difference (Fisher's exact test p = {p} < {alpha}); quote the "
+                       "clean-subset {clean_acc}, not {all_acc} on all items."),
+    "c.cont.same": ("{benchmark}（{arm}）：被标记的 {flagged_n} 题（{flagged_acc}）与干净的 {clean_n} 题（{clean_acc}）"
+                    "准确率差异不显著（Fisher 精确检验 p = {p}，阈值 {alpha}）；全部题目 {all_acc}。",
+                    "{benchmark} ({arm}): the {flagged_n} flagged items ({flagged_acc}) and the {clean_n} clean items "
+                    "({clean_acc}) do not score significantly differently (Fisher's exact test p = {p}, threshold "
+                    "{alpha}); all items {all_acc}."),
     "c.bench.better": ("{benchmark}：{winner} 优于 {loser}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
                        "配对 McNemar p = {p} < {alpha}）。",
                        "{benchmark}: {winner} is better than {loser} ({only_a} items only A got right, {only_b} only "
@@ -527,6 +609,43 @@ STRINGS: dict[str, tuple[str, str]] = {
     # ---- benchmarks
     "bm.benchmark": ("基准", "Benchmark"),
     "bm.model": ("模型", "Model"),
+    "ct.intro": ("每个评测输入（基准题干、日常问题、安全提示）都与训练数据比对：归一化（NFKC、大小写、空白与标点）后的精确匹配，"
+                 "以及字符 {n}-gram 覆盖题目 ≥ {threshold} 的字符。检查了 {records} 条训练记录：{selection}。",
+                 "Every evaluation input (benchmark stems, everyday questions, safety prompts) is checked against the "
+                 "training data: exact match after normalisation (NFKC, case, whitespace and punctuation), and "
+                 "character {n}-grams covering >= {threshold} of the item's characters. {records} training records "
+                 "checked: {selection}."),
+    "ct.file": ("评测文件", "Evaluation file"),
+    "ct.kind": ("类型", "Kind"),
+    "ct.items": ("条目", "Items"),
+    "ct.flagged": ("被标记", "Flagged"),
+    "ct.exact": ("精确", "exact"),
+    "ct.overlap": ("n-gram 重叠", "n-gram overlap"),
+    "ct.short": ("过短（仅精确）", "too short (exact only)"),
+    "ct.item": ("条目", "Item"),
+    "ct.text": ("文本", "Text"),
+    "ct.how": ("匹配", "Match"),
+    "ct.where": ("训练文件：行", "Training file:line"),
+    "ct.records": ("匹配记录数", "Matching records"),
+    "ct.clean_intro": ("基准准确率：全部题目、干净子集（未被标记）和被标记的题目。干净子集是全部题目的子集，"
+                       "两者不是独立样本，因此检验比较的是互不重叠的干净与被标记两组（Fisher 精确检验）。",
+                       "Benchmark accuracy on all items, on the clean subset (not flagged) and on the flagged items. "
+                       "The clean items are a subset of all items, not an independent sample, so the test compares "
+                       "the disjoint clean and flagged groups (Fisher's exact test)."),
+    "ct.all": ("全部", "All"),
+    "ct.clean": ("干净子集", "Clean"),
+    "ct.flagged_acc": ("被标记", "Flagged"),
+    "ct.p": ("Fisher p", "Fisher p"),
+    "mix.intro": ("数据混合：每个来源单独读取、校验和计数（每行：读取 = 保留 + 未保留 + 未选用）；权重是训练集中的份额，"
+                  "训练集按来源均匀交错。",
+                  "Data mixture: each source is read, validated and counted on its own (per row: read = kept + not "
+                  "kept + not selected); weights are shares of the training set, which interleaves the sources evenly."),
+    "mix.source": ("来源", "Source"),
+    "mix.role": ("用途", "Role"),
+    "mix.format": ("格式", "Format"),
+    "mix.weight": ("权重", "Weight"),
+    "mix.dropped": ("未保留", "Not kept"),
+    "mix.share": ("训练集份额", "Train share"),
     "bm.method_col": ("方法", "Method"),
     "bm.method": ("{method}，{shots}-shot", "{method}, {shots}-shot"),
     "bm.accuracy": ("准确率", "Accuracy"),
@@ -616,6 +735,93 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plot.sf.x": ("通过率", "pass rate"),
     "plot.sf.caption": ("各对比组的安全探测通过率与 95% Wilson 区间。",
                         "Safety pass rate of each arm with 95% Wilson intervals."),
+
+    # ---- general ability next to the medical benchmarks (evaluate.benchmarks kind: general)
+    "sec.general": ("医学收益与通用能力代价", "Medical gain and general cost"),
+    "gen.intro": ("同一对模型在医学基准和通用（非医学）基准上的准确率之差，各用配对 McNemar 检验（α = {alpha}）："
+                  "医学基准上的提高是医学微调的收益，通用基准上的下降是它的代价。A 是对比中的第一个模型（默认为微调后的模型），"
+                  "B 是另一个（默认为基座模型）。",
+                  "The accuracy difference of the same pair of models on the medical and on the general (non-medical) "
+                  "benchmarks, each with a paired McNemar test (α = {alpha}): a rise on the medical ones is the gain of "
+                  "medical tuning, a fall on the general ones its cost. A is the comparison's first model (by default "
+                  "the tuned one), B the other (by default its base)."),
+    "gen.kind": ("类型", "Kind"),
+    "gen.medical": ("医学", "medical"),
+    "gen.general": ("通用", "general"),
+    "gen.acc_a": ("A 的准确率", "Accuracy A"),
+    "gen.acc_b": ("B 的准确率", "Accuracy B"),
+    "gen.delta": ("A − B", "A − B"),
+    "c.general.cost": ("{benchmark}（通用）：{a} 比 {b} 低 {delta}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
+                       "配对 McNemar p = {p} < {alpha}）：医学微调付出了通用能力的代价。",
+                       "{benchmark} (general): {a} is {delta} below {b} ({only_a} items only A got right, {only_b} only "
+                       "B; paired McNemar p = {p} < {alpha}): medical tuning cost general ability."),
+    "c.general.gain": ("{benchmark}（通用）：{a} 比 {b} 高 {delta}（只有 A 答对 {only_a} 题，只有 B 答对 {only_b} 题，"
+                       "配对 McNemar p = {p} < {alpha}）：没有通用能力的代价。",
+                       "{benchmark} (general): {a} is {delta} above {b} ({only_a} items only A got right, {only_b} only "
+                       "B; paired McNemar p = {p} < {alpha}): no cost in general ability."),
+    "c.general.same": ("{benchmark}（通用）：{a} 与 {b} 相差 {delta}，不显著（只有 A 答对 {only_a} 题，只有 B 答对 "
+                       "{only_b} 题，McNemar p = {p} ≥ {alpha}）：没有证据表明通用能力有变化。",
+                       "{benchmark} (general): {a} and {b} differ by {delta}, not significantly ({only_a} items only A "
+                       "got right, {only_b} only B; McNemar p = {p} ≥ {alpha}): no evidence that general ability "
+                       "changed."),
+
+    # ---- multi-turn consultations (eval/consultations/)
+    "sec.consult": ("多轮问诊", "Multi-turn consultations"),
+    "cs.intro": ("{benchmark}：{cases} 个病例、{questions} 个问题（{file}）。每个模型按顺序回答病例中的问题，"
+                 "对话历史里是它自己此前的回答（不含思考内容），而不是参考答案；每轮与参考答案比较：字符级 ROUGE-L 和 "
+                 "BLEU-4{judge}。区间为按病例重抽样的 95% bootstrap 区间。",
+                 "{benchmark}: {cases} cases, {questions} questions ({file}). Each model answers a case's questions in "
+                 "turn with its own earlier answers as the history (thinking removed), never the reference answers; "
+                 "every turn is compared with the reference: character ROUGE-L and BLEU-4{judge}. Intervals are 95% "
+                 "bootstrap intervals over cases."),
+    "cs.judge": ("，以及评审模型 {model} 按 1–10 分量表打分（量表写在结果文件中）",
+                 ", and a 1–10 rubric score by the judge {model} (the rubric is written in the result file)"),
+    "cs.arm": ("模型", "Model"),
+    "cs.rouge": ("ROUGE-L（95% 区间）", "ROUGE-L (95% interval)"),
+    "cs.bleu": ("BLEU-4（95% 区间）", "BLEU-4 (95% interval)"),
+    "cs.judge_col": ("评审得分 1–10（95% 区间）", "Judge score 1–10 (95% interval)"),
+    "cs.judge_failures": ("评审无分数", "Judge gave no score"),
+    "cs.capped": ("达到长度上限的回答", "Answers at the length cap"),
+    "cs.turn": ("第 {turn} 轮（n = {n}）", "Turn {turn} (n = {n})"),
+    "cs.by_turn": ("逐轮 ROUGE-L{judge}：", "ROUGE-L by turn{judge}:"),
+    "cs.by_turn_judge": ("和评审得分（括号内）", " and judge score (in brackets)"),
+    "cs.turn_note": ("各轮问的内容不同（例如第 1 轮多为诊断，后几轮多为鉴别诊断和治疗），所以逐轮曲线的起伏同时反映轮次和问题类型；"
+                     "下表按病例把末轮与首轮配对比较。",
+                     "The turns ask different things (often diagnosis first, then differential diagnosis and "
+                     "treatment), so the curve mixes turn position and question type; the table below pairs each "
+                     "case's last turn with its first."),
+    "cs.trend_cases": ("多轮病例数", "Cases with 2+ turns"),
+    "cs.trend_rouge": ("ROUGE-L 末轮 − 首轮（95% 区间）", "ROUGE-L last − first turn (95% interval)"),
+    "cs.trend_judge": ("评审得分 末轮 − 首轮（95% 区间）", "Judge score last − first turn (95% interval)"),
+    "cs.metric_rouge": ("ROUGE-L", "ROUGE-L"),
+    "cs.metric_judge": ("评审得分", "the judge score"),
+    "cs.no_arms": ("{file} 中没有模型的结果。", "{file} holds no model's results."),
+    "plot.cs.title": ("逐轮 ROUGE-L：{benchmark}", "ROUGE-L by turn: {benchmark}"),
+    "plot.cs.judge_title": ("逐轮评审得分：{benchmark}", "Judge score by turn: {benchmark}"),
+    "plot.cs.x": ("轮次", "turn"),
+    "plot.cs.caption": ("每轮所有病例的平均值；该轮没有问题的病例不计入。",
+                        "Mean over the cases that have a question at that turn."),
+    "c.consult.none": ("多轮问诊：配置了问诊集，但没有结果（`eval/consultations/`），无法判断质量是否随轮次下降。",
+                       "Consultations: a consultation set is configured but has no results (`eval/consultations/`), "
+                       "so whether quality falls over the turns is not known."),
+    "c.consult.nodata": ("{benchmark}，{arm}：没有可配对的首轮与末轮{metric}，不作判断。",
+                         "{benchmark}, {arm}: no first and last turn {metric} to pair; no claim."),
+    "c.consult.few": ("{benchmark}，{arm}：只有 {n} 个多轮病例（少于 {min_n}），不足以判断{metric}是否随轮次下降"
+                      "（末轮 − 首轮 {change}）。",
+                      "{benchmark}, {arm}: only {n} cases with several turns (fewer than {min_n}): too few to tell "
+                      "whether {metric} falls over the turns (last − first {change})."),
+    "c.consult.falls": ("{benchmark}，{arm}：{metric}随轮次下降：末轮比首轮低（末轮 − 首轮 {change}，95% 区间 {lo} 至 "
+                        "{hi}，不含 0，{n} 个病例）。",
+                        "{benchmark}, {arm}: {metric} falls over the turns: last − first turn {change} (95% interval "
+                        "{lo} to {hi}, excluding 0; {n} cases)."),
+    "c.consult.rises": ("{benchmark}，{arm}：{metric}在末轮高于首轮（末轮 − 首轮 {change}，95% 区间 {lo} 至 {hi}，"
+                        "不含 0，{n} 个病例）。",
+                        "{benchmark}, {arm}: {metric} is higher at the last turn than the first (last − first {change}, "
+                        "95% interval {lo} to {hi}, excluding 0; {n} cases)."),
+    "c.consult.flat": ("{benchmark}，{arm}：没有证据表明{metric}随轮次下降（末轮 − 首轮 {change}，95% 区间 {lo} 至 "
+                       "{hi}，含 0，{n} 个病例）。",
+                       "{benchmark}, {arm}: no evidence that {metric} falls over the turns (last − first {change}, "
+                       "95% interval {lo} to {hi}, including 0; {n} cases)."),
 }
 
 

@@ -22,12 +22,13 @@ from medtune.report.plots import Plotter, find_cjk_font
 from medtune.report.runfiles import read_run
 from medtune.report.sections import (Ctx, sec_checks, sec_conclusions, sec_config, sec_data, sec_metrics,
                                      sec_outputs, sec_overview, sec_params, sec_repro, sec_timeline, sec_training)
+from medtune.report.sections_align import sec_alignment
 from medtune.report.sections_eval import sec_benchmarks, sec_compare, sec_judge, sec_safety
 from medtune.report.strings import LANGS, Text
 
 SECTION_BUILDERS = (sec_overview, sec_conclusions, sec_checks, sec_data, sec_config, sec_timeline, sec_training,
-                    sec_metrics, sec_params, sec_outputs, sec_compare, sec_benchmarks, sec_judge, sec_safety,
-                    sec_repro)
+                    sec_metrics, sec_params, sec_outputs, sec_alignment, sec_compare, sec_benchmarks, sec_judge,
+                    sec_safety, sec_repro)
 
 
 class SectionFailed(UserWarning):
@@ -44,8 +45,8 @@ class ReportResult:
 
 
 def build_sections(c: Ctx) -> list[Section]:
-    sections = []
-    for number, build in enumerate(SECTION_BUILDERS, 1):
+    sections, number = [], 0
+    for build in SECTION_BUILDERS:
         try:
             built = build(c)
         except Exception as e:  # a file shaped unlike the contract costs its section, never the report
@@ -54,6 +55,9 @@ def build_sections(c: Ctx) -> list[Section]:
                           SectionFailed, stacklevel=2)
             built = [Section(name, c.t(f"sec.{name}"),
                              [Para(c.t("sec.failed", error=f"{type(e).__name__}: {e}"), "warn")])]
+        if not built:  # a section for an optional stage the run does not have
+            continue
+        number += 1
         built[0].title = f"{number}. {built[0].title}"
         sections += built
     return sections

@@ -2,8 +2,8 @@
 
 Run as: medtune serve RUN_DIR_OR_MODEL [--host 127.0.0.1 --port 8000] [--api-key KEY]
 
-engines.py chooses and loads the engine (vLLM on a GPU when installed, transformers otherwise), api.py
-is the HTTP API, chat.html the page at `/`.
+medtune.generation chooses and loads the engine (vLLM on a GPU when installed and the adapter allows it,
+transformers otherwise), api.py is the HTTP API, chat.html the page at `/`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import dataclasses
 import ipaddress
 
 from medtune.errors import UserError
-from medtune.inference import resolve_model_source
+from medtune.generation import choose_engine, load_generator, resolve_model_source
 from medtune.serve.api import ServeSettings, create_app
-from medtune.serve.engines import choose_engine, load_engine
 
 
 def serve_model(model: str, host: str = "127.0.0.1", port: int = 8000, engine: str = "auto", dtype: str = "auto",
@@ -27,10 +26,11 @@ def serve_model(model: str, host: str = "127.0.0.1", port: int = 8000, engine: s
     source = resolve_model_source(model)
     if model_id:
         source = dataclasses.replace(source, model_id=model_id)
-    engine_name = choose_engine(engine)
+    engine_name = choose_engine(engine, [source.adapter] if source.adapter else [], log=log)
     log(f"serve: loading {source.base}" + (f" + adapter {source.adapter}" if source.adapter else "")
         + f" with the {engine_name} engine")
-    loaded = load_engine(source, engine_name, dtype=dtype)
+    # transformers merges the adapter in memory (faster decoding); vLLM applies it per request, unmerged.
+    loaded = load_generator(source, dtype=dtype, engine=engine_name, merge=True, serving=True)
     settings = _fit_context(settings, loaded.max_model_len, max_input_tokens)
     app = create_app(loaded, settings)
     if not _is_loopback(host) and not settings.api_key:

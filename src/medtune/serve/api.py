@@ -18,7 +18,6 @@ limit get 400; bodies over `max_body_bytes` get 413.
 from __future__ import annotations
 
 import hmac
-import html
 import json
 import logging
 import time
@@ -35,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medtune import __version__
 from medtune.errors import UserError
-from medtune.inference import ThinkSplitter, sampling_for
+from medtune.generation import ThinkSplitter, sampling_for
 from medtune.redflags import DISCLAIMER, triage
 
 log = logging.getLogger("medtune.serve")
@@ -333,7 +332,7 @@ def create_app(engine, settings: ServeSettings) -> FastAPI:
                            headers={"Retry-After": "1"})
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": engine.model_id}
         try:
-            completion = engine.start(prompt_ids, sampling)
+            completion = engine.stream(prompt_ids, sampling, thinking)
         except BaseException:
             limit.release()
             raise
@@ -361,7 +360,9 @@ def _unknown_model(asked: str, served: str) -> ApiError:
                     code="model_not_found")
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def _usage(prompt_tokens: int, result) -> dict:
+    # Like OpenAI and vLLM, completion_tokens counts the end-of-turn token the model generated.
+    completion_tokens = result.tokens + (result.finish_reason == "stop")
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
 
@@ -382,7 +383,7 @@ async def _whole_completion(request: Request, completion, thinking: bool, meta: 
     message = {"role": "assistant", "content": "".join(answer), "reasoning_content": "".join(reasoning) or None}
     return {**meta, "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}],
-            "usage": _usage(prompt_tokens, result.completion_tokens)}
+            "usage": _usage(prompt_tokens, result)}
 
 
 async def _sse_chunks(completion, thinking: bool, meta: dict, prompt_tokens: int):
@@ -405,7 +406,7 @@ async def _sse_chunks(completion, thinking: bool, meta: dict, prompt_tokens: int
         if d := delta(*splitter.flush()):
             yield event(d)
         result = completion.result
-        yield event({}, result.finish_reason, _usage(prompt_tokens, result.completion_tokens))
+        yield event({}, result.finish_reason, _usage(prompt_tokens, result))
     except Exception:
         log.exception("generation failed")
         error = {"message": "generation failed; the server log has the details", "type": "server_error",
@@ -415,5 +416,8 @@ async def _sse_chunks(completion, thinking: bool, meta: dict, prompt_tokens: int
 
 
 def _chat_page(model_id: str) -> str:
-    template = resources.files("medtune.serve").joinpath("chat.html").read_text(encoding="utf-8")
-    return template.replace("{{DISCLAIMER}}", html.escape(DISCLAIMER)).replace("{{MODEL_ID}}", html.escape(model_id))
+    import jinja2
+
+    source = resources.files("medtune.serve").joinpath("chat.html").read_text(encoding="utf-8")
+    # autoescape: a model id such as '<script>' is shown as text, never run.
+    return jinja2.Environment(autoescape=True, keep_trailing_newline=True).from_string(source).render(disclaimer=DISCLAIMER, model_id=model_id)

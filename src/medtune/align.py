@@ -1,0 +1,351 @@
+"""The align stage: DPO, KTO or GRPO with TRL on top of the SFT adapter, after train.
+
+Run as: medtune align CONFIG.yaml [--set align.max_steps=20] [--force] [--resume CHECKPOINT]
+
+The policy starts as the SFT model (base + the run's adapter, trainable) and the reference IS the SFT
+model: the adapter is loaded as a PeftModel and TRL copies it into a frozen "ref" adapter. Passing only a
+LoRA config would make the reference the raw base (FINDINGS.md, the most reported pitfall). Without a
+finished train stage the stage starts from the base model with a new LoRA (reference = base), and says so.
+
+Writes <output_dir>/align/ in the Trainer layout: adapter_model.safetensors, adapter_config.json, tokenizer
+files, README.md, checkpoint-<step>/ (with completion markers), trainer_state.json, train_results.json,
+metrics.jsonl, timeline.json, data_stats.json, rejected.jsonl, align_manifest.json, and for
+`pairs: self` pairs.jsonl + pairs_summary.json. See docs/run-directory.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import shutil
+from pathlib import Path
+
+from medtune import __version__
+from medtune.assets import sha256_file
+from medtune.config import Config
+from medtune.errors import UserError
+from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
+from medtune.readers import expand_inputs
+from medtune.rundir import fingerprint, read_json, write_json
+from medtune.trainer_common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints
+
+ALIGN_FORMAT = 1  # bump when the same inputs would align differently
+# Logged TRL keys kept in metrics.jsonl: DPO/KTO rewards, margins, accuracies, log-probs, KL; GRPO rewards.
+ALIGN_LOG_KEYS = ("rewards/", "logps/", "logits/", "kl", "reward", "frac_reward_zero_std", "completions/",
+                  "entropy", "clip_ratio")
+
+
+class AlignError(UserError):
+    """The align stage cannot start or had to stop (the message says why and what to do)."""
+
+
+def sft_adapter(run_dir: Path) -> Path | None:
+    """The run's finished SFT adapter directory, or None when train has not completed."""
+    done = read_json(run_dir / "train_manifest.json", {}).get("status") == "completed"
+    return run_dir if done and (run_dir / "adapter_model.safetensors").is_file() else None
+
+
+def align_fingerprint(cfg: Config, sft: Path | None) -> str:
+    d = cfg.to_dict()
+    inputs = []
+    if cfg.align.pairs == "files":
+        inputs = [{"bytes": Path(p).stat().st_size, "sha256": sha256_file(Path(p))} if Path(p).exists() else p
+                  for p in expand_inputs(cfg.align.train_files, "align.train_files")]
+    # The adapter's own bytes: a retrained SFT adapter (even with the same config) must realign.
+    sft_fp = sha256_file(sft / "adapter_model.safetensors") if sft else None
+    return fingerprint({"format": ALIGN_FORMAT, "model": d["model"], "align": d["align"], "inputs": inputs,
+                        # self-made pairs come from the training data; a fresh LoRA is shaped by lora
+                        "data": d["data"] if cfg.align.pairs == "self" else None,
+                        "lora": None if sft else d["lora"], "sft": sft_fp})
+
+
+def align_model(cfg: Config, force: bool = False, resume: str | None = None, log=print) -> dict:
+    """Run the align stage; returns the contents of align/train_results.json."""
+    if cfg.align is None:
+        raise AlignError("the config has no `align:` section; add one (see configs/demo.yaml) to run the align stage")
+    out = cfg.run_dir / "align"
+    sft = sft_adapter(cfg.run_dir)
+    fp = align_fingerprint(cfg, sft)
+    manifest_path = out / "align_manifest.json"
+    recorded = read_json(manifest_path, {})
+    checkpoint = choose_checkpoint(out, recorded, fp, resume, force, log, stage="align")
+    if checkpoint is None and not force and recorded.get("fingerprint") == fp \
+            and recorded.get("status") == "completed" and (out / "adapter_model.safetensors").exists():
+        log(f"align: {out} already holds the aligned adapter for this config (fingerprint {fp}); skipping "
+            "(--force reruns it)")
+        return read_json(out / "train_results.json", {})
+    if checkpoint is None:
+        _clear_outputs(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
+                               "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+    timeline = Timeline()
+    with timeline("model_loading"):
+        model, tokenizer, base, precision = load_policy(cfg, sft, log)
+    with timeline("data_loading"):
+        dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log)
+    write_json(out / "data_stats.json", data_summary)
+    trainer = build_align_trainer(cfg, model, tokenizer, dataset, precision, log)
+    trainable, total = count_parameters(trainer.model)
+    log(f"align: {cfg.align.algorithm.upper()} on {len(dataset):,} row(s), {trainable:,} of {total:,} parameters "
+        f"trainable; reference = {'the SFT model (frozen copy of ' + str(sft) + ')' if sft else 'the base model'}"
+        + (f"; resuming from {checkpoint}" if checkpoint else ""))
+    with timeline("training"):
+        try:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except NonFiniteLoss as e:
+            good = complete_checkpoints(out)
+            write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+            raise AlignError(f"align stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
+                             f"checkpoint is {good[-1] if good else 'none'}. Lower align.learning_rate or align.beta "
+                             "and rerun (it resumes from that checkpoint).") from None
+    trainer.save_model(str(out))
+    trainer.save_state()
+    shutil.rmtree(out / "ref", ignore_errors=True)  # TRL's frozen reference copy: the SFT adapter is in the run dir
+    results = _results(result.metrics, trainer, cfg, base, sft, precision, checkpoint, trainable, total, data_summary)
+    write_json(out / "train_results.json", results)
+    write_json(out / "timeline.json", {"events": timeline.events})
+    (out / "README.md").write_text(model_card(cfg, base, sft, results), encoding="utf-8")
+    for stray in ("all_results.json", "training_args.bin"):
+        (out / stray).unlink(missing_ok=True)
+    write_json(manifest_path, {**read_json(manifest_path, {}), "status": "completed",
+                               "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+    log(f"align: done in {results.get('train_runtime', 0):.0f} s, loss {results.get('first_logged_loss')} -> "
+        f"{results.get('last_logged_loss')}; aligned adapter in {out}")
+    return results
+
+
+def _clear_outputs(out: Path) -> None:
+    for d in out.glob("checkpoint-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(out / "ref", ignore_errors=True)
+    for name in ("metrics.jsonl", "train_results.json", "trainer_state.json", "timeline.json",
+                 "adapter_model.safetensors", "adapter_config.json", "data_stats.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+# --- the policy and its reference ---------------------------------------------------------------------
+
+
+def load_policy(cfg: Config, sft: Path | None, log=print):
+    """(model, tokenizer, base, precision): base + the SFT adapter as a trainable PeftModel (TRL then copies it
+    into the frozen reference), or the plain base when there is no SFT adapter (TRL adds a new LoRA)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    enable_cpu_hugepages()
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.align.bf16 if cfg.align.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
+    precision = "bf16" if bf16 else "fp32"
+    log(f"align: precision {precision} on {'GPU' if cuda else 'CPU'}"
+        + ("" if cuda or bf16 else " (bf16 on this CPU is 8-19x slower than fp32)"))
+    base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                                     revision=cfg.model.revision,
+                                                     trust_remote_code=cfg.model.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(sft or base), trust_remote_code=cfg.model.trust_remote_code)
+    except OSError as e:
+        raise AlignError(f"model.name_or_path: cannot load '{base}': {e}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if sft is None:
+        log(f"align: no finished train stage in {cfg.run_dir}: starting from the base model with a new LoRA; the "
+            "reference model is the base model")
+        return model, tokenizer, base, precision
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(sft), is_trainable=True)
+    log(f"align: policy and reference start from the SFT adapter in {sft}")
+    return model, tokenizer, base, precision
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+
+def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
+    """(datasets.Dataset, summary) for the configured algorithm and data source."""
+    import datasets
+
+    from medtune.align_data import read_align_data
+
+    a = cfg.align
+    if a.algorithm == "grpo":
+        from medtune import align_grpo
+
+        benchmarks = [(b.path, b.format) for b in cfg.evaluate.benchmarks]  # the contamination guard
+        items, summary = align_grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
+                                                    rejected_path=out / "rejected.jsonl", max_items=a.max_samples)
+        log(align_grpo.describe_items(summary, out / "rejected.jsonl"))
+        return align_grpo.grpo_dataset(items, a.mcq_format), {**summary, "rows": summary["kept"]}
+    files = a.train_files
+    pairs_summary = None
+    if a.pairs == "self":
+        from medtune.align_pairs import SampleAnswers, build_self_pairs, pair_judge
+
+        sample = SampleAnswers(model, tokenizer, a.self_pairs.generation, a.self_pairs.batch_size,
+                               cfg.model.enable_thinking)
+        pairs_summary = build_self_pairs(cfg, tokenizer, sample, out, pair_judge(cfg) if a.self_pairs.judge else None,
+                                         log)
+        files = [str(out / "pairs.jsonl")]
+    rows, summary = read_align_data(cfg, tokenizer, files, out / "rejected.jsonl", log)
+    if pairs_summary is not None:
+        summary["self_pairs"] = pairs_summary
+    return datasets.Dataset.from_list(rows), summary
+
+
+# --- the trainer -------------------------------------------------------------------------------------
+
+
+def trl_config_class(algorithm: str):
+    import trl
+
+    return {"dpo": trl.DPOConfig, "kto": trl.KTOConfig, "grpo": trl.GRPOConfig}[algorithm]
+
+
+def trl_args(cfg: Config, precision: str, cuda: bool):
+    """The TRL config: every align setting under its TRL name, plus align.trl (each key checked)."""
+    a = cfg.align
+    cls = trl_config_class(a.algorithm)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in a.trl:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise AlignError(f"align.trl.{key}: not a setting of trl.{cls.__name__}"
+                             + (f"; did you mean {close[0]}?" if close else ""))
+    try:
+        return cls(**trl_settings(cfg, precision, cuda))
+    except (ValueError, TypeError) as e:
+        raise AlignError(f"align: TRL rejected the settings: {e}") from None
+
+
+def trl_settings(cfg: Config, precision: str = "fp32", cuda: bool = False) -> dict:
+    """The align config as TRL config values (TRL names), align.trl included."""
+    a = cfg.align
+    checkpointing = a.gradient_checkpointing if a.gradient_checkpointing is not None else cuda
+    values = dict(
+        output_dir=str(cfg.run_dir / "align"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
+        max_steps=a.max_steps, per_device_train_batch_size=a.per_device_train_batch_size,
+        gradient_accumulation_steps=a.gradient_accumulation_steps, lr_scheduler_type=a.lr_scheduler_type,
+        warmup_steps=a.warmup_steps, max_grad_norm=a.max_grad_norm, bf16=precision == "bf16", use_cpu=not cuda,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        logging_steps=a.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
+        save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit, seed=a.seed,
+        data_seed=a.seed, report_to=[r for r in cfg.train.report_to if r != "none"], disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding")
+    if a.beta is not None:
+        values["beta"] = a.beta
+    if a.algorithm == "dpo":
+        values.update(max_length=a.max_length)
+        if a.loss_type is not None:
+            values.update(loss_type=list(a.loss_type), loss_weights=a.loss_weights)
+    elif a.algorithm == "kto":
+        values.update(max_length=a.max_length)
+        if a.loss_type is not None:
+            values["loss_type"] = a.loss_type[0]
+    else:
+        values.update(num_generations=a.num_generations, max_completion_length=a.max_completion_length,
+                      temperature=a.temperature, scale_rewards=a.scale_rewards,
+                      mask_truncated_completions=a.mask_truncated_completions)
+        if a.loss_type is not None:
+            values["loss_type"] = a.loss_type[0]
+    return {**values, **a.trl}
+
+
+def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, log=print):
+    """TRL's DPOTrainer / KTOTrainer (or align_grpo's GRPOTrainer) with medtune's callbacks."""
+    import torch
+    from peft import LoraConfig, PeftModel
+    from transformers import PrinterCallback
+
+    from medtune.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard
+
+    a, out = cfg.align, cfg.run_dir / "align"
+    args = trl_args(cfg, precision, torch.cuda.is_available())
+    callbacks = [NonFiniteGuard(), MetricsCallback(out / "metrics.jsonl", extra_keys=ALIGN_LOG_KEYS, desc="align"),
+                 CompleteMarker(out)]
+    peft_config = None if isinstance(model, PeftModel) else LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
+        modules_to_save=list(cfg.lora.modules_to_save) or None)
+    if a.algorithm == "grpo":
+        from medtune import align_grpo
+
+        # align_grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
+        # the align settings (precision and checkpointing included) override its defaults.
+        args = align_grpo.grpo_config(out, trl_settings(cfg, precision, torch.cuda.is_available()), log=log)
+        trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log,
+                                                peft_config=peft_config)
+    else:
+        from trl import KTOTrainer
+
+        cls = dpo_trainer_class() if a.algorithm == "dpo" else KTOTrainer
+        trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the printed dicts
+    return trainer
+
+
+def dpo_trainer_class():
+    from trl import DPOTrainer
+
+    class MedtuneDPOTrainer(DPOTrainer):
+        """DPOTrainer on rows align_data tokenized with prepare's rule (prompt_ids, chosen_ids, rejected_ids):
+        TRL's own tokenization drops the prompt's last token for templates whose generation prompt ends inside
+        a token. Over-long rows were rejected (and listed) before, so nothing is filtered here."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    return MedtuneDPOTrainer
+
+
+# --- results -----------------------------------------------------------------------------------------
+
+
+def _results(metrics: dict, trainer, cfg: Config, base: str, sft: Path | None, precision: str, checkpoint,
+             trainable: int, total: int, data_summary: dict) -> dict:
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    last = history[-1] if history else {}
+    return {
+        **metrics,
+        "algorithm": cfg.align.algorithm,
+        "reference": "sft" if sft else "base",
+        "sft_adapter": str(sft) if sft else None,
+        "base_model": base,
+        "first_logged_loss": history[0]["loss"] if history else None,
+        "last_logged_loss": last.get("loss"),
+        **{f"last_{k.replace('/', '_')}": v for k, v in last.items() if k.startswith(ALIGN_LOG_KEYS)},
+        "global_step": trainer.state.global_step,
+        "num_train_rows": data_summary.get("rows"),
+        "trainable_params": trainable,
+        "total_params": total,
+        "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "precision": precision,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+    }
+
+
+def model_card(cfg: Config, base: str, sft: Path | None, results: dict) -> str:
+    a = cfg.align
+    return f"""---
+base_model: {base}
+library_name: peft
+tags: [medtune, lora, medical, {a.algorithm}]
+---
+# LoRA adapter aligned with medtune ({a.algorithm.upper()})
+
+{'The SFT adapter in `' + str(sft) + '`' if sft else 'A new LoRA on the base model'}, trained further with TRL's
+{a.algorithm.upper()} for {results.get('global_step')} steps (learning rate {a.learning_rate}); the reference
+model was {'the SFT model (a frozen copy of its adapter)' if sft else 'the base model'}.
+Loss {results.get('first_logged_loss')} -> {results.get('last_logged_loss')}.
+
+Use it like the SFT adapter: `medtune chat {cfg.run_dir / 'align'}`, `medtune merge {cfg.run_dir / 'align'} -o DIR`,
+or `adapter: run:align` in evaluate.compare. Prompts are the non-thinking chat-template prompts
+(`enable_thinking={cfg.model.enable_thinking}`).
+
+Not a medical device: answers are not medical advice. Made with medtune {__version__}.
+"""

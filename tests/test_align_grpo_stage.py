@@ -1,0 +1,51 @@
+"""`medtune align` with `algorithm: grpo` end to end on the tiny SFT run: the stage loads the multiple-choice
+items through medtune.align_grpo (contamination guard against evaluate.benchmarks), trains, and writes the
+GRPO figures into align/metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, make_lora_run, needs_shared
+from medtune.rundir import write_json
+
+# The align stage (medtune.align, branch i10-align) calls medtune.align_grpo; until both are merged this skips.
+pytest.importorskip("medtune.align", reason="the align stage (medtune.align) is not in this build yet")
+
+
+@needs_shared
+def test_medtune_align_grpo_on_a_tiny_run(tmp_path, single_torch_thread):
+    from medtune.align import align_model
+    from medtune.config import config_from_dict
+
+    run = make_lora_run(tmp_path / "run")
+    write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
+    bench = tmp_path / "bench.csv"  # repeats demo item 1 with other punctuation: the guard drops it
+    bench.write_text(",Question,A,B,C,D,Answer\n0,\"维生素C严重缺乏, 可引起的 疾病是？\",坏血病,佝偻病,脚气病,夜盲症,A\n",
+                     encoding="utf-8")
+    cfg = config_from_dict({
+        "output_dir": str(run), "model": {"name_or_path": str(run / "base_model")},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "train": {"report_to": ["none"]},
+        "evaluate": {"benchmarks": [{"path": str(bench), "format": "cmmlu"}]},
+        "align": {"algorithm": "grpo", "train_files": [str(ROOT / "data" / "align" / "mcq_demo.jsonl")],
+                  "mcq_format": "mcq", "max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
+                  "max_completion_length": 8, "logging_steps": 1, "save_steps": 2, "learning_rate": 1e-4}})
+    logs = []
+    results = align_model(cfg, log=logs.append)
+    out = run / "align"
+    stats = json.loads((out / "data_stats.json").read_text(encoding="utf-8"))
+    assert (stats["read"], stats["kept"], stats["contaminated"]) == (32, 31, 1)
+    (row,) = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["kind"] == "contaminated" and row["line"] == 1 and row["reason"].endswith(f"{bench.resolve()}:2")
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    stepped = [m for m in lines if "reward" in m]
+    assert [m["step"] for m in stepped] == [1, 2]
+    for m in stepped:
+        assert {"reward_std", "frac_reward_zero_std", "completions/extraction_failures", "completions/mean_length",
+                "completions/clipped_ratio"} <= set(m)
+        assert 0.0 <= m["completions/extraction_failures"] <= 1.0
+    assert results["algorithm"] == "grpo" and results["global_step"] == 2
+    assert (out / "adapter_model.safetensors").is_file() and (out / "checkpoint-2" / "medtune-complete.json").is_file()
+    assert any("GRPO on CPU: fp32" in line for line in logs)
