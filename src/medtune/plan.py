@@ -268,7 +268,7 @@ def setup_from_config(cfg: Config, gpus: int, gpu_memory: int | None, device: st
                       shard_weights: bool = False) -> Setup:
     t, q = cfg.train, cfg.model.quantization
     if cfg.model.torch_dtype != "auto":
-        precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[cfg.model.torch_dtype]
+        precision = cfg.model.torch_dtype  # bf16 | fp16 | fp32
     elif device == "cuda":
         precision = "fp32" if t.bf16 is False else "bf16"
     else:

@@ -30,8 +30,8 @@ def load_kwargs(q: QuantizationConfig | None, device: str) -> dict:
     if q is None:
         return {}
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError("model.quantization needs bitsandbytes: pip install 'bitsandbytes>=0.48' (it runs on CUDA, "
-                        "and on CPU from version 0.48)")
+        raise UserError("model.quantization needs bitsandbytes: pip install 'medtune[qlora]' (bitsandbytes 0.50, "
+                        "which runs on CUDA and, measured with 0.50.2, on CPU)")
     import torch
     from transformers import BitsAndBytesConfig
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medtune import __version__, quantize
-from medtune.config import Config
+from medtune.config import TORCH_DTYPES, Config
 from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
 # COMPLETE_MARKER is re-exported: tests and callers name the train stage's marker through this module.
@@ -361,7 +361,7 @@ def load_base(cfg: Config, backends: Backends, main: bool):
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir) if main else _wait_for_base(cfg, cfg.run_dir)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
     if cfg.model.torch_dtype != "auto":
-        dtype = getattr(torch, cfg.model.torch_dtype)
+        dtype = getattr(torch, TORCH_DTYPES[cfg.model.torch_dtype])  # the config holds bf16 | fp16 | fp32
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
                                                      attn_implementation=backends.attn_implementation,
