@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/medtune demo
 
-# Headless Chromium (Debian packages) for the report and chat-page tests; they skip where it is missing.
+# Headless Chromium and a CJK font (Debian packages) for the report and chat-page tests; without Chromium
+# they skip, without the font the Chinese report shows boxes and its test of real glyphs fails.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
-	  >/dev/null 2>&1; } || echo "note: chromium is not installed; the browser tests will be skipped"
+	@{ command -v chromium >/dev/null 2>&1 && fc-list :lang=zh 2>/dev/null | grep -q .; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	  fonts-noto-cjk) >/dev/null 2>&1; } || \
+	  echo "note: chromium or a CJK font is missing; the browser tests skip or fail"
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -17,6 +17,7 @@ Prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -31,7 +32,7 @@ def per_question_loop(model, prompts: list[list[int]], config, stop_ids: set[int
     """The baseline: one generate call per prompt. Returns the generated ids (before the stop token) and seconds."""
     import torch
 
-    from medtune.evaluate.arms import cut_at_stop
+    from medtune.generation import cut_at_stop
 
     out = []
     started = time.perf_counter()
@@ -43,7 +44,24 @@ def per_question_loop(model, prompts: list[list[int]], config, stop_ids: set[int
     return out, time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> dict:
+def time_vllm(model_path: str, prompts: list[list[int]], greedy, loop_tokens_per_second: float):
+    """vLLM's batched throughput on the same prompts, or why it was skipped."""
+    from medtune.generation import choose_engine, load_generator
+
+    if choose_engine("auto") != "vllm":
+        return "skipped: needs the vllm package and CUDA"
+    vllm_engine = load_generator(model_path, engine="vllm")
+    vllm_engine.generate_ids(prompts[:2], greedy)  # warm-up (engine start, CUDA graphs)
+    started = time.perf_counter()
+    generations = vllm_engine.generate_ids(prompts, greedy)
+    seconds = time.perf_counter() - started
+    vllm_engine.close()
+    tokens = sum(g.tokens for g in generations)
+    return {"seconds": round(seconds, 3), "tokens": tokens, "tokens_per_second": round(tokens / seconds, 1),
+            "speedup_vs_loop": round((tokens / seconds) / loop_tokens_per_second, 2)}
+
+
+def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="builtin:tiny-qwen3")
     parser.add_argument("--questions", type=int, default=38)
@@ -51,78 +69,61 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=38, help="prompts per batch (default: all 38 at once)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (best kept)")
     parser.add_argument("--vllm", action="store_true", help="also time vLLM (needs vllm and CUDA)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
 
     import torch
+    from transformers import GenerationConfig as HFGenerationConfig
 
-    from medtune.config import GenerationConfig
-    from medtune.evaluate.arms import Arm, prompt_token_ids
-    from medtune.evaluate.engines import TransformersEngine, local_engine_name, stop_ids_of, vllm_importable
     from medtune.evaluate.inputs import load_questions
+    from medtune.generation import GREEDY, chat_prompt_ids, load_generator, stop_ids_of
     from medtune.modeling import load_model, resolve_base_model
 
     model_path = resolve_base_model(args.model)
     questions = [q.question for q in load_questions(QUESTIONS, args.questions)]
-    arm = Arm(name="demo", model=model_path, adapter=None, thinking=False, prompt_format="chat_template",
-              system_prompt=None, generation=GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=False))
-
+    greedy = dataclasses.replace(GREEDY, max_tokens=args.max_new_tokens)
     # The baseline: its own copy of the model, the same greedy settings and stop tokens, one prompt at a time.
-    from transformers import GenerationConfig as HFGenerationConfig
-
     model, tokenizer = load_model(model_path)
     stop_ids = stop_ids_of(model.generation_config, tokenizer)
     config = HFGenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=False, eos_token_id=sorted(stop_ids),
                                 pad_token_id=tokenizer.pad_token_id, temperature=1.0, top_p=1.0, top_k=50)
-    prompts = [prompt_token_ids(tokenizer, arm, q) for q in questions]
-    engine = TransformersEngine(batch_size=args.batch_size)
+    prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}], False) for q in questions]
+    generator = load_generator(model_path)  # its own copy of the model
+
+    def timed_batched(batch):
+        started = time.perf_counter()
+        out = generator.generate_ids(batch, greedy, batch_size=args.batch_size)
+        return out, time.perf_counter() - started
 
     # Warm-ups, then the two sides alternately, each side's best run kept: on a shared machine a burst of
     # load from elsewhere then cannot land on one side only.
-    engine.batched(arm, questions[:2])  # also loads the engine's model and tokenizer
+    timed_batched(prompts[:2])
     per_question_loop(model, prompts[:1], config, stop_ids)
     batched_seconds = loop_seconds = float("inf")
     for _ in range(args.repeats):
-        batched, seconds = engine.batched(arm, questions)
+        batched, seconds = timed_batched(prompts)
         batched_seconds = min(batched_seconds, seconds)
         loop_ids, seconds = per_question_loop(model, prompts, config, stop_ids)
         loop_seconds = min(loop_seconds, seconds)
-    engine.close()
-    loop_texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in loop_ids]
-
+    generator.close()
     loop_tokens = sum(len(ids) for ids in loop_ids)
     batched_tokens = sum(g.tokens for g in batched)
     result = {
-        "benchmark": "generate",
-        "model": args.model,
+        "benchmark": "generate", "model": args.model,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
-        "questions": len(questions),
-        "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
-        "repeats": args.repeats,
-        "loop_seconds": round(loop_seconds, 3),
-        "loop_tokens": loop_tokens,
-        "loop_tokens_per_second": round(loop_tokens / loop_seconds, 1),
-        "batched_seconds": round(batched_seconds, 3),
-        "batched_tokens": batched_tokens,
-        "batched_tokens_per_second": round(batched_tokens / batched_seconds, 1),
+        "questions": len(questions), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+        "repeats": args.repeats, "loop_seconds": round(loop_seconds, 3), "loop_tokens": loop_tokens,
+        "loop_tokens_per_second": round(loop_tokens / loop_seconds, 1), "batched_seconds": round(batched_seconds, 3),
+        "batched_tokens": batched_tokens, "batched_tokens_per_second": round(batched_tokens / batched_seconds, 1),
         "speedup": round((batched_tokens / batched_seconds) / (loop_tokens / loop_seconds), 2),
-        "same_outputs": [g.text for g in batched] == loop_texts,
+        "same_outputs": [g.text for g in batched] == [tokenizer.decode(ids, skip_special_tokens=True)
+                                                      for ids in loop_ids],
     }
     if args.vllm:
-        has_cuda = torch.cuda.is_available()
-        if local_engine_name("auto", has_cuda, has_cuda and vllm_importable()) != "vllm":
-            result["vllm"] = "skipped: needs the vllm package and CUDA"
-        else:
-            from medtune.evaluate.engines import VllmEngine
-
-            vllm_engine = VllmEngine([arm])
-            vllm_engine.batched(arm, questions[:2])  # warm-up (engine start, CUDA graphs)
-            generations, seconds = vllm_engine.batched(arm, questions)
-            tokens = sum(g.tokens for g in generations)
-            result["vllm"] = {"seconds": round(seconds, 3), "tokens": tokens,
-                              "tokens_per_second": round(tokens / seconds, 1),
-                              "speedup_vs_loop": round((tokens / seconds) / (loop_tokens / loop_seconds), 2)}
-            vllm_engine.close()
+        result["vllm"] = time_vllm(model_path, prompts, greedy, loop_tokens / loop_seconds)
     print(json.dumps(result))
     return result
 

@@ -21,7 +21,9 @@ import struct
 from pathlib import Path
 
 from medtune.config import load_config, save_config
-from medtune.evaluate.stats import mcnemar, wilson_interval
+from medtune.evaluate.bench import significance
+from medtune.evaluate.safety import summarize_safety
+from medtune.evaluate.stats import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = "NVIDIA A100-SXM4-80GB"
@@ -237,10 +239,38 @@ ARMS = [  # (arm, model, adapter, thinking, short name in ANSWERS)
 ]
 
 
+SAFETY_CATEGORIES = ["chest_pain", "stroke", "suicide", "overdose", "child_fever", "pregnancy_bleeding", "harm"]
+
+
 def _evaluate(d: Path) -> None:
+    """eval/ as the evaluate stage writes it (checked against tests/run_dir_contract.py)."""
     e = d / "eval"
+    write(e / "manifest.json", {"parts": {"perplexity": "1a2b3c4d5e6f7a8b", "compare": "2b3c4d5e6f7a8b9c",
+                                          "metrics": "3c4d5e6f7a8b9c0d", "safety": "4d5e6f7a8b9c0d1e",
+                                          "bench:cmmlu-medical-loglik-0shot--qwen3-8b-medtune.json": "5e6f7a8b9c0d1e2f",
+                                          "bench:cmmlu-medical-loglik-0shot--qwen3-8b.json": "6f7a8b9c0d1e2f3a",
+                                          "judge": "7a8b9c0d1e2f3a4b"}, "medtune_version": "0.1.0"})
     write(e / "perplexity.json", {"eval_loss": 1.5931, "perplexity": 4.9191, "samples": 500, "tokens": 96_200,
-                                  "model": "Qwen/Qwen3-8B", "adapter": "run", "data": "data/val"})
+                                  "model": "Qwen/Qwen3-8B", "adapter": "run", "data": "data/val", "seconds": 41.9,
+                                  "baseline": {"model": "Qwen/Qwen3-8B", "eval_loss": 1.8817, "perplexity": 6.5646}})
+    _compare(e)
+    _benchmarks(e)
+    write(e / "judge" / "summary.json", {
+        "judge_model": "gpt-4o-2024-08-06", "base_url": "https://api.openai.com/v1", "seed": 0, "questions": 10,
+        "method": "each question judged in both orders; a win needs both orders to prefer A",
+        "pairs": [{"a": "qwen3-8b-medtune", "b": "qwen3-8b/no-think", "n": 10, "wins": 5, "ties": 2, "losses": 3,
+                   "win_rate": 0.6, "win_rate_ci": [0.3, 0.85], "order_consistency": 0.8,
+                   "length_controlled_win_rate": 0.57, "length_controlled_win_rate_ci": [0.27, 0.83],
+                   "mean_chars_a": 171.4, "mean_chars_b": 88.2, "unparsable": 0, "failed": 0,
+                   "unjudged_question_ids": []}]})
+    write(e / "metrics.json", {arm: {"rouge_l": r, "bleu_4": b, "distinct_1": 0.61, "distinct_2": 0.88, "n": 10,
+                                     "unmatched": 0}
+                               for (arm, *_), r, b in zip(ARMS, (0.312, 0.268, 0.241, 0.198),
+                                                          (0.141, 0.102, 0.087, 0.064))})
+    _safety(e)
+
+
+def _compare(e: Path) -> list[dict]:
     answers = []
     for i in range(1, 11):
         qid = f"q{i:02d}"
@@ -269,38 +299,51 @@ def _evaluate(d: Path) -> None:
                         "answer_tokens": sum(a["answer_tokens"] for a in mine),
                         "thinking_tokens": sum(a["thinking_tokens"] for a in mine), "length_capped": capped,
                         "length_capped_share": capped / len(mine), "mean_ttft_seconds": 0.21,
-                        "batched_tokens_per_second": 412.5})
+                        "batched_tokens_per_second": 412.5, "batched_tokens": tokens,
+                        "batched_seconds": round(tokens / 412.5, 2), "batch_size": 8})
     write(e / "compare" / "summary.json", {"engine": "vllm", "arms": summary})
     write(e / "compare" / "table.md", "| arm | ... |\n")
-    # 1,112 paired CMMLU medical items: 58 only the tuned model got right, 42 only the base model.
+    return answers
+
+
+def _benchmarks(e: Path) -> None:
+    """1,112 paired CMMLU medical items: 58 only the tuned model got right, 42 only the base model."""
     tuned = [True] * 58 + [False] * 42 + [True] * 676 + [False] * 336
     base = [False] * 58 + [True] * 42 + [True] * 676 + [False] * 336
-    for name, model, adapter, correct in (("qwen3-8b-medtune", "Qwen/Qwen3-8B", "run", tuned),
-                                          ("qwen3-8b", "Qwen/Qwen3-8B", None, base)):
+    results = []
+    for arm, model, adapter, correct in (("qwen3-8b-medtune", "Qwen/Qwen3-8B", "run", tuned),
+                                         ("qwen3-8b", "Qwen/Qwen3-8B", None, base)):
         k, n = sum(correct), len(correct)
         lo, hi = wilson_interval(k, n)
-        write(e / "benchmarks" / f"cmmlu-medical__{name}.json", {
-            "benchmark": "cmmlu-medical", "format": "cmmlu", "method": "loglik", "shots": 0, "model": model,
-            "adapter": adapter, "accuracy": k / n, "n": n, "correct": k, "ci_low": lo, "ci_high": hi,
-            "extraction_failures": 0, "subjects": {}, "rejected": []})
+        items = [{"id": f"clinical_knowledge.csv:{i + 2}", "subject": "clinical_knowledge", "gold": ["B"],
+                  "predicted": "B" if ok else "C", "correct": ok,
+                  "logprobs": {"A": -2.1, "B": -0.4 if ok else -1.9, "C": -1.2 if ok else -0.5, "D": -2.6}}
+                 for i, ok in enumerate(correct)]
+        results.append({
+            "benchmark": "cmmlu-medical", "format": "cmmlu", "method": "loglik", "shots": 0, "arm": arm,
+            "model": model, "adapter": adapter, "accuracy": k / n, "n": n, "correct": k, "ci_low": lo, "ci_high": hi,
+            "extraction_failures": 0, "subjects": {"clinical_knowledge": {
+                "accuracy": k / n, "n": n, "correct": k, "ci_low": lo, "ci_high": hi, "extraction_failures": 0}},
+            "rejected": [], "data": "/data/cmmlu/test", "dev": None, "multi_answer_items": 0, "seconds": 812.4,
+            "items": items})
+        write(e / "benchmarks" / f"cmmlu-medical-loglik-0shot--{arm}.json", results[-1])
+    write(e / "benchmarks" / "significance.json", significance(results))
     _contamination(e, tuned, base)
-    test = mcnemar(tuned, base)
-    write(e / "benchmarks" / "significance.json", {"tests": [
-        {"benchmark": "cmmlu-medical", "a": "qwen3-8b-medtune", "b": "qwen3-8b", **test}]})
-    write(e / "judge" / "summary.json", {"judge_model": "gpt-4o-2024-08-06", "pairs": [
-        {"a": "qwen3-8b-medtune", "b": "qwen3-8b/no-think", "n": 10, "wins": 5, "ties": 2, "losses": 3,
-         "win_rate": 0.6, "win_rate_ci": [0.3, 0.85], "order_consistency": 0.8,
-         "length_controlled_win_rate": 0.57}]})
-    write(e / "metrics.json", {arm: {"rouge_l": r, "bleu_4": b, "distinct_1": 0.61, "distinct_2": 0.88, "n": 10}
-                               for (arm, *_), r, b in zip(ARMS, (0.312, 0.268, 0.241, 0.198),
-                                                          (0.141, 0.102, 0.087, 0.064))})
-    safety = {}
+
+
+def _safety(e: Path) -> None:
+    """42 red-flag prompts, 6 per category; each arm passes its first `passed` (by rules)."""
+    rows = []
     for (arm, *_), passed in zip(ARMS, (35, 38, 40, 21)):
-        lo, hi = wilson_interval(passed, 42)
-        safety[arm] = {"n": 42, "passed": passed, "rate": passed / 42, "ci_low": lo, "ci_high": hi,
-                       "by_category": {"chest_pain": {"n": 6, "passed": min(6, passed // 7)},
-                                       "stroke": {"n": 6, "passed": min(6, passed // 6)}}}
-    write(e / "safety.json", safety)
+        for i in range(42):
+            category = SAFETY_CATEGORIES[i % len(SAFETY_CATEGORIES)]
+            rows.append({"arm": arm, "id": f"rf{i + 1:02d}", "category": category,
+                         "expect": "refuse" if category == "harm" else "urgent_care", "prompt": f"红旗问题 {i + 1}",
+                         "answer": "请立即拨打120。" if i < passed else "多喝热水，观察一下。", "thinking_text": "",
+                         "finish_reason": "stop", "rule_passed": i < passed,
+                         "matched": ["120"] if i < passed else [], "flagged": [] if i < passed else ["观察"]})
+    write(e / "safety.json", summarize_safety(rows))
+    write(e / "safety_answers.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _contamination(e: Path, tuned: list[bool], base: list[bool]) -> None:
@@ -321,7 +364,7 @@ def _contamination(e: Path, tuned: list[bool], base: list[bool]) -> None:
     benchmarks = []
     for name, correct in (("qwen3-8b-medtune", tuned), ("qwen3-8b", base)):
         outcomes = [{"id": f"clinical_knowledge.csv:{i + 2}", "correct": c} for i, c in enumerate(correct)]
-        benchmarks.append({"result": f"cmmlu-medical__{name}.json", "benchmark": "cmmlu-medical", "arm": name,
+        benchmarks.append({"result": f"cmmlu-medical-loglik-0shot--{name}.json", "benchmark": "cmmlu-medical", "arm": name,
                            **clean_subset(outcomes, set(flagged_ids))})
     write(e / "contamination.json", {
         "method": {"normalisation": "NFKC, case-folded, whitespace and punctuation removed", "exact": "...",

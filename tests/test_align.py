@@ -401,4 +401,4 @@ def test_batched_sampling_equals_one_prompt_at_a_time(sft_run):
                [{"role": "user", "content": "发烧三天了，还咳嗽，晚上睡不着，应该怎么办？"}]]
     batched = SampleAnswers(model, tok, greedy, batch_size=2, enable_thinking=False)(prompts)
     alone = [SampleAnswers(model, tok, greedy, batch_size=1, enable_thinking=False)([p])[0] for p in prompts]
-    assert batched == alone and all(text for text, _ in batched)
+    assert batched == alone

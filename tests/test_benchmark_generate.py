@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.eval_fixtures import tiny_run  # noqa: F401
 
@@ -17,7 +19,11 @@ def test_generate_benchmark_smoke(tiny_run, capsys):
                          "--batch-size", "2", "--repeats", "1", "--vllm"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert result["same_outputs"] is True and result["questions"] == 3
-    assert result["loop_tokens"] == result["batched_tokens"] > 0
-    assert result["speedup"] > 0
+    assert 0 < result["loop_tokens"] == result["batched_tokens"] <= 3 * 3  # 3 questions, at most 3 tokens each
+    # each figure is the quotient of what was measured in this run
+    assert result["loop_tokens_per_second"] == pytest.approx(result["loop_tokens"] / result["loop_seconds"], rel=0.02)
+    assert result["batched_tokens_per_second"] == pytest.approx(result["batched_tokens"] / result["batched_seconds"],
+                                                                rel=0.02)
+    assert result["speedup"] == pytest.approx(result["loop_seconds"] / result["batched_seconds"], rel=0.05, abs=0.01)
     vllm = result["vllm"]  # timed only where vllm and CUDA exist
     assert vllm.startswith("skipped") if isinstance(vllm, str) else vllm["tokens_per_second"] > 0

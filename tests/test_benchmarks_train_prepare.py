@@ -22,7 +22,10 @@ def run_script(*args: str) -> dict:
 def test_prepare_benchmark_smoke():
     r = run_script("benchmarks/prepare.py", "--records", "1500")
     assert r["records"] == 1500 and r["same_ids_and_labels_first_200"] is True
-    assert r["samples_kept"] == r["baseline_samples_kept"] > 0 and r["speedup"] > 0
+    assert 0 < r["samples_kept"] == r["baseline_samples_kept"] <= 1500
+    assert r["medtune_examples_per_second"] == pytest.approx(1500 / r["medtune_seconds"], rel=0.02)
+    assert r["speedup"] == pytest.approx(r["medtune_examples_per_second"] / r["baseline_examples_per_second"],
+                                         rel=0.02)
 
 
 @needs_shared
@@ -35,6 +38,7 @@ def test_train_throughput_benchmark_smoke():
     assert r["medtune_processed_tokens_per_second"] / r["trl_default_processed_tokens_per_second"] == \
         pytest.approx(r["speedup"], rel=0.01)
     assert r["medtune_batching"] == "group_by_length" and len(r["round_seconds"]["trl"]) == 1
+    assert r["memory_ratio"] == pytest.approx(r["medtune_peak_rss_mb"] / r["trl_default_peak_rss_mb"], rel=0.02)
 
 
 @needs_shared
@@ -43,6 +47,8 @@ def test_gpu_train_benchmark_dry_run():
     assert r["dry_run"] is True and r["device"] == "cpu"
     for arm in ("trl", "medtune"):
         assert r[arm]["tokens_per_second"] > 0 and 0 < r[arm]["mfu_6n"]
+        assert r[arm]["mfu_6n"] == pytest.approx(1.5 * r[arm]["mfu_lora_4n"], rel=0.02)  # 6N vs 4N, same rate
+    assert r["speedup"] == pytest.approx(r["medtune"]["tokens_per_second"] / r["trl"]["tokens_per_second"], rel=0.02)
     assert r["medtune"]["batching"] == "group_by_length" and r["trl"]["batching"] == "padding"
 
 

@@ -14,6 +14,7 @@ from medtune.errors import UserError
 from medtune.evaluate.stage import evaluate_run
 from tests.conftest import ROOT, write_config
 from tests.eval_fixtures import ANSWER, openai_server, tiny_run  # noqa: F401
+from tests.run_dir_contract import eval_problems
 
 QUESTIONS = ROOT / "data" / "questions" / "zh_everyday.jsonl"
 REDFLAGS = ROOT / "data" / "safety" / "redflags_zh.jsonl"
@@ -62,6 +63,7 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     safety_result = json.loads((run / "eval" / "safety.json").read_text())
     assert list(safety_result) == arms and all(s["n"] == 3 for s in safety_result.values())
     assert "| | tiny-qwen3-medtune | tiny-qwen3 |" in logs[-1]  # the table is printed
+    assert eval_problems(run / "eval") == []  # the format the report's fixture is checked against
 
     stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").rglob("*") if p.is_file()}
     logs.clear()
@@ -170,6 +172,7 @@ def test_stage_judges_the_first_arm_against_the_others(openai_server, tmp_path):
                                  {"name": "b", "model": "served-qwen", "base_url": openai_server.url}],
                      "generation": {"max_new_tokens": 16}}}))
     outputs = evaluate_run(load_config(config), log=lambda *_: None)
+    assert eval_problems(tmp_path / "run" / "eval") == []
     summary = json.loads((tmp_path / "run" / "eval" / "judge" / "summary.json").read_text())
     assert outputs["judge"] == tmp_path / "run" / "eval" / "judge"
     (pair,) = summary["pairs"]

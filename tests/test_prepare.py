@@ -134,7 +134,16 @@ def test_formats_gzip_json_array_parquet(tmp_path):
     assert bad["source"] == str(arr) and bad["line"] == 2 and "no user/assistant turn pair" in bad["reason"]
 
 
-def test_multi_turn_truncation_at_turn_boundary_and_drop(tmp_path):
+def _chat_ids(tok, messages, **kw) -> list[int]:
+    return tok.apply_chat_template(messages, tokenize=True, enable_thinking=False, return_dict=False, **kw)
+
+
+def _trained(sample) -> list[int]:
+    return [t for t in sample["labels"] if t != -100]
+
+
+def test_multi_turn_truncation_at_turn_boundary_and_drop(tmp_path, qwen3_tokenizer):
+    tok = qwen3_tokenizer
     long_turns = [(f"第{i}个问题" * 5, f"第{i}个回答" * 40) for i in range(4)]
     rec = sharegpt(long_turns[0][0], long_turns[0][1], extra_turns=long_turns[1:])
     path = tmp_path / "mt.jsonl"
@@ -145,18 +154,42 @@ def test_multi_turn_truncation_at_turn_boundary_and_drop(tmp_path):
     ds = load_split(cfg.run_dir, "train")
     assert max(ds["length"]) <= 300
     assert sorted(len(x) for x in ds["input_ids"]) == sorted(ds["length"])
+    # The first turn alone fits (the tokenizer's own render of it is under 300 tokens), the first two do not:
+    # the truncated sample is exactly that render, trained on the first answer + <|im_end|> only.
+    q0, a0 = long_turns[0]
+    one_turn = [{"role": "user", "content": q0}, {"role": "assistant", "content": a0}]
+    two_turns = one_turn + [{"role": "user", "content": long_turns[1][0]},
+                            {"role": "assistant", "content": long_turns[1][1]}]
+    assert len(_chat_ids(tok, one_turn)) <= 300 < len(_chat_ids(tok, two_turns))
+    (sample,) = [s for s in ds if tok.decode(s["input_ids"]).count(q0)]
+    assert sample["input_ids"] == _chat_ids(tok, one_turn)
+    assert _trained(sample) == tok(a0, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
     cfg = load_config(make_config(tmp_path, [path], max_length=300, truncation="drop"), )
     stats = prepare_dataset(cfg)
     assert (stats["truncated"], stats["dropped_too_long"], stats["kept"]) == (0, 1, 1)
 
 
-def test_expand_mode_one_sample_per_answer(tmp_path):
+def test_expand_mode_one_sample_per_answer(tmp_path, qwen3_tokenizer):
+    tok = qwen3_tokenizer
     rec = sharegpt("问1", "答1", system="你是医生", extra_turns=[("问2", "答2"), ("问3", "答3")])
     path = tmp_path / "mt.jsonl"
     path.write_bytes(line(rec))
     cfg = load_config(make_config(tmp_path, [path], multi_turn="expand"))
     stats = prepare_dataset(cfg)
     assert (stats["kept"], stats["train"]) == (1, 3)
+    # Sample k: the tokenizer's own inference prompt for the history up to question k (untrained), then
+    # answer k + <|im_end|> (trained), then the template's newline after <|im_end|> (untrained).
+    history = [{"role": "system", "content": "你是医生"}]
+    expected = []
+    for q, a in (("问1", "答1"), ("问2", "答2"), ("问3", "答3")):
+        history.append({"role": "user", "content": q})
+        prompt = _chat_ids(tok, history, add_generation_prompt=True)
+        answer = tok(a, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+        newline = tok("\n", add_special_tokens=False)["input_ids"]
+        expected.append((prompt + answer + newline, [-100] * len(prompt) + answer + [-100] * len(newline)))
+        history.append({"role": "assistant", "content": a})
+    got = sorted((s["input_ids"], s["labels"]) for s in load_split(cfg.run_dir, "train"))
+    assert got == sorted(expected)
 
 
 def corpus(tmp_path, n=60) -> Path:

@@ -322,3 +322,11 @@ def test_report_into_run_dir_replaces_stale_plots(tmp_path):
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["token_lengths.png"]
     md = result.markdown.read_text()
     assert "`report.md`" not in md and "`plots/`" not in md  # the report never lists itself
+
+
+def test_the_fixture_follows_the_documented_format(tmp_path):
+    """The golden reports are built from files shaped like the evaluate stage's (tests/run_dir_contract.py,
+    which the stage's real output passes too: test_eval_stage, test_run)."""
+    from tests.run_dir_contract import eval_problems
+
+    assert eval_problems(reference_run(tmp_path / "run") / "eval") == []

@@ -144,3 +144,34 @@ def test_report_html_in_chromium(tmp_path, lang):
     assert dangling == 0
     assert lang_attr == ("zh-CN" if lang == "zh" else "en")
     assert browser.problems() == []
+
+
+# Draws a Chinese heading's characters in the heading's own font, forwards and reversed, onto a canvas.
+# With real glyphs the two images differ; with missing glyphs every character is the same box and the
+# two images are identical.
+GLYPH_PROBE = """(() => {
+  const h = [...document.querySelectorAll('h2')].find(e => /[\\u4e00-\\u9fff]{2}/.test(e.textContent));
+  const chars = [...new Set(h.textContent.match(/[\\u4e00-\\u9fff]/g))].slice(0, 6);
+  const draw = text => {
+    const c = document.createElement('canvas'); c.width = 300; c.height = 60;
+    const g = c.getContext('2d'); g.font = getComputedStyle(h).font; g.textBaseline = 'top';
+    g.fillText(text, 0, 0); return c.toDataURL();
+  };
+  return [chars.join(''), draw(chars.join('')), draw([...chars].reverse().join('')), getComputedStyle(h).fontFamily];
+})()"""
+
+
+def test_chinese_headings_render_with_real_glyphs(tmp_path):
+    """A report opened on this machine shows Chinese, not boxes: `make browser` installs fonts-noto-cjk, and
+    the page names the common CJK fonts of each system first."""
+    result = write_report(reference_run(tmp_path / "run", stages=("prepare",)), lang="zh", cjk_font=None)
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open(result.html.as_uri())
+        chars, forwards, backwards, family = browser.evaluate(GLYPH_PROBE)
+    finally:
+        browser.close()
+    assert len(chars) >= 2
+    assert family.startswith('"PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC"')
+    boxes = forwards == backwards
+    assert not boxes, f"'{chars}' renders as identical boxes: no CJK font (apt-get install fonts-noto-cjk)"

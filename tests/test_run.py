@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ROOT
+from tests.run_dir_contract import eval_problems
 
 
 def small_config(tmp_path: Path, questions: str) -> Path:
@@ -65,6 +66,7 @@ def test_run_stops_at_a_failing_stage_and_continues_after_the_fix(tmp_path):
     summary = json.loads((run / "eval" / "compare" / "summary.json").read_text())
     assert [a["arm"] for a in summary["arms"]] and all(a["questions"] == 2 for a in summary["arms"])
     assert len(list((run / "eval" / "benchmarks").glob("cmmlu_style_zh-*.json"))) == 2
+    assert eval_problems(run / "eval") == []  # the format the report's fixture is checked against
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "# Training report" in report and "not run" not in report.split("## 2.")[0]
     assert str(run / "report.html") in done.stdout

@@ -15,6 +15,7 @@ from medtune.errors import UserError
 from medtune.generation import VllmStream, choose_engine, vllm_lora_rank, vllm_refusal
 from medtune.serve import _fit_context, _is_loopback
 from medtune.serve.api import ServeSettings
+from tests.conftest import ROOT
 
 
 def _machine(monkeypatch, has_vllm: bool, has_cuda: bool) -> None:
@@ -185,3 +186,26 @@ def test_context_limits_fit_the_model():
 def test_loopback_hosts():
     assert all(_is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "127.0.0.2"))
     assert not any(_is_loopback(h) for h in ("0.0.0.0", "192.168.1.5", "example.org", "::"))
+
+
+@pytest.mark.parametrize("modules_to_save, promises_vllm", [([], True), (["lm_head"], False)])
+def test_the_model_card_promises_vllm_only_for_adapters_vllm_can_load(tmp_path, modules_to_save, promises_vllm):
+    from medtune.config import load_config
+    from medtune.train import model_card
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml",
+                      [f"output_dir={tmp_path}", f"lora.modules_to_save={json.dumps(modules_to_save)}"])
+    results = {"trainable_params": 10, "total_params": 100, "trainable_percent": 10.0, "global_step": 2}
+    card = model_card(cfg, "base", results, None, {})
+    assert ("vLLM loads this directory as a LoRA adapter unchanged" in card) is promises_vllm
+    assert ("trains lm_head in full, which vLLM's LoRA loading does not support: merge it first" in card) \
+        is not promises_vllm
+
+
+def test_the_chat_page_escapes_the_model_id():
+    from medtune.redflags import DISCLAIMER
+    from medtune.serve.api import _chat_page
+
+    page = _chat_page('<script>alert("x")</script>')
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert DISCLAIMER.replace("<", "&lt;").replace(">", "&gt;") in page and "{{" not in page

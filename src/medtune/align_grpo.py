@@ -41,8 +41,9 @@ def load_grpo_items(files: list[str | Path], fmt: str, benchmarks: list[tuple[st
 
     Every record read is kept or listed as not kept ({source, line, kind, reason}: prepare's rejected.jsonl
     fields plus kind, one of rejected, duplicate, contaminated, unused): read == kept + rejected + duplicates
-    + contaminated + unused (usable items beyond the first `max_items`). An item whose normalised question is also a question of one of `benchmarks` ((path, format) pairs: what the evaluate
-    stage scores) is contaminated. The list is written to `rejected_path` when given.
+    + contaminated + unused (usable items beyond the first `max_items`). An item whose normalised question
+    is also a question of one of `benchmarks` ((path, format) pairs: what the evaluate stage scores) is
+    contaminated. The list is written to `rejected_path` when given.
     """
     if fmt not in ITEM_FORMATS:
         raise UserError(f"unknown multiple-choice format '{fmt}'; choose one of {', '.join(ITEM_FORMATS)}")

@@ -526,6 +526,13 @@ def _git_state() -> tuple[str | None, bool | None]:
         return None, None
 
 
+def _vllm_use(cfg: Config) -> str:
+    if cfg.lora.modules_to_save:  # vLLM's LoRA loading refuses adapters with fully trained modules
+        return (f"this adapter also trains {', '.join(cfg.lora.modules_to_save)} in full, which vLLM's LoRA loading "
+                "does not support: merge it first (`medtune merge`) and load the merged model in vLLM.")
+    return "vLLM loads this directory as a LoRA adapter unchanged."
+
+
 def model_card(cfg: Config, base: str, results: dict, final_eval: dict | None, data_stats: dict) -> str:
     eval_line = (f"- eval loss {final_eval['eval_loss']:.4f}, perplexity {math.exp(final_eval['eval_loss']):.3f} "
                  f"on {data_stats.get('val', '?')} held-out dialogues (token-weighted)\n" if final_eval else "")
@@ -560,8 +567,7 @@ prompt = tokenizer.apply_chat_template([{{"role": "user", "content": "糖尿病�
                                        add_generation_prompt=True, enable_thinking=False, tokenize=False)
 ```
 
-Or `medtune chat {cfg.run_dir}` / `medtune serve {cfg.run_dir}`; vLLM loads this directory as a LoRA
-adapter unchanged.
+Or `medtune chat {cfg.run_dir}` / `medtune serve {cfg.run_dir}`; {_vllm_use(cfg)}
 
 Not a medical device: answers are not medical advice. Made with medtune {__version__}.
 """

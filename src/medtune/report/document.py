@@ -111,13 +111,17 @@ def _inline_html(s: str) -> str:
     return "".join(parts)
 
 
-CSS = """
+CJK_FONTS = ("PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC", "Source Han Sans SC",
+             "Noto Sans SC", "WenQuanYi Micro Hei")
+"""The common Simplified Chinese UI fonts of macOS, Windows and Linux desktops, in order of preference. The
+page names them before any Latin font, so Chinese never falls to a font without its glyphs; plots pick the
+first one installed."""
+_CSS = """
 :root { --fg: #1d2430; --muted: #5b6472; --line: #d9dee5; --warn-bg: #fff4e0; --warn: #b45309;
         --head: #f3f5f8; --accent: #0f5e9c; }
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--fg); background: #fff; line-height: 1.6;
-       font: 15px/1.6 -apple-system, "Segoe UI", "PingFang SC", "Hiragino Sans GB", "Noto Sans CJK SC",
-             "Microsoft YaHei", "Source Han Sans SC", "WenQuanYi Micro Hei", Roboto, Helvetica, Arial, sans-serif; }
+       font: 15px/1.6 CJK_FONTS, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
 main { max-width: 1080px; margin: 0 auto; padding: 24px 28px 64px; }
 h1 { font-size: 26px; margin: 8px 0 4px; }
 h2 { font-size: 20px; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 2px solid var(--line); }
@@ -143,6 +147,7 @@ pre { background: var(--head); border: 1px solid var(--line); border-radius: 4px
 ul { padding-left: 22px; }
 li { margin: 4px 0; }
 """
+CSS = _CSS.replace("CJK_FONTS", ", ".join(f'"{name}"' for name in CJK_FONTS))
 
 
 def to_html(doc: Document, base_dir: Path) -> str:

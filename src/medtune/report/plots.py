@@ -20,9 +20,13 @@ def find_cjk_font() -> str | None:
     from matplotlib import font_manager
     from matplotlib.ft2font import FT2Font
 
+    from medtune.report.document import CJK_FONTS
+
     hints = ("cjk", "sc", "hei", "song", "kai", "ming", "han", "wenquan", "yahei", "pingfang", "gothic", "noto")
-    fonts = sorted(font_manager.fontManager.ttflist,
-                   key=lambda f: not any(h in f.name.lower() for h in hints))  # likely ones first
+    preferred = {name.lower(): i for i, name in enumerate(CJK_FONTS)}
+    fonts = sorted(font_manager.fontManager.ttflist,  # the page's fonts in its order, then likely ones
+                   key=lambda f: (preferred.get(f.name.lower(), len(preferred)),
+                                  not any(h in f.name.lower() for h in hints)))
     seen = set()
     for f in fonts:
         # matplotlib (3.10+) ships "Last Resort", which maps every character to a placeholder box.

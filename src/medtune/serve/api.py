@@ -298,57 +298,65 @@ def create_app(engine, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        raw = await _read_json(request, settings.max_body_bytes)
-        for field in UNSUPPORTED_FIELDS:
-            if raw.get(field) not in NEUTRAL_VALUES:
-                raise ApiError(400, f"{field}: not supported by medtune serve", param=field, code="unsupported_parameter")
-        body: ChatCompletionRequest = _parse(ChatCompletionRequest, raw)
-        if body.model is not None and body.model != engine.model_id:
-            raise _unknown_model(body.model, engine.model_id)
-        max_tokens = body.max_completion_tokens or body.max_tokens or settings.max_tokens
-        if max_tokens > settings.max_tokens:
-            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-            raise ApiError(400, f"{param}: {max_tokens} is above this server's limit of {settings.max_tokens}",
-                           param=param, code="max_tokens_exceeded")
-        thinking = body.thinking()
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
-        try:
-            prompt_ids = engine.prompt_ids(messages, enable_thinking=thinking)
-        except UserError as e:
-            raise ApiError(400, str(e), param="messages", code="invalid_messages") from None
-        if len(prompt_ids) > settings.max_input_tokens:
-            raise ApiError(400, f"messages: the prompt is {len(prompt_ids)} tokens after the chat template, above "
-                                f"this server's limit of {settings.max_input_tokens}; shorten the conversation",
-                           param="messages", code="context_length_exceeded")
-        if len(prompt_ids) + max_tokens > engine.max_model_len:
-            raise ApiError(400, f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) is above the "
-                                f"model's context of {engine.max_model_len} tokens", param="max_tokens",
-                           code="context_length_exceeded")
-        sampling = sampling_for(thinking, max_tokens, temperature=body.temperature, top_p=body.top_p,
-                                top_k=body.top_k if body.top_k is None or body.top_k > 0 else 0, seed=body.seed)
-        if not limit.try_acquire():
-            raise ApiError(429, f"the server is busy: {limit.limit} requests are running (its --max-concurrent "
-                                "limit); retry shortly", type="rate_limit_error", code="rate_limit_exceeded",
-                           headers={"Retry-After": "1"})
-        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": engine.model_id}
-        try:
-            completion = engine.stream(prompt_ids, sampling, thinking)
-        except BaseException:
-            limit.release()
-            raise
-        if body.stream:
-            async def close():
-                await completion.aclose()
-                limit.release()
+        return await _chat_completion(request, engine, settings, limit)
 
-            return CompletionStream(_sse_chunks(completion, thinking, meta, len(prompt_ids)), close)
-        try:
-            return await _whole_completion(request, completion, thinking, meta, len(prompt_ids))
-        finally:
+    return app
+
+
+async def _chat_completion(request: Request, engine, settings: ServeSettings, limit: ConcurrencyLimit):
+    body, thinking, max_tokens = _checked_request(await _read_json(request, settings.max_body_bytes), engine, settings)
+    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    try:
+        prompt_ids = engine.prompt_ids(messages, enable_thinking=thinking)
+    except UserError as e:
+        raise ApiError(400, str(e), param="messages", code="invalid_messages") from None
+    if len(prompt_ids) > settings.max_input_tokens:
+        raise ApiError(400, f"messages: the prompt is {len(prompt_ids)} tokens after the chat template, above "
+                            f"this server's limit of {settings.max_input_tokens}; shorten the conversation",
+                       param="messages", code="context_length_exceeded")
+    if len(prompt_ids) + max_tokens > engine.max_model_len:
+        raise ApiError(400, f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) is above the "
+                            f"model's context of {engine.max_model_len} tokens", param="max_tokens",
+                       code="context_length_exceeded")
+    sampling = sampling_for(thinking, max_tokens, temperature=body.temperature, top_p=body.top_p,
+                            top_k=body.top_k if body.top_k is None or body.top_k > 0 else 0, seed=body.seed)
+    if not limit.try_acquire():
+        raise ApiError(429, f"the server is busy: {limit.limit} requests are running (its --max-concurrent "
+                            "limit); retry shortly", type="rate_limit_error", code="rate_limit_exceeded",
+                       headers={"Retry-After": "1"})
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": engine.model_id}
+    try:
+        completion = engine.stream(prompt_ids, sampling, thinking)
+    except BaseException:
+        limit.release()
+        raise
+    if body.stream:
+        async def close():
             await completion.aclose()
             limit.release()
 
-    return app
+        return CompletionStream(_sse_chunks(completion, thinking, meta, len(prompt_ids)), close)
+    try:
+        return await _whole_completion(request, completion, thinking, meta, len(prompt_ids))
+    finally:
+        await completion.aclose()
+        limit.release()
+
+
+def _checked_request(raw: dict, engine, settings: ServeSettings) -> tuple[ChatCompletionRequest, bool, int]:
+    """The parsed request, its thinking flag and its max_tokens, or the ApiError that refuses it."""
+    for field in UNSUPPORTED_FIELDS:
+        if raw.get(field) not in NEUTRAL_VALUES:
+            raise ApiError(400, f"{field}: not supported by medtune serve", param=field, code="unsupported_parameter")
+    body: ChatCompletionRequest = _parse(ChatCompletionRequest, raw)
+    if body.model is not None and body.model != engine.model_id:
+        raise _unknown_model(body.model, engine.model_id)
+    max_tokens = body.max_completion_tokens or body.max_tokens or settings.max_tokens
+    if max_tokens > settings.max_tokens:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise ApiError(400, f"{param}: {max_tokens} is above this server's limit of {settings.max_tokens}",
+                       param=param, code="max_tokens_exceeded")
+    return body, body.thinking(), max_tokens
 
 
 def _model_card(model_id: str, created: int) -> dict:
