@@ -23,16 +23,16 @@ from typing import Any, Literal
 import yaml
 
 from medtune.errors import UserError, deprecated
-from medtune.generation import QWEN3_SAMPLING
+from medtune.generation import DTYPE_NAMES, QWEN3_SAMPLING
 
 BUILTIN_TINY_QWEN3 = "builtin:tiny-qwen3"
 QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-DTYPES = ("auto", "bf16", "fp16", "fp32")
+TORCH_DTYPES = DTYPE_NAMES
+"""Each dtype name -> the name modeling.load_model and vLLM take (defined once, in medtune.generation)."""
+DTYPES = tuple(TORCH_DTYPES)
 """The one set of dtype names: model.torch_dtype and every command's --dtype."""
-TORCH_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-"""Each dtype name -> the name modeling.load_model and vLLM take."""
 OLD_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 """Spellings medtune 0.1 accepted in some places; they still work, with a deprecation note, until 0.2."""
 

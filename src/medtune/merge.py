@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from medtune.errors import UserError
@@ -47,9 +48,6 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
                   device: str | None = None, log=print) -> dict:
     """Merge RUN_DIR's adapter into its base, verify it, and write the model to `output`; returns the record."""
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from medtune.modeling import load_model
 
     started = time.time()
     source = resolve_model_source(run_dir)
@@ -64,13 +62,50 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
     tied = bool(base_config.get("tie_word_embeddings", False))
     _check_tied_targets(source.adapter, tied)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-
     # An adapter trained on a quantized base (QLoRA) is merged into the unquantized base weights, loaded in fp32
     # here: merging into dequantized 4-bit weights would bake the quantization error into every layer.
     quantized_base = read_json(source.adapter / "train_results.json", {}).get("quantization")
     log(f"merge: loading {source.base} + adapter {source.adapter} (fp32, {device})"
         + (f"; the adapter was trained on a {_bits(quantized_base)} base, merged into the full-precision weights"
            if quantized_base else ""))
+    merged, tokenizer, probe = _merge_in_memory(source, device, tied)
+    record = {
+        "source_run": str(Path(run_dir).resolve()), "base_model": source.base,
+        "adapter": str(source.adapter.resolve()), "dtype": dtype, "tie_word_embeddings": tied,
+        "device": device, "check_prompts": len(CHECK_CONVERSATIONS), "check_tokens": int(probe.mask.sum()),
+        "logit_scale": probe.scale, "tolerance": MERGE_TOLERANCE, "checks": probe.checks,
+        "trained_on_quantized_base": quantized_base,
+    }
+    tmp = _save_to_temporary(merged, tokenizer, output, dtype, log)
+    del merged  # freed before the saved copy is loaded back: one model in memory at a time
+    try:
+        probe.checks["saved"] = _check_saved(tmp, probe, dtype, tied, device)
+        record["seconds"] = round(time.time() - started, 3)
+        write_json(tmp / "medtune_merge.json", record)
+        _move_into_place(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _log_merged(record, output, quantized_base, log)
+    return record
+
+
+@dataclass
+class _Probe:
+    """The check prompts, the base+adapter logits on them, and the checks so far."""
+
+    batch: dict
+    mask: object
+    reference: object
+    scale: float
+    checks: dict
+
+
+def _merge_in_memory(source, device: str, tied: bool):
+    """base+adapter in fp32, merged; the merge checked against base+adapter on the check prompts."""
+    import torch
+
+    from medtune.modeling import load_model
+
     model, tokenizer = load_model(source.base, adapter=source.adapter, dtype="float32", device=device)
     batch = _check_batch(tokenizer, device)
     mask = batch["attention_mask"].bool()
@@ -87,39 +122,43 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
     }
     if tied:
         _check_still_tied(merged, "the merged model")
+    return merged, tokenizer, _Probe(batch, mask, reference, scale, checks)
+
+
+def _save_to_temporary(merged, tokenizer, output: Path, dtype: str, log) -> Path:
+    """The merged model in `dtype` with its tokenizer and generation config, in a directory beside `output`."""
+    import torch
 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    log(f"merge: saving {dtype} to {output}")
     try:
-        log(f"merge: saving {dtype} to {output}")
         merged.to(getattr(torch, DTYPE_NAMES[dtype]))
         merged.generation_config = _generation_config(tokenizer, merged.generation_config)
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        del model, merged
-
-        saved = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, DTYPE_NAMES[dtype])).to(device).eval()
-        if tied:
-            _check_still_tied(saved, "the saved model")
-        with torch.inference_mode():
-            saved_logits = saved(**batch).logits.float()[mask]
-        checks["saved"] = _check(f"saved_{dtype}", _relative_diff(saved_logits, reference, scale),
-                                 MERGE_TOLERANCE[dtype])
-        del saved
-        record = {
-            "source_run": str(Path(run_dir).resolve()), "base_model": source.base,
-            "adapter": str(source.adapter.resolve()), "dtype": dtype, "tie_word_embeddings": tied,
-            "device": device, "check_prompts": len(CHECK_CONVERSATIONS), "check_tokens": int(mask.sum()),
-            "logit_scale": scale, "tolerance": MERGE_TOLERANCE, "checks": checks,
-            "trained_on_quantized_base": quantized_base,
-            "seconds": round(time.time() - started, 3),
-        }
-        write_json(tmp / "medtune_merge.json", record)
-        _move_into_place(tmp, output)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
 
+
+def _check_saved(tmp: Path, probe: _Probe, dtype: str, tied: bool, device: str) -> dict:
+    """The saved model, loaded back from disk, against base+adapter on the check prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, DTYPE_NAMES[dtype])).to(device).eval()
+    if tied:
+        _check_still_tied(saved, "the saved model")
+    with torch.inference_mode():
+        saved_logits = saved(**probe.batch).logits.float()[probe.mask]
+    return _check(f"saved_{dtype}", _relative_diff(saved_logits, probe.reference, probe.scale), MERGE_TOLERANCE[dtype])
+
+
+def _log_merged(record: dict, output: Path, quantized_base, log) -> None:
+    checks, dtype = record["checks"], record["dtype"]
     merge_check, saved_check = checks["merge_fp32"], checks["saved"]
     log(f"merge: verified on {record['check_prompts']} prompts ({record['check_tokens']} positions): "
         f"fp32 merge differs by {merge_check['max_relative_diff']:.1e} (limit {merge_check['limit']:.0e}), "
@@ -133,7 +172,6 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
             "weights, the merged model has the full-precision ones plus the LoRA update, so its answers can differ "
             "slightly from base+adapter loaded in 4 bit")
     log(f"merge: wrote {output} (load it like any model: medtune chat {output} / medtune serve {output})")
-    return record
 
 
 def _bits(quantization: dict) -> str:

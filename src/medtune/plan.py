@@ -28,10 +28,8 @@ copy (none when the compute dtype is fp32), the saved log-softmax and its gradie
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from medtune.config import BUILTIN_TINY_QWEN3, Config
 from medtune.errors import UserError

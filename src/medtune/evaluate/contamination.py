@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import orjson
-
 from medtune.config import Config, DataConfig
 from medtune.errors import UserError
 from medtune.evaluate.inputs import iter_rows, text_field

@@ -312,89 +312,90 @@ class Check:
 
 
 def self_checks(run: Run, facts: Facts) -> list[Check]:
-    tr = facts.train
-    checks = []
+    """Each figure of the run recomputed from the others: batch, schedule, loss, perplexity, parameters, data."""
+    trainable = num(facts.train, "trainable_params")
+    return [_check_batch(facts), _check_lr(run, facts), _check_loss(facts), _check_perplexity(facts),
+            _check_params(facts), _check_adapter(run, trainable), _check_data(run)]
 
+
+def _check_batch(facts: Facts) -> Check:
     b = facts.batch
     if b is None:
-        checks.append(Check("chk.batch", "unknown", "chk.batch.none"))
-    else:
-        params = {"derived": f_num(b.derived, 1), "samples": f_int(b.samples), "epochs": f_num(b.epochs, 2),
-                  "steps": f_int(b.global_step), "configured": f_int(b.configured),
-                  "per_epoch": f_int(round(b.steps_per_epoch)),
-                  "expected": "–".join(f_int(v) for v in b.expected_steps_per_epoch)
-                  if b.expected_steps_per_epoch else "—",
-                  "throughput": f_num(b.throughput_derived, 1)}
-        status = {True: "ok", False: "mismatch", None: "unknown"}[b.agrees]
-        checks.append(Check("chk.batch", status, f"chk.batch.{status}", params))
+        return Check("chk.batch", "unknown", "chk.batch.none")
+    params = {"derived": f_num(b.derived, 1), "samples": f_int(b.samples), "epochs": f_num(b.epochs, 2),
+              "steps": f_int(b.global_step), "configured": f_int(b.configured),
+              "per_epoch": f_int(round(b.steps_per_epoch)),
+              "expected": "–".join(f_int(v) for v in b.expected_steps_per_epoch)
+              if b.expected_steps_per_epoch else "—",
+              "throughput": f_num(b.throughput_derived, 1)}
+    status = {True: "ok", False: "mismatch", None: "unknown"}[b.agrees]
+    return Check("chk.batch", status, f"chk.batch.{status}", params)
 
-    lr = facts.lr
-    cfg = run.cfg
+
+def _check_lr(run: Run, facts: Facts) -> Check:
+    lr, cfg = facts.lr, run.cfg
     if lr is None:
         sched = cfg.train.lr_scheduler_type if cfg else "—"
-        has_lr = bool(facts.lr_steps)
-        key = "chk.lr.unmodelled" if cfg and has_lr else "chk.lr.none"
-        checks.append(Check("chk.lr", "unknown", key, {"scheduler": sched}))
-    else:
-        params = {"scheduler": lr.scheduler, "warmup": f_int(lr.warmup_steps), "total": f_int(lr.total_steps),
-                  "peak": f_sig(lr.peak), "n": f_int(len(lr.points)), "bad": f_int(len(lr.mismatches)),
-                  "tol": _rule(LR_TOLERANCE)}
-        if lr.mismatches:
-            all_steps = [p[0] for p in lr.points]
-            ranges = step_ranges([p[0] for p in lr.mismatches], all_steps)
-            first = lr.mismatches[0]
-            params.update(ranges=f_ranges(ranges, limit=6),
-                          step=f_int(first[0]), logged=f_sig(first[1]), expected=f_sig(first[2]))
-            checks.append(Check("chk.lr", "mismatch", "chk.lr.mismatch", params))
-        else:
-            checks.append(Check("chk.lr", "ok", "chk.lr.ok", params))
+        key = "chk.lr.unmodelled" if cfg and facts.lr_steps else "chk.lr.none"
+        return Check("chk.lr", "unknown", key, {"scheduler": sched})
+    params = {"scheduler": lr.scheduler, "warmup": f_int(lr.warmup_steps), "total": f_int(lr.total_steps),
+              "peak": f_sig(lr.peak), "n": f_int(len(lr.points)), "bad": f_int(len(lr.mismatches)),
+              "tol": _rule(LR_TOLERANCE)}
+    if not lr.mismatches:
+        return Check("chk.lr", "ok", "chk.lr.ok", params)
+    ranges = step_ranges([p[0] for p in lr.mismatches], [p[0] for p in lr.points])
+    first = lr.mismatches[0]
+    params.update(ranges=f_ranges(ranges, limit=6), step=f_int(first[0]), logged=f_sig(first[1]),
+                  expected=f_sig(first[2]))
+    return Check("chk.lr", "mismatch", "chk.lr.mismatch", params)
 
+
+def _check_loss(facts: Facts) -> Check:
     loss = facts.loss
     if loss.run_average is None or loss.last is None:
-        checks.append(Check("chk.loss", "unknown", "chk.loss.none"))
-    else:
-        params = {"avg": f_num(loss.run_average, 4), "last": f_num(loss.last[1], 4),
-                  "last_step": f_int(loss.last[0]), "recorded": f_num(loss.recorded_last, 4)}
-        if loss.recorded_last_agrees is False:
-            checks.append(Check("chk.loss", "mismatch", "chk.loss.mismatch", params))
-        else:
-            checks.append(Check("chk.loss", "ok", "chk.loss.ok", params))
+        return Check("chk.loss", "unknown", "chk.loss.none")
+    params = {"avg": f_num(loss.run_average, 4), "last": f_num(loss.last[1], 4),
+              "last_step": f_int(loss.last[0]), "recorded": f_num(loss.recorded_last, 4)}
+    if loss.recorded_last_agrees is False:
+        return Check("chk.loss", "mismatch", "chk.loss.mismatch", params)
+    return Check("chk.loss", "ok", "chk.loss.ok", params)
 
+
+def _check_perplexity(facts: Facts) -> Check:
     agrees = perplexity_agrees(facts.eval_loss, facts.perplexity)
     params = {"eval_loss": f_num(facts.eval_loss, 4), "ppl": f_num(facts.perplexity, 4),
               "exp": f_num(math.exp(facts.eval_loss), 4) if facts.eval_loss is not None else "—",
               "file": facts.eval_loss_source}
     status = {True: "ok", False: "mismatch", None: "unknown"}[agrees]
-    checks.append(Check("chk.ppl", status, f"chk.ppl.{status}", params))
+    return Check("chk.ppl", status, f"chk.ppl.{status}", params)
 
+
+def _check_params(facts: Facts) -> Check:
+    tr = facts.train
     trainable, total, pct = num(tr, "trainable_params"), num(tr, "total_params"), num(tr, "trainable_percent")
     if trainable is None or not total or pct is None:
-        checks.append(Check("chk.params", "unknown", "chk.params.none"))
-    else:
-        share = 100 * trainable / total
-        params = {"trainable": f_int(trainable), "total": f_int(total), "pct": f_num(pct, 4),
-                  "computed": f_num(share, 4)}
-        ok = abs(share - pct) < 0.01  # the recorded percent is rounded
-        checks.append(Check("chk.params", "ok" if ok else "mismatch", "chk.params.ok" if ok else "chk.params.mismatch",
-                            params))
+        return Check("chk.params", "unknown", "chk.params.none")
+    share = 100 * trainable / total
+    params = {"trainable": f_int(trainable), "total": f_int(total), "pct": f_num(pct, 4), "computed": f_num(share, 4)}
+    ok = abs(share - pct) < 0.01  # the recorded percent is rounded
+    return Check("chk.params", "ok" if ok else "mismatch", "chk.params.ok" if ok else "chk.params.mismatch", params)
 
-    if run.adapter_header.ok and trainable is not None:
-        in_file = sum(m.params for m in adapter_modules(run.adapter_header.data))
-        params = {"file": f_int(in_file), "trainable": f_int(trainable)}
-        status = "ok" if in_file == trainable else "mismatch"
-        checks.append(Check("chk.adapter", status, f"chk.adapter.{status}", params))
-    else:
-        checks.append(Check("chk.adapter", "unknown", "chk.adapter.none"))
 
+def _check_adapter(run: Run, trainable) -> Check:
+    if not run.adapter_header.ok or trainable is None:
+        return Check("chk.adapter", "unknown", "chk.adapter.none")
+    in_file = sum(m.params for m in adapter_modules(run.adapter_header.data))
+    status = "ok" if in_file == trainable else "mismatch"
+    return Check("chk.adapter", status, f"chk.adapter.{status}", {"file": f_int(in_file), "trainable": f_int(trainable)})
+
+
+def _check_data(run: Run) -> Check:
     counts = data_counts_add_up(run.stats.data) if run.stats.ok else None
     if counts is None:
-        checks.append(Check("chk.data", "unknown", "chk.data.none"))
-    else:
-        ok, read, accounted = counts
-        status = "ok" if ok else "mismatch"
-        checks.append(Check("chk.data", status, f"chk.data.{status}", {"read": f_int(read),
-                                                                        "accounted": f_int(accounted)}))
-    return checks
+        return Check("chk.data", "unknown", "chk.data.none")
+    ok, read, accounted = counts
+    status = "ok" if ok else "mismatch"
+    return Check("chk.data", status, f"chk.data.{status}", {"read": f_int(read), "accounted": f_int(accounted)})
 
 
 def conclude(run: Run, facts: Facts, checks: list[Check]) -> list[Finding]:

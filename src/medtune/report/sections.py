@@ -238,62 +238,73 @@ def data_sources(c: Ctx) -> list[str]:
 # ---- configuration --------------------------------------------------------------------------------
 
 def sec_config(c: Ctx) -> list[Section]:
-    t, run, tr, b = c.t, c.run, c.facts.train, c.facts.batch
+    t, run = c.t, c.run
     s = Section("config", t("sec.config"))
-    cfg = run.cfg
     note = file_note(t, run.config, "run")
     if note:
         s.blocks.append(note)
-    if cfg:
-        tc = cfg.train
-        ran_lr = c.facts.lr_rates
-        if tc.warmup_steps >= 1:
-            warmup = f_int(tc.warmup_steps)
-        elif c.facts.total_steps:
-            warmup = t("cfg.warmup_ratio", ratio=tc.warmup_steps,
-                       steps=f_int(warmup_steps_for(tc.warmup_steps, int(c.facts.total_steps))))
-        else:
-            warmup = str(tc.warmup_steps)
-        configured = t("cfg.batch_configured", a=tc.per_device_train_batch_size, b=tc.gradient_accumulation_steps,
-                       w=f_int(num(tr, "world_size")), batch=f_int(b.configured)) if b and b.configured else NA
-        rows = [
-            [code("model.name_or_path"), code(cfg.model.name_or_path), ""],
-            [code("model.torch_dtype"), cfg.model.torch_dtype, text(tr, "precision") or ""],
-            [code("model.attn_implementation"), cfg.model.attn_implementation, text(tr, "attn_implementation") or ""],
-            [code("data.max_length"), f_int(cfg.data.max_length), ""],
-            [code("data.multi_turn"), cfg.data.multi_turn, ""],
-            [code("lora.r") + " / " + code("lora.alpha") + " / " + code("lora.dropout"),
-             f"{cfg.lora.r} / {cfg.lora.alpha} / {cfg.lora.dropout}", ""],
-            [code("lora.target_modules"), t.join(cfg.lora.target_modules), ""],
-            [code("lora.modules_to_save"), t.join(cfg.lora.modules_to_save) or "—", ""],
-            [code("train.num_train_epochs"), f_num(tc.num_train_epochs, 2), f_num(num(tr, "epoch"), 2)],
-            [code("train.max_steps"), str(tc.max_steps), t("cfg.steps_ran", steps=f_int(c.facts.global_step))],
-            [code("train.per_device_train_batch_size"), str(tc.per_device_train_batch_size),
-             f_int(num(tr, "per_device_train_batch_size"))],
-            [code("train.gradient_accumulation_steps"), str(tc.gradient_accumulation_steps),
-             f_int(num(tr, "gradient_accumulation_steps"))],
-            [t("cfg.world_size"), "", f_int(num(tr, "world_size"))],
-            [t("cfg.effective_batch"), configured,
-             t("cfg.batch_derived", batch=f_num(b.derived, 1)) if b else NA],
-            [code("train.learning_rate"), f_sig(tc.learning_rate),
-             t("cfg.lr_max_logged", lr=f_sig(max(ran_lr))) if ran_lr else ""],
-            [code("train.lr_scheduler_type"), tc.lr_scheduler_type, ""],
-            [code("train.warmup_steps"), warmup, ""],
-            [code("train.weight_decay") + " / " + code("train.max_grad_norm"),
-             f"{tc.weight_decay} / {tc.max_grad_norm}", ""],
-            [code("train.optim"), tc.optim, ""],
-            [code("train.bf16"), str(tc.bf16).lower() if tc.bf16 is not None else "null (auto)",
-             text(tr, "precision") or ""],
-            [code("train.gradient_checkpointing"), str(tc.gradient_checkpointing).lower(), ""],
-            [code("train.batching"), tc.batching, text(tr, "batching") or ""],
-            [code("train.use_liger_kernel"), "null (auto)" if tc.use_liger_kernel is None
-             else str(tc.use_liger_kernel).lower(), str(tr["liger_kernel"]).lower() if "liger_kernel" in tr else ""],
-            [code("train.logging_steps"), str(tc.logging_steps), ""],
-            [code("train.eval_strategy") + " / " + code("train.eval_steps"),
-             f"{tc.eval_strategy} / {tc.eval_steps if tc.eval_steps is not None else NA}", ""],
-            [code("train.seed") + " / " + code("data.seed"), f"{tc.seed} / {cfg.data.seed}", ""],
-        ]
-        s.blocks.append(Table([t("col.param"), t("col.configured"), t("col.ran")], rows))
+    if run.cfg:
+        s.blocks.append(Table([t("col.param"), t("col.configured"), t("col.ran")], _config_rows(c, run.cfg)))
+    return [s, _batch_subsection(c)]
+
+
+def _warmup_text(c: Ctx, tc) -> str:
+    if tc.warmup_steps >= 1:
+        return f_int(tc.warmup_steps)
+    if c.facts.total_steps:
+        return c.t("cfg.warmup_ratio", ratio=tc.warmup_steps,
+                   steps=f_int(warmup_steps_for(tc.warmup_steps, int(c.facts.total_steps))))
+    return str(tc.warmup_steps)
+
+
+def _config_rows(c: Ctx, cfg) -> list[list[str]]:
+    """One row per setting that shapes the run: the configured value next to what ran."""
+    t, tr, b, tc = c.t, c.facts.train, c.facts.batch, cfg.train
+    ran_lr = c.facts.lr_rates
+    configured = t("cfg.batch_configured", a=tc.per_device_train_batch_size, b=tc.gradient_accumulation_steps,
+                   w=f_int(num(tr, "world_size")), batch=f_int(b.configured)) if b and b.configured else NA
+    return [
+        [code("model.name_or_path"), code(cfg.model.name_or_path), ""],
+        [code("model.torch_dtype"), cfg.model.torch_dtype, text(tr, "precision") or ""],
+        [code("model.attn_implementation"), cfg.model.attn_implementation, text(tr, "attn_implementation") or ""],
+        [code("data.max_length"), f_int(cfg.data.max_length), ""],
+        [code("data.multi_turn"), cfg.data.multi_turn, ""],
+        [code("lora.r") + " / " + code("lora.alpha") + " / " + code("lora.dropout"),
+         f"{cfg.lora.r} / {cfg.lora.alpha} / {cfg.lora.dropout}", ""],
+        [code("lora.target_modules"), t.join(cfg.lora.target_modules), ""],
+        [code("lora.modules_to_save"), t.join(cfg.lora.modules_to_save) or "—", ""],
+        [code("train.num_train_epochs"), f_num(tc.num_train_epochs, 2), f_num(num(tr, "epoch"), 2)],
+        [code("train.max_steps"), str(tc.max_steps), t("cfg.steps_ran", steps=f_int(c.facts.global_step))],
+        [code("train.per_device_train_batch_size"), str(tc.per_device_train_batch_size),
+         f_int(num(tr, "per_device_train_batch_size"))],
+        [code("train.gradient_accumulation_steps"), str(tc.gradient_accumulation_steps),
+         f_int(num(tr, "gradient_accumulation_steps"))],
+        [t("cfg.world_size"), "", f_int(num(tr, "world_size"))],
+        [t("cfg.effective_batch"), configured,
+         t("cfg.batch_derived", batch=f_num(b.derived, 1)) if b else NA],
+        [code("train.learning_rate"), f_sig(tc.learning_rate),
+         t("cfg.lr_max_logged", lr=f_sig(max(ran_lr))) if ran_lr else ""],
+        [code("train.lr_scheduler_type"), tc.lr_scheduler_type, ""],
+        [code("train.warmup_steps"), _warmup_text(c, tc), ""],
+        [code("train.weight_decay") + " / " + code("train.max_grad_norm"),
+         f"{tc.weight_decay} / {tc.max_grad_norm}", ""],
+        [code("train.optim"), tc.optim, ""],
+        [code("train.bf16"), str(tc.bf16).lower() if tc.bf16 is not None else "null (auto)",
+         text(tr, "precision") or ""],
+        [code("train.gradient_checkpointing"), str(tc.gradient_checkpointing).lower(), ""],
+        [code("train.batching"), tc.batching, text(tr, "batching") or ""],
+        [code("train.use_liger_kernel"), "null (auto)" if tc.use_liger_kernel is None
+         else str(tc.use_liger_kernel).lower(), str(tr["liger_kernel"]).lower() if "liger_kernel" in tr else ""],
+        [code("train.logging_steps"), str(tc.logging_steps), ""],
+        [code("train.eval_strategy") + " / " + code("train.eval_steps"),
+         f"{tc.eval_strategy} / {tc.eval_steps if tc.eval_steps is not None else NA}", ""],
+        [code("train.seed") + " / " + code("data.seed"), f"{tc.seed} / {cfg.data.seed}", ""],
+    ]
+
+
+def _batch_subsection(c: Ctx) -> Section:
+    """The effective batch derived from what ran, and whether it agrees with the configured one."""
+    t, tr, b = c.t, c.facts.train, c.facts.batch
     sub = Section("batch", t("sec.batch"), level=3)
     if b is None:
         sub.blocks.append(Para(t("cfg.batch_none"), "missing"))
@@ -314,7 +325,9 @@ def sec_config(c: Ctx) -> list[Section]:
         if recorded is not None and b.configured is not None and recorded != b.configured:
             sub.blocks.append(Para(t("cfg.batch_recorded", recorded=f_int(recorded), configured=f_int(b.configured)),
                                    "warn"))
-    return [s, sub]
+    return sub
+
+
 
 
 # ---- timeline -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from medtune.report.conclusions import ALPHA, Finding, rule_benchmark, rule_judge_pair, safety_interval
-from medtune.report.document import Bullets, Image, Para, Section, Table
+from medtune.report.document import Bullets, Image, Para, Section
 from medtune.report.format import NA, f_int, f_num, f_pct
 from medtune.report.plots import Line
 from medtune.report.runfiles import num, read_json, read_jsonl, text

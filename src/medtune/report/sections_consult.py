@@ -51,7 +51,7 @@ def _ci(value: float | None, ci, digits: int) -> str:
 
 
 def consultation(c: Ctx, rf: RunFile) -> Section:
-    t, pt = c.t, c.pt
+    t = c.t
     s = Section("consult", t("sec.consult"), level=3)
     note = file_note(t, rf, "evaluate")
     if note:
