@@ -84,6 +84,24 @@ def test_cases_load_in_the_published_layout_and_bad_ones_are_rejected_with_reaso
     assert demo_rejected == [] and len(demo) == 5 and sum(len(c.questions) for c in demo) == 14
 
 
+def test_a_hub_id_loads_the_clin_config_of_every_split_with_row_numbers(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config):  # offline: the hub's rows, in the layout the JSON file has
+        calls.append((name, config))
+        return {"test": [dict(case) for case in CLIN_CASES[:3]]}
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cases, rejected = load_cases("FreedomIntelligence/CMB")
+    assert calls == [("FreedomIntelligence/CMB", "clin")]
+    assert [c.id for c in cases] == ["0", "1"] and cases[1].references == ("急性痛风性关节炎",)
+    assert rejected == [{"file": "FreedomIntelligence/CMB", "line": 3, "reason": "description: missing or empty"}]
+    with pytest.raises(UserError, match="not found"):
+        load_cases("no/such/file.json")  # a path that looks like a file is never taken for a hub id
+
+
 def test_each_turn_gets_the_models_own_answers_never_the_references_or_its_thinking(clin_file, tmp_path):
     def replies(first, turn, arm):
         return f"<think>私下推理{turn}</think>自己的回答{turn}" if arm.thinking else f"自己的回答{turn}"

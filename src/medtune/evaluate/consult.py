@@ -77,13 +77,42 @@ class Case:
 
 # -- reading cases --
 
+HUB_CONFIG = "clin"  # load_dataset("FreedomIntelligence/CMB", "clin"), as CMB's README loads CMB-Clin
+
+
+def is_hub_id(path: str | Path) -> bool:
+    """'owner/name' that is not a local path: a dataset on the Hugging Face Hub."""
+    text = str(path)
+    return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/")) \
+        and not text.endswith((".json", ".jsonl"))
+
+
+def _hub_records(dataset_id: str):
+    """(row number, record) for every row of every split of the hub dataset's CMB-Clin config."""
+    from datasets import load_dataset
+
+    try:
+        splits = load_dataset(dataset_id, HUB_CONFIG)
+    except Exception as e:  # noqa: BLE001  (offline, unknown id, no such config: say which)
+        raise UserError(f"consultation cases: could not load the hub dataset {dataset_id!r} (config "
+                        f"{HUB_CONFIG!r}): {e}") from None
+    line = 0
+    for split in splits.values():
+        for row in split:
+            line += 1
+            yield line, dict(row)
+
+
 def load_cases(path: str | Path, max_cases: int | None = None) -> tuple[list[Case], list[dict]]:
-    """Cases and rejected records ({file, line, reason}) from a CMB-Clin JSON list or JSONL file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"consultation cases not found: {path} (a CMB-Clin JSON file)")
+    """Cases and rejected records ({file, line, reason}) from a CMB-Clin JSON list or JSONL file, or from a
+    hub dataset id (its `clin` config; `line` is then the row number over its splits)."""
+    hub = is_hub_id(path)
+    path = Path(path) if not hub else str(path)
+    if not hub and not path.is_file():
+        raise UserError(f"consultation cases not found: {path} (a CMB-Clin JSON file, or a hub id such as "
+                        "FreedomIntelligence/CMB)")
     cases, rejected, seen = [], [], set()
-    for line, obj in json_records(path):
+    for line, obj in (_hub_records(path) if hub else json_records(path)):
         try:
             case = _case(obj, line)
             if case.id in seen:

@@ -235,6 +235,7 @@ def _flagged(item: EvalItem, matches: list[dict]) -> dict:
 
 def inputs_identity(cfg: Config) -> dict:
     """What the result depends on, for the evaluate stage's fingerprint: data, evaluation files, benchmark results."""
+    from medtune.evaluate.consult import is_hub_id
     from medtune.evaluate.stage import data_identity, file_identity
 
     ev, run_dir = cfg.evaluate, cfg.run_dir
@@ -246,7 +247,7 @@ def inputs_identity(cfg: Config) -> dict:
             "prepared": prepared or [maybe(f) or f for s in sources if s.role == "train" for f in s.files],
             "align": [maybe(f) or f for f in align_files(cfg)],
             "inputs": [data_identity(b.path) for b in ev.benchmarks] + [file_identity(p) for p in (ev.questions, ev.safety) if p]
-            + [file_identity(c.path) for c in ev.consultations],
+            + [{"hub": c.path} if is_hub_id(c.path) else file_identity(c.path) for c in ev.consultations],
             "results": [file_identity(p) for p in sorted(bench_dir.glob("*.json"))] if bench_dir.is_dir() else [],
             "n": N, "threshold": THRESHOLD}
 

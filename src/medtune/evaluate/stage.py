@@ -257,7 +257,7 @@ def _benchmark(run: EvalRun, b, model: str, adapter: str | None, label: str, ben
 def step_consultations(run: EvalRun) -> None:
     """Every chat-template arm through each multi-turn case set, its own answers as the history
     -> eval/consultations/<name>.json and <name>_answers.jsonl."""
-    from medtune.evaluate.consult import answers_path, run_consultation
+    from medtune.evaluate.consult import answers_path, is_hub_id, run_consultation
 
     ev = run.cfg.evaluate
     judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env)) \
@@ -266,7 +266,8 @@ def step_consultations(run: EvalRun) -> None:
         name = Path(c.path).stem
         out = run.eval_dir / "consultations" / f"{name}.json"
         fp = fingerprint({"part": "consult", "arms": [arm_identity(a) for a in run.arms],
-                          "data": file_identity(c.path), "max_cases": c.max_cases,
+                          "data": {"hub": c.path} if is_hub_id(c.path) else file_identity(c.path),
+                          "max_cases": c.max_cases,
                           "judge": judge[:2] if judge else None, "engine": ev.engine, "batch_size": ev.batch_size,
                           "dtype": run.dtype})
         if not run.up_to_date(f"consult:{name}", fp, out, answers_path(out)):
