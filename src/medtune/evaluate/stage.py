@@ -94,6 +94,14 @@ class EvalRun:
     def dtype(self) -> str:
         return TORCH_DTYPES[self.cfg.model.torch_dtype]
 
+    @property
+    def judge(self) -> tuple | None:
+        """(base_url, model, key) of the configured judge endpoint, or None when none is configured."""
+        ev = self.cfg.evaluate
+        if not (ev.judge_base_url and ev.judge_model):
+            return None
+        return ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env)
+
     def up_to_date(self, part: str, fp: str, *paths: Path) -> bool:
         if not self.force and self.parts.get(part) == fp and all(p.exists() for p in paths):
             self.log(f"evaluate: {part} is up to date (fingerprint {fp}); skipping (--force reruns it)")
@@ -206,9 +214,7 @@ def step_safety(run: EvalRun) -> None:
         return
     prompts = load_safety_prompts(ev.safety)
     safety = run.eval_dir / "safety.json"
-    judge = None
-    if ev.judge_base_url and ev.judge_model:
-        judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env))
+    judge = run.judge
     fp = fingerprint({"part": "safety", "arms": [arm_identity(a) for a in run.arms],
                       "prompts": file_identity(ev.safety), "judge": judge[:2] if judge else None,
                       "batch_size": ev.batch_size})
@@ -260,8 +266,7 @@ def step_consultations(run: EvalRun) -> None:
     from medtune.evaluate.consult import answers_path, is_hub_id, run_consultation
 
     ev = run.cfg.evaluate
-    judge = (ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env)) \
-        if ev.judge_base_url and ev.judge_model else None
+    judge = run.judge
     for c in ev.consultations:
         name = Path(c.path).stem
         out = run.eval_dir / "consultations" / f"{name}.json"
