@@ -1,24 +1,29 @@
 """Benchmark: DPO pairs/s on CPU, `medtune align`'s default vs TRL DPOTrainer with its defaults, same pairs and model.
 
-Run as: .venv/bin/python benchmarks/align_throughput.py [--steps 4] [--batch 2] [--max-length 256] [--repeats 2]
+Run as: .venv/bin/python benchmarks/align_throughput.py [--steps 4] [--batch 2] [--epochs 2] [--max-length 256]
+        [--repeats 2]
 
 Model: the builtin tiny Qwen3 (`builtin:tiny-qwen3`: 2 layers, 64 wide, the real 151,936-token vocabulary,
 random init, fp32 on CPU) with the real Qwen3 tokenizer. Pairs: the demo dialogues (data/demo), written as TRL
 `prompt` / `chosen` / `rejected` message lists: chosen = the dialogue's reference answer, rejected = the next
 dialogue's answer. Only pairs that `medtune align` keeps at --max-length are used (it rejects longer ones
-instead of truncating), the first steps x batch of them, so both arms train one epoch on the same pairs.
+instead of truncating), the first steps x batch of them, so both arms train `--epochs` epochs on the same pairs
+(2 by default: DPO recipes run one to three, and the reference model's log-probs do not change between them).
 
 - medtune: `align_model` itself, i.e. exactly what `medtune align` runs: the run's SFT adapter (a LoRA with
   medtune's default lora settings, saved as a finished train stage) loaded as a trainable PeftModel, which TRL
   copies into the frozen reference adapter; rows pre-tokenized by align_data with prepare's rule;
-  `MedtuneDPOTrainer` with `trl_settings` from medtune's align defaults.
+  `MedtuneDPOTrainer` with `trl_settings` from medtune's align defaults: the LM head projects only completion
+  positions, and the reference log-probs are computed once, when the trainer is built.
 - baseline: `trl.DPOTrainer` + `trl.DPOConfig` defaults, except what CPU requires (bf16=False, use_cpu) and the
   same batch size, steps, learning rate and max_length; the same base model with a new PEFT LoRA of the same
   shape (reference = the adapter disabled); the rows carry `chat_template_kwargs: {enable_thinking: false}`
   so TRL renders the same no-think prompt as medtune.
 
-Each arm runs in its own process (peak RSS per arm); the arms alternate `--repeats` times and each keeps its
-best training-loop time (`train_runtime`), since the machine is shared. Prints one JSON object on its last line.
+Timed per arm: tokenizing the pairs, building the trainer (medtune computes the reference log-probs there) and
+the training loop; not the model loading. Each arm runs in its own process (peak RSS per arm); the arms
+alternate `--repeats` times and each keeps its best time, since the machine is shared. Prints one JSON object
+on its last line.
 """
 
 from __future__ import annotations
@@ -38,13 +43,13 @@ DIALOGUES = ROOT / "data" / "demo" / "huatuo_style_dialogues.jsonl"
 ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
 
 
-def config(workdir: Path, pairs: Path, steps: int, batch: int, max_length: int):
+def config(workdir: Path, pairs: Path, steps: int, batch: int, max_length: int, epochs: int = 1):
     from medtune.config import config_from_dict
 
     return config_from_dict({"output_dir": str(workdir / "run"), "model": {"name_or_path": "builtin:tiny-qwen3"},
-                             "align": {"algorithm": "dpo", "train_files": [str(pairs)], "max_steps": steps,
+                             "align": {"algorithm": "dpo", "train_files": [str(pairs)], "num_train_epochs": epochs,
                                        "per_device_train_batch_size": batch, "max_length": max_length,
-                                       "save_steps": 100 * steps, "logging_steps": steps}})
+                                       "save_steps": 100 * steps * epochs, "logging_steps": steps}})
 
 
 def candidate_pairs(path: Path) -> None:
@@ -108,7 +113,10 @@ def run_medtune(cfg) -> dict:
 
     results = align_model(cfg, force=True, log=lambda *a: None)
     assert results["reference"] == "sft", results["reference"]
-    return {"seconds": results["train_runtime"], "steps": results["global_step"], "rows": results["num_train_rows"]}
+    timeline = json.loads((cfg.run_dir / "align" / "timeline.json").read_text())
+    events = {e["name"]: e["seconds"] for e in timeline["events"]}
+    return {"seconds": events["data_loading"] + events["trainer_setup"] + results["train_runtime"],
+            "steps": results["global_step"], "rows": results["num_train_rows"]}
 
 
 def run_trl(cfg, pairs: Path) -> dict:
@@ -126,30 +134,35 @@ def run_trl(cfg, pairs: Path) -> dict:
             for line in pairs.read_text(encoding="utf-8").splitlines()]
     model = AutoModelForCausalLM.from_pretrained(resolve_base_model(cfg.model.name_or_path, cfg.run_dir),
                                                  dtype=torch.float32)
-    args = DPOConfig(output_dir=str(cfg.run_dir / "trl"), bf16=False, use_cpu=True, max_steps=a.max_steps,
+    args = DPOConfig(output_dir=str(cfg.run_dir / "trl"), bf16=False, use_cpu=True,
+                     num_train_epochs=a.num_train_epochs,
                      per_device_train_batch_size=a.per_device_train_batch_size, learning_rate=a.learning_rate,
                      max_length=a.max_length, report_to=[], disable_tqdm=True)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    tokenizer = load_tokenizer(cfg.model)
+    started = time.perf_counter()
     trainer = DPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=load_tokenizer(cfg.model), peft_config=lora)
+                         processing_class=tokenizer, peft_config=lora)
+    setup = time.perf_counter() - started
     metrics = trainer.train().metrics
-    return {"seconds": metrics["train_runtime"], "steps": trainer.state.global_step, "rows": len(trainer.train_dataset),
+    return {"seconds": setup + metrics["train_runtime"], "steps": trainer.state.global_step,
+            "rows": len(trainer.train_dataset),
             "tokens_per_pair": tokens_per_pair(trainer.train_dataset)}
 
 
-def child(arm: str, workdir: Path, steps: int, batch: int, max_length: int) -> None:
-    cfg = config(workdir, workdir / "pairs.jsonl", steps, batch, max_length)
+def child(arm: str, workdir: Path, steps: int, batch: int, max_length: int, epochs: int) -> None:
+    cfg = config(workdir, workdir / "pairs.jsonl", steps, batch, max_length, epochs)
     result = run_trl(cfg, workdir / "pairs.jsonl") if arm == "trl" else run_medtune(cfg)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
 
 
-def run_arm(arm: str, workdir: Path, steps: int, batch: int, max_length: int) -> dict:
+def run_arm(arm: str, workdir: Path, steps: int, batch: int, max_length: int, epochs: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}  # each arm keeps its own default
     started = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--arm", arm, "--workdir", str(workdir), "--steps", str(steps),
-                          "--batch", str(batch), "--max-length", str(max_length)],
+                          "--batch", str(batch), "--max-length", str(max_length), "--epochs", str(epochs)],
                          capture_output=True, text=True, env={**env, "TQDM_DISABLE": "1"})
     if out.returncode != 0:
         sys.exit(f"{arm} arm failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -162,13 +175,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; each arm keeps its best")
     parser.add_argument("--arm", choices=["trl", "medtune"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
-        child(args.arm, args.workdir, args.steps, args.batch, args.max_length)
+        child(args.arm, args.workdir, args.steps, args.batch, args.max_length, args.epochs)
         return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -177,16 +191,17 @@ def main() -> None:
         rounds = {"trl": [], "medtune": []}
         for _ in range(args.repeats):
             for arm in rounds:
-                rounds[arm].append(run_arm(arm, workdir, args.steps, args.batch, args.max_length))
+                rounds[arm].append(run_arm(arm, workdir, args.steps, args.batch, args.max_length, args.epochs))
     best = {arm: min(runs, key=lambda r: r["seconds"]) for arm, runs in rounds.items()}
     for arm, r in best.items():
-        if r["rows"] != data["pairs"] or r["steps"] * args.batch != data["pairs"]:
-            sys.exit(f"{arm} arm trained {r['steps']} steps on {r['rows']} rows, expected {data['pairs']} pairs")
-    rate = {arm: data["pairs"] / r["seconds"] for arm, r in best.items()}
+        if r["rows"] != data["pairs"] or r["steps"] * args.batch != data["pairs"] * args.epochs:
+            sys.exit(f"{arm} arm trained {r['steps']} steps on {r['rows']} rows, expected {args.epochs} epochs of "
+                     f"{data['pairs']} pairs")
+    rate = {arm: data["pairs"] * args.epochs / r["seconds"] for arm, r in best.items()}
     print(json.dumps({
         "benchmark": "align_throughput", "algorithm": "dpo", "device": "cpu", "threads": os.cpu_count(),
         "model": "builtin:tiny-qwen3 (2 layers, 64 wide, 151,936 vocabulary), fp32", "steps": args.steps,
-        "per_device_batch": args.batch, "max_length": args.max_length, "repeats": args.repeats,
+        "epochs": args.epochs, "per_device_batch": args.batch, "max_length": args.max_length, "repeats": args.repeats,
         "pairs": data["pairs"], "medtune_pairs_trained": best["medtune"]["steps"] * args.batch,
         "trl_default_pairs_trained": best["trl"]["steps"] * args.batch,
         "medtune_tokens_per_pair": data["medtune_tokens_per_pair"],

@@ -97,22 +97,24 @@ def _trained_ids(tokenizer, rows, algorithm):
     """The rows the trainer medtune builds trains on (after its dataset preparation)."""
     import datasets
     from transformers import AutoModelForCausalLM
-    from trl import KTOConfig, KTOTrainer
+    from trl import KTOConfig
 
-    from medtune.align import dpo_trainer_class
+    from medtune.align import dpo_trainer_class, kto_trainer_class
     from medtune.modeling import TINY_QWEN3, qwen3_config
     from trl import DPOConfig
 
     model, ref = (AutoModelForCausalLM.from_config(qwen3_config(**{**TINY_QWEN3, "num_hidden_layers": 1}))
                   for _ in range(2))
-    cls, config = (dpo_trainer_class(), DPOConfig) if algorithm == "dpo" else (KTOTrainer, KTOConfig)
-    args = config(output_dir="/tmp/unused-align", use_cpu=True, bf16=False, report_to=[], max_length=None)
+    cls, config = (dpo_trainer_class(), DPOConfig) if algorithm == "dpo" else (kto_trainer_class(), KTOConfig)
+    args = config(output_dir="/tmp/unused-align", use_cpu=True, bf16=False, report_to=[], max_length=None,
+                    per_device_train_batch_size=8)
     trainer = cls(model=model, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(rows),
                   processing_class=tokenizer)
     return trainer.train_dataset
 
 
-@pytest.mark.parametrize("template,algorithm", [("qwen3", "dpo"), ("llama3", "dpo"), ("qwen3", "kto")])
+@pytest.mark.parametrize("template,algorithm", [("qwen3", "dpo"), ("llama3", "dpo"), ("qwen3", "kto"),
+                                                ("llama3", "kto")])
 def test_trained_ids_are_the_inference_prompt_and_answer_plus_end_of_turn(tmp_path, qwen3_tokenizer, template,
                                                                           algorithm):
     import copy
@@ -144,9 +146,13 @@ def test_trained_ids_are_the_inference_prompt_and_answer_plus_end_of_turn(tmp_pa
             row = trained[i]
             assert row["prompt_ids"] == prompt
             assert (row["chosen_ids"], row["rejected_ids"]) == (enc(chosen) + [im_end], enc(rejected) + [im_end])
-        else:  # TRL tokenizes KTO rows: the same prompt, the completion with the template's newline
-            for row, answer in zip(trained.select([2 * i, 2 * i + 1]), (chosen, rejected)):
-                assert row["prompt_ids"] == prompt and row["completion_ids"] == enc(answer) + [im_end] + enc("\n")
+        else:  # a pair is two KTO rows: chosen desirable, rejected not; KL completions rotated within a batch
+            for row, answer, label in zip(trained.select([2 * i, 2 * i + 1]), (chosen, rejected), (True, False)):
+                assert (row["prompt_ids"], row["completion_ids"], row["label"]) == (prompt, enc(answer) + [im_end],
+                                                                                    label)
+    if algorithm == "kto":  # TRL's KL estimate: each completion paired with its batch neighbour's prompt
+        batch = trained.select(range(8))
+        assert batch["KL_completion_ids"] == [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
     if template == "qwen3":  # the no-think block is on the prompt side, multi-turn included
         text = tok.decode(trained[2 if algorithm == "kto" else 1]["prompt_ids"])
         assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and "多少度？" in text
@@ -209,6 +215,68 @@ def test_dpo_starts_at_ln2_and_learns_a_planted_preference(dpo_run):
     assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-3)
     assert rows[-1]["rewards/margins"] > 0.05 and rows[-1]["loss"] < rows[0]["loss"]
     assert results["reference"] == "sft" and results["global_step"] == 4
+
+
+def _trainer(cfg, sft_run):
+    from medtune.align import build_align_trainer, load_policy, sft_adapter
+
+    model, tok, _, precision = load_policy(cfg, sft_adapter(sft_run), log=lambda *a: None)
+    return build_align_trainer(cfg, model, tok, _dataset(cfg, tok), precision), tok
+
+
+def test_lm_head_projects_only_completion_positions_to_the_same_log_probs(sft_run, monkeypatch):
+    """TRL's head on CPU scores every position; medtune's scores the completion's and gets the same values."""
+    import torch
+    from trl.trainer import utils as trl_utils
+
+    from medtune.align import compact_lm_head
+
+    cfg = align_cfg(sft_run, [planted_pairs(sft_run.parent / "pairs-head.jsonl", n=4)], max_steps=1)
+    trainer, _ = _trainer(cfg, sft_run)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    model = trainer.model.eval()
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    rows = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *a: rows.append(hidden.shape[0]) or apply(hidden, *a))
+    with torch.no_grad():
+        with compact_lm_head():
+            compact = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+        full = model(**kwargs, labels=labels, fused_lm_head=True).log_probs
+        logits = model(**kwargs).logits[:, :-1]  # the plain forward: an independent log-softmax
+    completion = int((labels[:, 1:] != -100).sum())
+    batch_size, length = batch["input_ids"].shape
+    assert rows == [completion, batch_size * (length - 1)] and completion < batch_size * (length - 1) / 3
+    target = labels[:, 1:]
+    plain = torch.log_softmax(logits.float(), -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
+    plain = plain.masked_fill(target == -100, 0)
+    assert torch.allclose(compact, plain, atol=1e-5) and torch.allclose(full, plain, atol=1e-5)
+
+
+def test_reference_log_probs_are_computed_once_and_are_the_sft_models(sft_run, monkeypatch):
+    """Two epochs, one reference pass over the pairs before training; the stored values are the SFT model's
+    log-probs of each completion (computed here from the saved adapter, not from the trainer)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from trl import DPOTrainer
+
+    calls = []
+    ref = DPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs",
+                        lambda self, model, inputs: calls.append(len(inputs["input_ids"])) or ref(self, model, inputs))
+    cfg = align_cfg(sft_run, [planted_pairs(sft_run.parent / "pairs-ref.jsonl", n=4)], num_train_epochs=2,
+                    per_device_train_batch_size=2, learning_rate=5e-3)
+    trainer, tok = _trainer(cfg, sft_run)
+    trainer.train()
+    assert trainer.state.global_step == 4 and sum(calls) == 2 * 4  # chosen + rejected of 4 pairs, once
+    sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_run / "base_model"), str(sft_run))
+    row = trainer.train_dataset[0]
+    prompt = row["prompt_ids"]
+    for key in ("chosen", "rejected"):
+        whole = _logps(sft, prompt + row[f"{key}_ids"])
+        assert row[f"ref_{key}_logps"] == pytest.approx(whole - _logps(sft, prompt), abs=1e-3)
 
 
 def test_align_writes_the_trainer_layout_and_skips_when_current(dpo_run):

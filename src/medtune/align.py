@@ -15,6 +15,7 @@ metrics.jsonl, timeline.json, data_stats.json, rejected.jsonl, align_manifest.js
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
@@ -86,7 +87,8 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     with timeline("data_loading"):
         dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log)
     write_json(out / "data_stats.json", data_summary)
-    trainer = build_align_trainer(cfg, model, tokenizer, dataset, precision, log)
+    with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
+        trainer = build_align_trainer(cfg, model, tokenizer, dataset, precision, log)
     trainable, total = count_parameters(trainer.model)
     log(f"align: {cfg.align.algorithm.upper()} on {len(dataset):,} row(s), {trainable:,} of {total:,} parameters "
         f"trainable; reference = {'the SFT model (frozen copy of ' + str(sft) + ')' if sft else 'the base model'}"
@@ -237,6 +239,10 @@ def trl_settings(cfg: Config, precision: str = "fp32", cuda: bool = False) -> di
         include_num_input_tokens_seen="non_padding")
     if a.beta is not None:
         values["beta"] = a.beta
+    if a.algorithm in ("dpo", "kto"):
+        # The reference is frozen: its log-probs once, before training, not in every step of every epoch
+        # (TRL refuses that together with sync_ref_model, which updates the reference).
+        values["precompute_ref_log_probs"] = not a.trl.get("sync_ref_model", False)
     if a.algorithm == "dpo":
         values.update(max_length=a.max_length)
         if a.loss_type is not None:
@@ -279,27 +285,88 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
         trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log,
                                                 peft_config=peft_config)
     else:
-        from trl import KTOTrainer
-
-        cls = dpo_trainer_class() if a.algorithm == "dpo" else KTOTrainer
+        cls = dpo_trainer_class() if a.algorithm == "dpo" else kto_trainer_class()
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=peft_config, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the printed dicts
     return trainer
 
 
+@contextlib.contextmanager
+def compact_lm_head():
+    """Inside it, TRL's fused LM head projects only the positions that carry a label on CPU too.
+
+    TRL 1.16's head (`add_fused_lm_head`) scores only the labelled positions on Triton devices and every position
+    elsewhere (prompt and padding included, with entropy and top-1 metrics for each): on CPU that is most of a
+    DPO step, since a preference row is mostly prompt. The choice is one function, `_use_triton(device)`, read
+    at each call; medtune answers True for CPU tensors and leaves every other device to TRL. Values are the same
+    either way (tests/test_align.py checks log-probs against a plain log-softmax)."""
+    from trl.trainer import utils as trl_utils
+
+    saved = getattr(trl_utils, "_use_triton", None)
+    if saved is None:  # a TRL without the switch: its head is used as it is
+        yield
+        return
+    trl_utils._use_triton = lambda device: device.type == "cpu" or saved(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = saved
+
+
+class _CompactHead:
+    """Every TRL method that calls the fused head, run inside compact_lm_head()."""
+
+    def _compute_loss(self, *args, **kwargs):
+        with compact_lm_head():
+            return super()._compute_loss(*args, **kwargs)
+
+    def compute_ref_log_probs(self, *args, **kwargs):
+        with compact_lm_head():
+            return super().compute_ref_log_probs(*args, **kwargs)
+
+    def _precompute_ref_logps(self, *args, **kwargs):
+        with compact_lm_head():
+            return super()._precompute_ref_logps(*args, **kwargs)
+
+
 def dpo_trainer_class():
     from trl import DPOTrainer
 
-    class MedtuneDPOTrainer(DPOTrainer):
+    class MedtuneDPOTrainer(_CompactHead, DPOTrainer):
         """DPOTrainer on rows align_data tokenized with prepare's rule (prompt_ids, chosen_ids, rejected_ids):
         TRL's own tokenization drops the prompt's last token for templates whose generation prompt ends inside
-        a token. Over-long rows were rejected (and listed) before, so nothing is filtered here."""
+        a token. Over-long rows were rejected (and listed) before, so nothing is filtered here. The LM head
+        projects only completion positions (compact_lm_head)."""
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
 
     return MedtuneDPOTrainer
+
+
+def kto_trainer_class():
+    from trl import KTOTrainer
+
+    class MedtuneKTOTrainer(_CompactHead, KTOTrainer):
+        """KTOTrainer on rows align_data tokenized with prepare's rule (prompt_ids, completion_ids, label), with
+        the LM head projecting only completion positions. The KL term's mismatched completions are TRL's: the
+        completions rotated by one within each batch."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if not self.calculate_KL:
+                return dataset
+
+            def rotate(batch):
+                return {"KL_completion_ids": [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]}
+
+            return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+
+        def _compute_kl_logps(self, *args, **kwargs):
+            with compact_lm_head():
+                return super()._compute_kl_logps(*args, **kwargs)
+
+    return MedtuneKTOTrainer
 
 
 # --- results -----------------------------------------------------------------------------------------

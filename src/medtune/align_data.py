@@ -13,14 +13,12 @@ read == kept + rejected + duplicates + too_long + unused (beyond align.max_sampl
 validated by prepare's rules (readers.check_conversation), and a missing system prompt gets
 data.system_prompt, as in SFT, so the prompt is the one the SFT model answers.
 
-DPO rows are tokenized here with prepare's rule: prompt = the ids of `apply_chat_template(history,
+DPO and KTO rows are tokenized here with prepare's rule: prompt = the ids of `apply_chat_template(history,
 add_generation_prompt=True, enable_thinking=model.enable_thinking)`, exactly the inference prompt;
 completion = the answer's ids + the end-of-turn ids (`<|im_end|>`), exactly SFT's trained tokens. (TRL's own
 tokenization starts the completion where the prompt and prompt+answer renders diverge, which drops the
-prompt's last token for templates whose generation prompt ends inside a token, e.g. `assistant: `.)
-KTO rows are conversational with per-row `chat_template_kwargs`, tokenized by TRL (same prompt for
-templates whose generation prompt ends on a token boundary, as Qwen3's and ChatML's do; the completion is
-then `answer<|im_end|>\\n`). tests/test_align.py checks the ids the trainers train on.
+prompt's last token for templates whose generation prompt ends inside a token, e.g. `assistant: `, and adds
+the template's newline after `<|im_end|>` to the completion.) tests/test_align.py checks the ids the trainers train on.
 """
 
 from __future__ import annotations
@@ -196,7 +194,7 @@ def read_align_data(cfg: Config, tokenizer, files: list[str], rejected_path: Pat
                 examples.append(ex)
     counts.kept = len(examples)
     rows = [tokens.dpo_row(ex) for ex in examples] if a.algorithm == "dpo" else \
-        [row for ex in examples for row in kto_rows(ex, kwargs)]
+        [row for ex in examples for row in tokens.kto_rows(ex)]
     counts.rows = len(rows)
     if not rows:
         raise AlignDataError(f"no usable {a.algorithm.upper()} record in {', '.join(inputs)}: {counts.read} read, "
@@ -237,14 +235,18 @@ class Tokens:
         return {"prompt_ids": self.prompt_ids(ex), "chosen_ids": self.encode(ex.chosen) + self.end_of_turn_ids,
                 "rejected_ids": self.encode(ex.rejected) + self.end_of_turn_ids}
 
+    def kto_rows(self, ex: AlignExample) -> list[dict]:
+        """One KTO row (a prompt/completion/label record) or two (a pair: chosen desirable, rejected not)."""
+        prompt = self.prompt_ids(ex)
 
-def kto_rows(ex: AlignExample, kwargs: dict) -> list[dict]:
-    """TRL conversational KTO rows: one (a KTO record) or two (a pair: chosen desirable, rejected not)."""
-    answer = lambda text: [{"role": ASSISTANT, "content": text}]  # noqa: E731
-    if ex.label is not None:
-        return [{"prompt": ex.prompt, "completion": answer(ex.chosen), "label": ex.label, "chat_template_kwargs": kwargs}]
-    return [{"prompt": ex.prompt, "completion": answer(ex.chosen), "label": True, "chat_template_kwargs": kwargs},
-            {"prompt": ex.prompt, "completion": answer(ex.rejected), "label": False, "chat_template_kwargs": kwargs}]
+        def row(text: str, label: bool) -> dict:
+            return {"prompt_ids": prompt, "completion_ids": self.encode(text) + self.end_of_turn_ids, "label": label}
+
+        if ex.label is not None:
+            return [row(ex.chosen, ex.label)]
+        return [row(ex.chosen, True), row(ex.rejected, False)]
+
+
 
 
 def length_summary(examples: list[AlignExample]) -> dict:
