@@ -10,11 +10,15 @@ larger part from about 12 layers; say so with the figures). Same LoRA (r 16 on q
 
 Data: the 1,000 real HuatuoGPT-format dialogues in ../shared/assets/medical-sft-samples, prepared by `medtune
 prepare` with the real Qwen3 tokenizer. Both arms get the SAME steps x batch samples in the SAME batches
-(length-grouped, longest first: the batches medtune's own sampler forms from them), so only the training step
-differs: TRL's arm reads them in order (`train_sampling_strategy="sequential"`, its one non-default setting),
-medtune's arm groups them by length itself.
+(length-grouped, longest first), so only the training step differs: both read them in that order
+(`train_sampling_strategy="sequential"`, the one setting changed in either arm; medtune's own length-grouped
+sampler would form other batches from so few samples: transformers groups within mega-batches of
+min(samples / (4 x batch), 50) batches, here one). The script records the tokens of every step in both arms
+and exits if they differ.
 
-- baseline: `trl.SFTTrainer` with SFTConfig's defaults otherwise (gradient checkpointing on, TRL's own loss).
+- baseline: `trl.SFTTrainer` with SFTConfig's defaults otherwise (gradient checkpointing on, TRL's own loss),
+  except `bf16=False`: its bf16 default means bf16 autocast on CPU, 8-19x slower here, a baseline nobody should
+  compare against.
 - medtune: `medtune train`'s own path (`train_model`) with medtune's defaults for this machine.
 
 The arms alternate (trl, medtune, trl, medtune, ...; `--repeats` rounds), each in its own process, and each
@@ -81,7 +85,21 @@ def same_batches(run_dir: Path, steps: int, batch: int) -> dict:
     lengths = subset["length"]
     batches = [lengths[a:a + batch] for a in range(0, len(lengths), batch)]
     return {"samples": len(order), "non_padding_tokens": int(sum(lengths)),
-            "processed_tokens": int(sum(max(b) * len(b) for b in batches))}
+            "processed_tokens": int(sum(max(b) * len(b) for b in batches)), "step_tokens": [sum(b) for b in batches]}
+
+
+def step_tokens_callback(record: list):
+    """A TrainerCallback that appends the non-padding tokens each optimizer step trained on."""
+    from transformers import TrainerCallback
+
+    class StepTokens(TrainerCallback):
+        seen = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            record.append(state.num_input_tokens_seen - self.seen)
+            self.seen = state.num_input_tokens_seen
+
+    return StepTokens()
 
 
 def run_trl(run_dir: Path, model_dir: Path, steps: int, batch: int) -> dict:
@@ -94,28 +112,44 @@ def run_trl(run_dir: Path, model_dir: Path, steps: int, batch: int) -> dict:
     train = datasets.load_from_disk(str(run_dir / "data" / "train")).select_columns(["input_ids", "labels"])
     # The samples are already in length-grouped batches (same_batches): read them in that order.
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    # bf16=False: SFTConfig defaults to bf16, which with use_cpu=True runs bf16 autocast, 8-19x slower than fp32
+    # on a CPU without bf16 instructions (../shared/FINDINGS.md); both arms compute in fp32.
     args = SFTConfig(output_dir=str(run_dir / "trl"), max_steps=steps, per_device_train_batch_size=batch,
                      learning_rate=2e-4, report_to=[], save_strategy="no", logging_steps=steps, use_cpu=True,
+                     bf16=False,
                      disable_tqdm=True, include_num_input_tokens_seen="non_padding", seed=42,
                      train_sampling_strategy="sequential")
+    per_step = []
     trainer = SFTTrainer(model=model, args=args, train_dataset=train,
                          processing_class=AutoTokenizer.from_pretrained(str(model_dir)),
                          peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS,
-                                                task_type="CAUSAL_LM"))
+                                                task_type="CAUSAL_LM"), callbacks=[step_tokens_callback(per_step)])
     metrics = trainer.train().metrics
-    return {"tokens": trainer.state.num_input_tokens_seen, "seconds": metrics["train_runtime"]}
+    return {"tokens": trainer.state.num_input_tokens_seen, "seconds": metrics["train_runtime"],
+            "step_tokens": per_step}
 
 
 def run_medtune(run_dir: Path, model_dir: Path, steps: int, batch: int) -> dict:
+    import medtune.train
     from medtune.config import config_from_dict
     from medtune.train import train_model
 
+    per_step, build = [], medtune.train.build_trainer
+
+    def build_in_order(*args, **kwargs):  # the benchmark's batches, in order (see the module docstring)
+        trainer = build(*args, **kwargs)
+        trainer.args.train_sampling_strategy = "sequential"
+        trainer.add_callback(step_tokens_callback(per_step))
+        return trainer
+
+    medtune.train.build_trainer = build_in_order
     cfg = config_from_dict({"output_dir": str(run_dir), "model": {"name_or_path": str(model_dir)},
                             "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS},
                             "train": {"max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": 2e-4,
                                       "save_steps": 10 * steps, "logging_steps": steps, "report_to": ["none"]}})
     results = train_model(cfg, force=True, log=lambda *a: None)
-    return {"tokens": results["train_tokens"], "seconds": results["train_runtime"], "batching": results["batching"]}
+    return {"tokens": results["train_tokens"], "seconds": results["train_runtime"], "step_tokens": per_step,
+            "checkpoint_every_n_layers": results["checkpoint_every_n_layers"]}
 
 
 def child(arm: str, workdir: Path, steps: int, batch: int) -> None:
@@ -166,8 +200,8 @@ def main() -> None:
                 rounds[arm].append(run_arm(arm, workdir, args.steps, args.batch))
     best = {arm: min(runs, key=lambda r: r["seconds"]) for arm, runs in rounds.items()}
     for arm, r in best.items():
-        if r["tokens"] != tokens["non_padding_tokens"]:
-            sys.exit(f"{arm} arm saw {r['tokens']} non-padding tokens, expected {tokens['non_padding_tokens']}")
+        if r["tokens"] != tokens["non_padding_tokens"] or r["step_tokens"] != tokens["step_tokens"]:
+            sys.exit(f"{arm} arm saw {r['step_tokens']} non-padding tokens per step, expected {tokens['step_tokens']}")
     rate = {arm: tokens["non_padding_tokens"] / r["seconds"] for arm, r in best.items()}
     processed = {arm: tokens["processed_tokens"] / r["seconds"] for arm, r in best.items()}
     result = {
@@ -186,7 +220,7 @@ def main() -> None:
         "trl_default_peak_rss_mb": best["trl"]["peak_rss_mb"],
         "medtune_peak_rss_mb": best["medtune"]["peak_rss_mb"],
         "memory_ratio": round(best["medtune"]["peak_rss_mb"] / best["trl"]["peak_rss_mb"], 2),
-        "medtune_batching": best["medtune"]["batching"],
+        "medtune_checkpoint_every_n_layers": best["medtune"]["checkpoint_every_n_layers"],
     }
     print(json.dumps(result))
 

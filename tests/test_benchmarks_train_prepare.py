@@ -37,7 +37,10 @@ def test_train_throughput_benchmark_smoke():
     assert r["samples"] == 8 and r["processed_tokens"] >= r["non_padding_tokens"] > 0
     assert r["medtune_processed_tokens_per_second"] / r["trl_default_processed_tokens_per_second"] == \
         pytest.approx(r["speedup"], rel=0.01)
-    assert r["medtune_batching"] == "group_by_length" and len(r["round_seconds"]["trl"]) == 1
+    # the same batches, step by step: two of 4 samples, longest first
+    assert len(r["step_tokens"]) == 2 and sum(r["step_tokens"]) == r["non_padding_tokens"]
+    assert len(r["round_seconds"]["trl"]) == 1
+    assert r["medtune_checkpoint_every_n_layers"] is None  # a 1-layer model fits: auto checkpoints nothing
     assert r["memory_ratio"] == pytest.approx(r["medtune_peak_rss_mb"] / r["trl_default_peak_rss_mb"], rel=0.02)
 
 

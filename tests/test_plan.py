@@ -108,7 +108,8 @@ train: {{per_device_train_batch_size: 4, max_steps: 2, gradient_checkpointing: f
         "logits_chunk": write_config(tmp_path, f"""
 output_dir: {tmp_path / 'run2'}
 data: {{max_length: 512}}
-train: {{per_device_train_batch_size: 2, max_steps: 2, report_to: [none], save_steps: 1000, logging_steps: 1}}
+train: {{per_device_train_batch_size: 2, max_steps: 2, gradient_checkpointing: true, report_to: [none], save_steps: 1000,
+         logging_steps: 1}}
 """, "logits.yaml"),
     }
     predicted = {}
@@ -162,3 +163,45 @@ def test_cli_worked_examples(capsys):
     one = capsys.readouterr().out
     assert "DOES NOT FIT in 24.00 GiB" in one and "to fit, change one of:" in one
     assert "train.per_device_train_batch_size: 1" in one and "model.quantization" in one
+
+
+def _hand_shape():
+    from medtune.plan import ModelShape
+
+    # 8 layers, 10 wide, 1,000 saved bytes per token in one layer, a 1,000-token vocabulary, 1e6 frozen weights.
+    return ModelShape(total_params=1_010_000, trainable_params=10_000, trainable_bytes=40_000,
+                      quantizable_params=1_000_000, other_params=0, layer_saved_bytes_per_token=1000.0, hidden=10,
+                      layers=8, vocab=1000)
+
+
+def _hand_setup(memory: int):
+    from medtune.plan import Setup
+
+    return Setup(gpus=1, gpu_memory=memory, device="cpu", precision="fp32", batch=2, max_length=100,
+                 checkpointing=True, quant_bits=None, double_quant=False, shard_weights=False)
+
+
+def test_partial_checkpointing_estimate_by_hand():
+    """200 tokens: a layer's input is 200 x 10 x 4 = 8,000 bytes, its saved tensors 200,000. Fixed: weights
+    4,000,000 + LoRA state 160,000 + logits chunk 200 x 1,000 x 12 = 2,400,000 = 6,560,000."""
+    from dataclasses import replace
+
+    shape, s = _hand_shape(), _hand_setup(10**9)
+    peak = lambda **kw: estimate(shape, replace(s, **kw)).peak  # noqa: E731
+    assert peak(checkpointing=False) == 6_560_000 + 8 * 200_000 + 4 * 8_000
+    assert peak(checkpoint_every=1) == 6_560_000 + 8 * 8_000 + 200_000 + 4 * 8_000
+    # every 3rd layer: layers 0, 3, 6 recompute (3 inputs kept), the other 5 keep their activations
+    assert peak(checkpoint_every=3) == 6_560_000 + 3 * 8_000 + 5 * 200_000 + 200_000 + 4 * 8_000 == 7_816_000
+    assert peak(checkpoint_every=4) == 6_560_000 + 2 * 8_000 + 6 * 200_000 + 200_000 + 4 * 8_000 == 8_008_000
+
+
+@pytest.mark.parametrize("memory,every", [(10**9, None), (8_300_000, 3), (1_000_000, 1)])
+def test_auto_checkpointing_recomputes_the_fewest_layers_that_fit(memory, every):
+    """8,300,000 bytes keep 5% = 415,000 free, so the peak must be <= 7,885,000: no checkpointing (8,192,000)
+    and two checkpointed layers (8,008,000) do not fit, three (every 3rd layer: 7,816,000) do. When even every
+    layer does not fit, every layer it is (the plan says it does not fit)."""
+    from medtune.plan import least_checkpointing
+
+    chosen, plan = least_checkpointing(_hand_shape(), _hand_setup(memory))
+    assert (chosen.checkpoint_every if chosen.checkpointing else None) == every
+    assert plan.fits is (memory != 1_000_000)

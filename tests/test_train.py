@@ -210,6 +210,60 @@ def test_outputs_adapter_changes_base_does_not(tmp_path, small_model, monkeypatc
     assert any("skipping" in m for m in logs)
 
 
+def test_auto_checkpointing_recomputes_only_the_layers_the_memory_plan_needs(tmp_path, monkeypatch):
+    """train.gradient_checkpointing: auto on a 4-layer model, with the machine's memory set so that one
+    checkpointed layer does not fit and two do: transformers' every_n_layers=3 checkpoints layers 0 and 3,
+    and those are the layers the trained model recomputes; with plenty of memory nothing is checkpointed."""
+    from dataclasses import replace
+
+    import medtune.train as train
+    from medtune import plan
+
+    model_dir = small_vocab_model(tmp_path / "model4", layers=4)
+    run = tmp_path / "run"
+    synthetic_prepared_data(run, n_train=8, n_val=4)
+    cfg = make_cfg(run, model_dir, max_steps=1, eval_strategy="no", gradient_checkpointing="auto")
+    shape = plan.count_model(plan.model_config(str(model_dir)), cfg, "fp32")
+    setup = plan.setup_from_config(cfg, 1, None, "cpu")
+    peak = {every: plan.estimate(shape, replace(setup, checkpoint_every=every)).peak for every in (3, 4)}
+    assert peak[3] < peak[4]  # 2 recomputed layers keep less than 1
+    memory = int((peak[3] + peak[4]) / 2 / (1 - plan.MARGIN))
+    trainers = []
+    build = train.build_trainer
+    monkeypatch.setattr(train, "build_trainer", lambda *a, **k: trainers.append(build(*a, **k)) or trainers[-1])
+    monkeypatch.setattr(train, "device_memory", lambda device: memory)
+    results = train_model(cfg, log=lambda *a: None)
+    layers = trainers[0].model.get_base_model().model.layers
+    assert results["checkpoint_every_n_layers"] == 3
+    assert [layer.gradient_checkpointing for layer in layers] == [True, False, False, True]
+    monkeypatch.setattr(train, "device_memory", lambda device: 1 << 40)
+    results = train_model(cfg, force=True, log=lambda *a: None)
+    assert results["checkpoint_every_n_layers"] is None
+    assert not any(layer.gradient_checkpointing for layer in trainers[1].model.get_base_model().model.layers)
+
+
+def test_auto_checkpointing_plans_for_the_longest_prepared_sample(tmp_path, small_model):
+    """The worst batch is every sample as long as the longest one prepare kept, not data.max_length (2048)."""
+    from dataclasses import replace
+
+    from medtune import plan
+    from medtune.train import Backends, choose_checkpointing
+
+    cfg = make_cfg(tmp_path, small_model, gradient_checkpointing="auto")
+    config = plan.model_config(str(small_model))
+    shape = plan.count_model(config, cfg, "fp32")
+    off = replace(plan.setup_from_config(cfg, 1, None, "cpu"), checkpointing=False)
+    at_80, at_2048 = (plan.estimate(shape, replace(off, max_length=n)).peak for n in (80, 2048))
+    memory = int(at_80 / (1 - plan.MARGIN)) + 1
+    assert at_2048 > (1 - plan.MARGIN) * memory
+    chosen = {}
+    for longest in (80, None):
+        backends = Backends("cpu", "fp32", "sdpa", "group_by_length", False)
+        choose_checkpointing(cfg, config, backends, memory=memory, longest=longest)
+        chosen[longest] = backends.checkpoint_every
+    assert chosen == {80: None, None: 1}
+
+
 def test_gradient_accumulation_equivalence(tmp_path, small_model):
     """Batch 4 x accumulation 2 gives the same update as batch 8 (SGD, so the loss scale matters), for padded
     and for packed batches."""

@@ -222,8 +222,9 @@ class TrainConfig:
     optim: str = "adamw_torch"
     bf16: bool | None = None
     """null = bf16 where the hardware supports it (CUDA with bf16), else fp32; the choice is logged."""
-    gradient_checkpointing: bool = True
-    """Non-reentrant activation checkpointing (trades compute for memory)."""
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """Non-reentrant activation checkpointing (trades compute for memory): true (every layer), false, or auto:
+    as few layers as `medtune plan`'s memory estimate needs to fit the device (none when all fits)."""
     batching: Literal["auto", "packing", "group_by_length", "padding"] = "auto"
     """How batches avoid padding: `auto` packs padding-free with flash-attention varlen, else groups by length."""
     use_liger_kernel: bool | None = None
@@ -672,6 +673,14 @@ def _build(cls, raw: Any, source: str, prefix: str):
         raise ConfigError(f"{source}: {e}") from None
 
 
+def _expected(tp: Any) -> str:
+    """What a value of type tp looks like, for error messages."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
 def _convert(value: Any, tp: Any, source: str, key: str):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -685,7 +694,9 @@ def _convert(value: Any, tp: Any, source: str, key: str):
                 return _convert(value, a, source, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{source}: '{key}' = {value!r} has the wrong type")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{source}: '{key}' = {value!r} must be {' or '.join(map(_expected, non_none))}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{source}: '{key}' = {value!r} is not one of {', '.join(map(str, args))}")

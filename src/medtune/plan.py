@@ -13,12 +13,16 @@ Peak memory per GPU = weights + trainable state (param, gradient, AdamW m and v,
 parameters' own dtype: PEFT keeps LoRA weights in fp32, so no separate master copy) + activations + the
 loss's logits chunk + a fixed allowance for the CUDA context and allocator (GPU only).
 
-Activations, with gradient checkpointing (medtune's default, one checkpoint per decoder layer):
-    L x (B x T x H x bytes)                the input of every layer, kept for its recompute
+Activations, with gradient checkpointing on K of the L decoder layers (all of them with `true`):
+    K x (B x T x H x bytes)                the input of every checkpointed layer, kept for its recompute
+  + (L - K) x one layer's saved tensors    the layers that keep their activations
   + one layer's saved tensors for B x T    the recompute working set of the layer being back-propagated
   + 4 x (B x T x H x bytes)                final norm, the gathered trained positions, and hidden-state gradients
 without it: L x one layer's saved tensors + the same 4 x B x T x H. B = per-device batch, T = data.max_length
-(the worst batch: every sample at full length), H = hidden size, L = layers.
+(the worst batch: every sample at full length), H = hidden size, L = layers. With `gradient_checkpointing:
+auto` (the default) training checkpoints as few layers as this estimate needs to fit the device's memory
+(every n-th layer, transformers' `every_n_layers`), none when everything fits: recomputing costs about a
+third of a LoRA step's compute.
 
 The loss (train.target_only_loss) projects the trained positions to the vocabulary a chunk of `rows` at a
 time under checkpointing, so one chunk is alive in the backward: its logits in the compute dtype, their fp32
@@ -65,6 +69,7 @@ class Setup:
     quant_bits: int | None
     double_quant: bool
     shard_weights: bool  # FSDP / ZeRO-3: frozen weights split across the GPUs
+    checkpoint_every: int = 1  # with checkpointing: every n-th decoder layer (transformers' every_n_layers)
 
 
 @dataclass
@@ -206,7 +211,8 @@ def estimate(shape: ModelShape, s: Setup) -> Plan:
     token_state = tokens * shape.hidden * b
     layer = shape.layer_saved_bytes_per_token * tokens
     if s.checkpointing:
-        activations = shape.layers * token_state + layer + 4 * token_state
+        kept = checkpointed_layers(shape.layers, s.checkpoint_every)
+        activations = kept * token_state + (shape.layers - kept) * layer + layer + 4 * token_state
     else:
         activations = shape.layers * layer + 4 * token_state
     rows = min(logits_chunk_rows(shape.vocab), tokens)
@@ -221,6 +227,33 @@ def estimate(shape: ModelShape, s: Setup) -> Plan:
     if s.device == "cuda":
         memory["cuda_allowance"] = CUDA_ALLOWANCE
     return Plan(s, shape, memory, notes)
+
+
+def checkpointed_layers(layers: int, every: int) -> int:
+    """How many of `layers` decoder layers transformers checkpoints with every_n_layers=every (index % every == 0)."""
+    return -(-layers // every)
+
+
+def describe_checkpointing(s: Setup, layers: int) -> str:
+    if not s.checkpointing:
+        return "off"
+    if s.checkpoint_every == 1:
+        return "on"
+    return f"on every {s.checkpoint_every} layers ({checkpointed_layers(layers, s.checkpoint_every)} of {layers})"
+
+
+def least_checkpointing(shape: ModelShape, s: Setup) -> tuple[Setup, Plan]:
+    """The setup that recomputes the fewest layers and still fits s.gpu_memory: no checkpointing, else every
+    n-th layer for the largest n that fits, else every layer (which may still not fit: the plan says so)."""
+    off = replace(s, checkpointing=False, checkpoint_every=1)
+    if estimate(shape, off).fits:
+        return off, estimate(shape, off)
+    for every in range(shape.layers, 0, -1):
+        candidate = replace(s, checkpointing=True, checkpoint_every=every)
+        plan = estimate(shape, candidate)
+        if plan.fits or every == 1:
+            return candidate, plan
+    raise AssertionError("unreachable: every == 1 returns")
 
 
 def suggestions(shape: ModelShape, s: Setup, max_gpus: int = 8) -> list[tuple[str, Plan]]:
@@ -273,7 +306,7 @@ def setup_from_config(cfg: Config, gpus: int, gpu_memory: int | None, device: st
         precision = "bf16" if t.bf16 else "fp32"  # medtune trains fp32 on CPU unless told otherwise
     return Setup(gpus=gpus, gpu_memory=gpu_memory, device=device, precision=precision,
                  batch=t.per_device_train_batch_size, max_length=cfg.data.max_length,
-                 checkpointing=t.gradient_checkpointing, quant_bits=q.bits if q else None,
+                 checkpointing=t.gradient_checkpointing is not False, quant_bits=q.bits if q else None,
                  double_quant=bool(q and q.double_quant), shard_weights=shard_weights)
 
 
@@ -304,7 +337,10 @@ def plan_config(cfg: Config, gpus: int = 1, gpu_memory: int | None = None, token
     setup = setup_from_config(cfg, gpus, gpu_memory, device, shard_weights)
     config = model_config(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
     shape = count_model(config, cfg, setup.precision)
-    plan = estimate(shape, setup)
+    if cfg.train.gradient_checkpointing == "auto" and gpu_memory is not None:
+        setup, plan = least_checkpointing(shape, setup)  # what the train stage will choose on such a GPU
+    else:
+        plan = estimate(shape, setup)
     data = data_size(cfg, samples)
     rate = tokens_per_second or DEFAULT_TOKENS_PER_SECOND * gpus
     schedule = None
@@ -334,7 +370,8 @@ def format_plan(cfg: Config, result: dict) -> str:
         f"  parameters: {shape.total_params:,} total, {shape.trainable_params:,} trainable "
         f"({100 * shape.trainable_params / shape.total_params:.2f}%)",
         f"  peak memory per GPU at batch {s.batch} x length {s.max_length}, gradient checkpointing "
-        f"{'on' if s.checkpointing else 'off'}:",
+        f"{describe_checkpointing(s, shape.layers)}"
+        f"{' (auto)' if cfg.train.gradient_checkpointing == 'auto' else ''}:",
         f"    weights            {_gib(mem['weights']):>12}",
         f"    LoRA state         {_gib(mem['trainable_state']):>12}  (parameters, gradients, AdamW m and v: "
         f"{mem['trainable_state'] // max(shape.trainable_params, 1)} bytes per trainable parameter)",

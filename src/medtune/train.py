@@ -14,13 +14,14 @@ import dataclasses
 import datetime as dt
 import importlib.util
 import math
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medtune import __version__, quantize
@@ -30,7 +31,7 @@ from medtune.rundir import fingerprint, read_json, write_json
 # COMPLETE_MARKER is re-exported: tests and callers name the train stage's marker through this module.
 from medtune.trainer_common import (COMPLETE_MARKER, NonFiniteLoss, Timeline, TrainingError,  # noqa: F401
                                     check_process_group, check_saved_adapter, choose_checkpoint, complete_checkpoints, distributed_eval,
-                                    is_main_process, world_size)
+                                    is_main_process, sharding_asked, world_size)
 
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
 
@@ -46,6 +47,7 @@ class Backends:
     batching: str  # packing | group_by_length | padding
     liger_kernel: bool
     reasons: list[str] = field(default_factory=list)
+    checkpoint_every: int | None = 1  # activation checkpointing on every n-th decoder layer; None = off
 
 
 def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
@@ -260,8 +262,9 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, optim=t.optim,
         bf16=backends.precision == "bf16", fp16=backends.precision == "fp16",
         use_cpu=backends.device == "cpu",
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        activation_checkpointing=backends.checkpoint_every is not None,
+        activation_checkpointing_kwargs={"use_reentrant": False, "every_n_layers": backends.checkpoint_every}
+        if backends.checkpoint_every is not None else None,
         train_sampling_strategy="group_by_length" if backends.batching == "group_by_length" else "random",
         length_column_name="length",
         padding_free=backends.batching == "packing",
@@ -315,6 +318,8 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     world = world_size()
     with timeline("model_loading"):
         base, model, tokenizer = load_base(cfg, backends, main)
+    choose_checkpointing(cfg, model.config, backends, world=world,
+                         longest=data_stats.get("token_length", {}).get("max"))
     trainer = build_trainer(cfg, model, tokenizer, train_ds, val_ds, backends, world)
     check_process_group(trainer.accelerator.state, world)  # before anything is written to the run directory
     if main:
@@ -374,8 +379,51 @@ def load_base(cfg: Config, backends: Backends, main: bool):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.model.quantization:
-        model = quantize.prepare_for_training(model, cfg.train.gradient_checkpointing)
+        # k-bit preparation upcasts and re-enables input gradients; checkpointing itself is the Trainer's
+        # (choose_checkpointing decides how many layers).
+        model = quantize.prepare_for_training(model, False)
     return base, model, tokenizer
+
+
+def device_memory(device: str) -> int:
+    """Bytes one training process may plan with: the GPU's total memory, or on CPU the memory available now
+    plus what this process already holds (the loaded weights), shared by the processes on this machine."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * page
+    except (OSError, KeyError, ValueError):  # not Linux: all of physical memory
+        available, rss = os.sysconf("SC_PHYS_PAGES") * page, 0
+    return (available + rss) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
+def choose_checkpointing(cfg: Config, model_config, backends: Backends, memory: int | None = None,
+                         world: int = 1, longest: int | None = None) -> None:
+    """Set backends.checkpoint_every from train.gradient_checkpointing; `auto` asks the memory plan for the
+    fewest checkpointed layers that fit this device (recomputing a layer costs a third of its step), for the
+    worst batch: every sample as long as the longest prepared one (`longest`, else data.max_length)."""
+    from medtune import plan
+
+    setting = cfg.train.gradient_checkpointing
+    if setting != "auto":
+        backends.checkpoint_every = 1 if setting else None
+        backends.reasons.append(f"gradient checkpointing {'on' if setting else 'off'}: train.gradient_checkpointing")
+        return
+    memory = memory or device_memory(backends.device)
+    setup = plan.setup_from_config(cfg, world, memory, backends.device, shard_weights=sharding_asked() is not None)
+    setup = replace(setup, precision=backends.precision, max_length=min(setup.max_length, longest or setup.max_length))
+    shape = plan.count_model(model_config, cfg, backends.precision)
+    chosen, estimate = plan.least_checkpointing(shape, setup)
+    backends.checkpoint_every = chosen.checkpoint_every if chosen.checkpointing else None
+    backends.reasons.append(
+        f"gradient checkpointing {plan.describe_checkpointing(chosen, shape.layers)}: auto, the memory plan needs "
+        f"{estimate.peak / plan.GIB:.1f} GiB of {memory / plan.GIB:.1f} GiB at batch {setup.batch} x length "
+        f"{setup.max_length}" + ("" if estimate.fits else " (it may not fit even so: see `medtune plan`)"))
 
 
 def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, world: int, train_ds, val_ds,
@@ -488,6 +536,7 @@ def _train_results(metrics: dict, trainer, backends: Backends, plan: dict, world
         "planned_steps": plan["total_steps"],
         "precision": backends.precision,
         "batching": backends.batching,
+        "checkpoint_every_n_layers": backends.checkpoint_every,  # null: no activation checkpointing
         "attn_implementation": backends.attn_implementation,
         "liger_kernel": backends.liger_kernel,
         "device": devices[0] if devices else backends.device,
