@@ -224,15 +224,21 @@ def _trainer(cfg, sft_run):
     return build_align_trainer(cfg, model, tok, _dataset(cfg, tok), precision), tok
 
 
-def test_lm_head_projects_only_completion_positions_to_the_same_log_probs(sft_run, monkeypatch):
+def _own_copy(sft_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's SFT run: a trainer writes checkpoints into <run>/align/."""
+    return Path(shutil.copytree(sft_run, tmp_path / "run", ignore=shutil.ignore_patterns("align")))
+
+
+def test_lm_head_projects_only_completion_positions_to_the_same_log_probs(sft_run, tmp_path, monkeypatch):
     """TRL's head on CPU scores every position; medtune's scores the completion's and gets the same values."""
     import torch
     from trl.trainer import utils as trl_utils
 
     from medtune.align import compact_lm_head
 
-    cfg = align_cfg(sft_run, [planted_pairs(sft_run.parent / "pairs-head.jsonl", n=4)], max_steps=1)
-    trainer, _ = _trainer(cfg, sft_run)
+    run = _own_copy(sft_run, tmp_path)
+    cfg = align_cfg(run, [planted_pairs(tmp_path / "pairs.jsonl", n=4)], max_steps=1)
+    trainer, _ = _trainer(cfg, run)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model = trainer.model.eval()
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -255,7 +261,7 @@ def test_lm_head_projects_only_completion_positions_to_the_same_log_probs(sft_ru
     assert torch.allclose(compact, plain, atol=1e-5) and torch.allclose(full, plain, atol=1e-5)
 
 
-def test_reference_log_probs_are_computed_once_and_are_the_sft_models(sft_run, monkeypatch):
+def test_reference_log_probs_are_computed_once_and_are_the_sft_models(sft_run, tmp_path, monkeypatch):
     """Two epochs, one reference pass over the pairs before training; the stored values are the SFT model's
     log-probs of each completion (computed here from the saved adapter, not from the trainer)."""
     from peft import PeftModel
@@ -266,9 +272,10 @@ def test_reference_log_probs_are_computed_once_and_are_the_sft_models(sft_run, m
     ref = DPOTrainer.compute_ref_log_probs
     monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs",
                         lambda self, model, inputs: calls.append(len(inputs["input_ids"])) or ref(self, model, inputs))
-    cfg = align_cfg(sft_run, [planted_pairs(sft_run.parent / "pairs-ref.jsonl", n=4)], num_train_epochs=2,
+    run = _own_copy(sft_run, tmp_path)
+    cfg = align_cfg(run, [planted_pairs(tmp_path / "pairs.jsonl", n=4)], num_train_epochs=2,
                     per_device_train_batch_size=2, learning_rate=5e-3)
-    trainer, tok = _trainer(cfg, sft_run)
+    trainer, tok = _trainer(cfg, run)
     trainer.train()
     assert trainer.state.global_step == 4 and sum(calls) == 2 * 4  # chosen + rejected of 4 pairs, once
     sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_run / "base_model"), str(sft_run))

@@ -107,7 +107,10 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
         if liger_kernel and not (cuda and liger):
             raise TrainingError("train.use_liger_kernel is true but liger-kernel is not installed on a GPU here")
         reasons.append(f"Liger kernels {'on' if liger_kernel else 'off'}: train.use_liger_kernel")
-    return Backends(device, precision, attn, batching, liger_kernel, reasons)
+    # train.gradient_checkpointing true/false as set; auto starts at every layer until choose_checkpointing
+    # (which needs the loaded model's config and the device's memory) asks the memory plan.
+    checkpoint_every = None if t.gradient_checkpointing is False else 1
+    return Backends(device, precision, attn, batching, liger_kernel, reasons, checkpoint_every)
 
 
 def detect_backends(cfg: Config) -> Backends:
