@@ -694,9 +694,8 @@ def _convert(value: Any, tp: Any, source: str, key: str):
                 return _convert(value, a, source, key)
             except ConfigError as e:
                 errors.append(str(e))
-        if len(errors) == 1:
-            raise ConfigError(errors[0])
-        raise ConfigError(f"{source}: '{key}' = {value!r} must be {' or '.join(map(_expected, non_none))}")
+        raise ConfigError(errors[0] if len(errors) == 1 else
+                          f"{source}: '{key}' = {value!r} must be {' or '.join(map(_expected, non_none))}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{source}: '{key}' = {value!r} is not one of {', '.join(map(str, args))}")

@@ -47,7 +47,9 @@ class Backends:
     batching: str  # packing | group_by_length | padding
     liger_kernel: bool
     reasons: list[str] = field(default_factory=list)
-    checkpoint_every: int | None = 1  # activation checkpointing on every n-th decoder layer; None = off
+    # activation checkpointing on every n-th decoder layer, None = off; for `auto`, every layer until
+    # choose_checkpointing (which needs the loaded model's config and the device's memory) asks the memory plan
+    checkpoint_every: int | None = 1
 
 
 def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
@@ -107,10 +109,8 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
         if liger_kernel and not (cuda and liger):
             raise TrainingError("train.use_liger_kernel is true but liger-kernel is not installed on a GPU here")
         reasons.append(f"Liger kernels {'on' if liger_kernel else 'off'}: train.use_liger_kernel")
-    # train.gradient_checkpointing true/false as set; auto starts at every layer until choose_checkpointing
-    # (which needs the loaded model's config and the device's memory) asks the memory plan.
-    checkpoint_every = None if t.gradient_checkpointing is False else 1
-    return Backends(device, precision, attn, batching, liger_kernel, reasons, checkpoint_every)
+    return Backends(device, precision, attn, batching, liger_kernel, reasons,
+                    checkpoint_every=None if t.gradient_checkpointing is False else 1)
 
 
 def detect_backends(cfg: Config) -> Backends:
