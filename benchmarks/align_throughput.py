@@ -32,11 +32,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from arms import alternate
 
 ROOT = Path(__file__).resolve().parents[1]
 DIALOGUES = ROOT / "data" / "demo" / "huatuo_style_dialogues.jsonl"
@@ -158,19 +159,6 @@ def child(arm: str, workdir: Path, steps: int, batch: int, max_length: int, epoc
     print(json.dumps(result))
 
 
-def run_arm(arm: str, workdir: Path, steps: int, batch: int, max_length: int, epochs: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}  # each arm keeps its own default
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--arm", arm, "--workdir", str(workdir), "--steps", str(steps),
-                          "--batch", str(batch), "--max-length", str(max_length), "--epochs", str(epochs)],
-                         capture_output=True, text=True, env={**env, "TQDM_DISABLE": "1"})
-    if out.returncode != 0:
-        sys.exit(f"{arm} arm failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -188,11 +176,9 @@ def main() -> None:
         workdir = Path(tmp)
         data = same_pairs(workdir, args.steps, args.batch, args.max_length)
         sft_stage(config(workdir, workdir / "pairs.jsonl", args.steps, args.batch, args.max_length))
-        rounds = {"trl": [], "medtune": []}
-        for _ in range(args.repeats):
-            for arm in rounds:
-                rounds[arm].append(run_arm(arm, workdir, args.steps, args.batch, args.max_length, args.epochs))
-    best = {arm: min(runs, key=lambda r: r["seconds"]) for arm, runs in rounds.items()}
+        rounds, best = alternate(__file__, ["--workdir", str(workdir), "--steps", str(args.steps), "--batch",
+                                            str(args.batch), "--max-length", str(args.max_length), "--epochs",
+                                            str(args.epochs)], args.repeats)
     for arm, r in best.items():
         if r["rows"] != data["pairs"] or r["steps"] * args.batch != data["pairs"] * args.epochs:
             sys.exit(f"{arm} arm trained {r['steps']} steps on {r['rows']} rows, expected {args.epochs} epochs of "

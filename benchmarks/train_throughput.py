@@ -33,11 +33,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from arms import alternate
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT.parent / "shared" / "assets" / "medical-sft-samples" / "medicalgpt_medical_sft_1K_format.jsonl"
@@ -159,18 +159,6 @@ def child(arm: str, workdir: Path, steps: int, batch: int) -> None:
     print(json.dumps(result))
 
 
-def run_arm(arm: str, workdir: Path, steps: int, batch: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--arm", arm, "--workdir", str(workdir), "--steps", str(steps),
-                          "--batch", str(batch)], capture_output=True, text=True, env={**env, "TQDM_DISABLE": "1"})
-    if out.returncode != 0:
-        sys.exit(f"{arm} arm failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4)
@@ -194,11 +182,8 @@ def main() -> None:
         os.replace(run_dir / "data" / "train", run_dir / "data" / "train.all")
         os.replace(str(run_dir / "data" / "train") + ".same", run_dir / "data" / "train")
         build_model(workdir / "model", args.hidden, args.layers)
-        rounds = {"trl": [], "medtune": []}
-        for _ in range(args.repeats):
-            for arm in rounds:
-                rounds[arm].append(run_arm(arm, workdir, args.steps, args.batch))
-    best = {arm: min(runs, key=lambda r: r["seconds"]) for arm, runs in rounds.items()}
+        rounds, best = alternate(__file__, ["--workdir", str(workdir), "--steps", str(args.steps), "--batch",
+                                            str(args.batch)], args.repeats)
     for arm, r in best.items():
         if r["tokens"] != tokens["non_padding_tokens"] or r["step_tokens"] != tokens["step_tokens"]:
             sys.exit(f"{arm} arm saw {r['step_tokens']} non-padding tokens per step, expected {tokens['step_tokens']}")
