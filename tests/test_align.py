@@ -174,11 +174,8 @@ def test_reference_is_the_sft_model_not_the_base(sft_run, dpo_run, qwen3_tokeniz
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from medtune.align import build_align_trainer, load_policy, sft_adapter
-
     cfg, _, _ = dpo_run
-    model, tok, _, precision = load_policy(cfg, sft_adapter(sft_run), log=lambda *a: None)
-    trainer = build_align_trainer(cfg, model, tok, _dataset(cfg, tok), precision)
+    trainer, _ = _trainer(cfg, sft_run)
     policy = trainer.model
     ids = qwen3_tokenizer("<|im_start|>user\n头痛<|im_end|>\n<|im_start|>assistant\n多休息。")["input_ids"]
     sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_run / "base_model"), str(sft_run))

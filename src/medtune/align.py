@@ -315,15 +315,13 @@ def compact_lm_head():
 
 
 class _CompactHead:
-    """Every TRL method that calls the fused head, run inside compact_lm_head()."""
+    """The two TRL entry points under which DPO and KTO call the fused head, run inside compact_lm_head():
+    the loss (policy, per-step reference, KTO's KL term; training and evaluation) and the reference pass
+    before training (`compute_ref_log_probs` is called only from there)."""
 
     def _compute_loss(self, *args, **kwargs):
         with compact_lm_head():
             return super()._compute_loss(*args, **kwargs)
-
-    def compute_ref_log_probs(self, *args, **kwargs):
-        with compact_lm_head():
-            return super().compute_ref_log_probs(*args, **kwargs)
 
     def _precompute_ref_logps(self, *args, **kwargs):
         with compact_lm_head():
@@ -361,10 +359,6 @@ def kto_trainer_class():
                 return {"KL_completion_ids": [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]}
 
             return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
-
-        def _compute_kl_logps(self, *args, **kwargs):
-            with compact_lm_head():
-                return super()._compute_kl_logps(*args, **kwargs)
 
     return MedtuneKTOTrainer
 

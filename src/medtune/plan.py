@@ -246,14 +246,16 @@ def least_checkpointing(shape: ModelShape, s: Setup) -> tuple[Setup, Plan]:
     """The setup that recomputes the fewest layers and still fits s.gpu_memory: no checkpointing, else every
     n-th layer for the largest n that fits, else every layer (which may still not fit: the plan says so)."""
     off = replace(s, checkpointing=False, checkpoint_every=1)
-    if estimate(shape, off).fits:
-        return off, estimate(shape, off)
-    for every in range(shape.layers, 0, -1):
+    plan = estimate(shape, off)
+    if plan.fits:
+        return off, plan
+    for every in range(shape.layers, 1, -1):
         candidate = replace(s, checkpointing=True, checkpoint_every=every)
         plan = estimate(shape, candidate)
-        if plan.fits or every == 1:
+        if plan.fits:
             return candidate, plan
-    raise AssertionError("unreachable: every == 1 returns")
+    every_layer = replace(s, checkpointing=True, checkpoint_every=1)
+    return every_layer, estimate(shape, every_layer)
 
 
 def suggestions(shape: ModelShape, s: Setup, max_gpus: int = 8) -> list[tuple[str, Plan]]:

@@ -413,8 +413,7 @@ def choose_checkpointing(cfg: Config, model_config, backends: Backends, memory: 
     from medtune import plan
 
     setting = cfg.train.gradient_checkpointing
-    if setting != "auto":
-        backends.checkpoint_every = 1 if setting else None
+    if setting != "auto":  # select_backends set checkpoint_every from it
         backends.reasons.append(f"gradient checkpointing {'on' if setting else 'off'}: train.gradient_checkpointing")
         return
     memory = memory or device_memory(backends.device)
