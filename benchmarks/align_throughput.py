@@ -12,7 +12,7 @@ instead of truncating), the first steps x batch of them, so both arms train `--e
 
 - medtune: `align_model` itself, i.e. exactly what `medtune align` runs: the run's SFT adapter (a LoRA with
   medtune's default lora settings, saved as a finished train stage) loaded as a trainable PeftModel, which TRL
-  copies into the frozen reference adapter; rows pre-tokenized by align_data with prepare's rule;
+  copies into the frozen reference adapter; rows pre-tokenized by medtune.data.align with prepare's rule;
   `MedtuneDPOTrainer` with `trl_settings` from medtune's align defaults: the LM head projects only completion
   positions, and the reference log-probs are computed once, when the trainer is built.
 - baseline: `trl.DPOTrainer` + `trl.DPOConfig` defaults, except what CPU requires (bf16=False, use_cpu) and the
@@ -66,7 +66,7 @@ def candidate_pairs(path: Path) -> None:
 
 def same_pairs(workdir: Path, steps: int, batch: int, max_length: int) -> dict:
     """Write workdir/pairs.jsonl: the first steps x batch candidate pairs medtune keeps; their token counts."""
-    from medtune.align_data import read_align_data
+    from medtune.data.align import read_align_data
     from medtune.assets import load_tokenizer
 
     candidates, pairs = workdir / "candidates.jsonl", workdir / "pairs.jsonl"
@@ -110,7 +110,7 @@ def sft_stage(cfg) -> None:
 
 
 def run_medtune(cfg) -> dict:
-    from medtune.align import align_model
+    from medtune.align.stage import align_model
 
     results = align_model(cfg, force=True, log=lambda *a: None)
     assert results["reference"] == "sft", results["reference"]

@@ -41,8 +41,9 @@ def main() -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from medtune.evaluate.bench import build_prompt, continuation_logprobs
-    from medtune.evaluate.mcq_data import load_items
+    from medtune.data.mcq import build_prompt
+    from medtune.evaluate.bench import continuation_logprobs
+    from medtune.data.mcq import load_items
     from medtune.modeling import build_tiny_qwen3, load_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ so no two are equal. Evaluation items: a third are planted (copied out of traini
 verbatim with full-width punctuation and spaces changed, half with one character changed), two thirds are
 fresh questions written from this project's everyday and safety files plus numbered variants.
 
-- medtune: `medtune.evaluate.contamination.scan` over the records streamed from the file through
+- medtune: `medtune.data.contamination.scan` over the records streamed from the file through
   prepare's readers and validation (`_iter_training`): what `medtune evaluate contamination` runs.
 - baseline: for every (item, record) pair, build both n-gram sets and intersect them (the obvious
   quadratic check, same normalisation and coverage rule), timed on `--naive-records` records and
@@ -36,7 +36,7 @@ SAMPLES = [ROOT.parent / "shared" / "assets" / "medical-sft-samples" / "medicalg
 
 def base_dialogues() -> list[list[tuple[str, str]]]:
     from medtune.config import DataConfig
-    from medtune.readers import RecordError, iter_raw_records, to_conversation
+    from medtune.data.readers import RecordError, iter_raw_records, to_conversation
 
     path = next(p for p in SAMPLES if p.is_file())
     out = []
@@ -61,7 +61,7 @@ def write_training(path: Path, n: int, dialogues) -> list[str]:
 
 
 def evaluation_items(questions: list[str], n_items: int, rng: random.Random):
-    from medtune.overlap import EvalItem
+    from medtune.data.overlap import EvalItem
 
     fresh = [json.loads(line).get("question") or json.loads(line).get("prompt")
              for p in (ROOT / "data" / "questions" / "zh_everyday.jsonl", ROOT / "data" / "safety" / "redflags_zh.jsonl")
@@ -85,7 +85,7 @@ def evaluation_items(questions: list[str], n_items: int, rng: random.Random):
 
 def naive_pairs(items, records, n, threshold) -> set[tuple[int, str, int]]:
     """Every (item, record) pair checked on its own: both n-gram sets built and intersected per pair."""
-    from medtune.textnorm import normalize_text
+    from medtune.text import normalize_text
 
     found = set()
     for i, it in enumerate(items):
@@ -111,9 +111,9 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from medtune.config import DataConfig
-    from medtune.evaluate.contamination import EvalFile, _iter_training, scan
-    from medtune.overlap import N, THRESHOLD
-    from medtune.textnorm import normalize_text
+    from medtune.data.contamination import EvalFile, _iter_training, scan
+    from medtune.data.overlap import N, THRESHOLD
+    from medtune.text import normalize_text
 
     normalize_text("warm up")  # builds the translation table once, outside the timings
     rng = random.Random(args.seed)

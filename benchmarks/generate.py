@@ -32,7 +32,7 @@ def per_question_loop(model, prompts: list[list[int]], config, stop_ids: set[int
     """The baseline: one generate call per prompt. Returns the generated ids (before the stop token) and seconds."""
     import torch
 
-    from medtune.generation import cut_at_stop
+    from medtune.generate.sampling import cut_at_stop
 
     out = []
     started = time.perf_counter()
@@ -46,7 +46,7 @@ def per_question_loop(model, prompts: list[list[int]], config, stop_ids: set[int
 
 def time_vllm(model_path: str, prompts: list[list[int]], greedy, loop_tokens_per_second: float):
     """vLLM's batched throughput on the same prompts, or why it was skipped."""
-    from medtune.generation import choose_engine, load_generator
+    from medtune.generate.loading import choose_engine, load_generator
 
     if choose_engine("auto") != "vllm":
         return "skipped: needs the vllm package and CUDA"
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import GenerationConfig as HFGenerationConfig
 
-    from medtune.evaluate.inputs import load_questions
-    from medtune.generation import GREEDY, chat_prompt_ids, load_generator, stop_ids_of
+    from medtune.data.questions import load_questions
+    from medtune.generate.sampling import GREEDY, chat_prompt_ids, stop_ids_of
+    from medtune.generate.loading import load_generator
     from medtune.modeling import load_model, resolve_base_model
 
     model_path = resolve_base_model(args.model)

@@ -116,7 +116,7 @@ def _samples(n: int = 4):
 def part_packing_loss(args, budget: float) -> dict:
     import torch
 
-    from medtune.train import target_only_loss
+    from medtune.train.loss import target_only_loss
 
     gpu = cuda() and not args.dry_run
     device, dtype = ("cuda", torch.bfloat16) if gpu else ("cpu", torch.float32)
@@ -146,7 +146,7 @@ def part_packing_loss(args, budget: float) -> dict:
 def part_liger_loss(args, budget: float) -> dict:
     import torch
 
-    from medtune.train import target_only_loss
+    from medtune.train.loss import target_only_loss
 
     model = _tiny_model("sdpa", "cuda", torch.float32)
     head = model.get_output_embeddings()
@@ -166,8 +166,8 @@ def part_qlora_step(args, budget: float) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from medtune.config import QuantizationConfig
-    from medtune.quantize import load_kwargs, prepare_for_training
-    from medtune.train import target_only_loss
+    from medtune.train.quantize import load_kwargs, prepare_for_training
+    from medtune.train.loss import target_only_loss
 
     from transformers import AutoModelForCausalLM
 

@@ -38,7 +38,7 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 
 def prepare(workdir: Path, max_length: int, source: Path) -> Path:
     from medtune.config import config_from_dict
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     cfg = config_from_dict({"output_dir": str(workdir / "run"),
                             "data": {"train_files": [str(source)], "max_length": max_length}})
@@ -87,7 +87,8 @@ def child(arm: str, data_dir: Path, steps: int, batch: int, workdir: Path) -> di
     from medtune.assets import find_qwen3_tokenizer
     from medtune.config import config_from_dict
     from medtune.modeling import count_parameters, enable_cpu_hugepages
-    from medtune.train import build_trainer, detect_backends
+    from medtune.train.stage import build_trainer
+    from medtune.train.backends import detect_backends
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(str(find_qwen3_tokenizer()))

@@ -73,7 +73,7 @@ def main() -> None:
 
     from medtune.assets import load_tokenizer
     from medtune.config import config_from_dict
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"

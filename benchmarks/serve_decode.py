@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args(argv)
 
-    from medtune.generation import chat_prompt_ids, resolve_model_source
+    from medtune.generate.sampling import chat_prompt_ids
+    from medtune.generate.source import resolve_model_source
     from medtune.modeling import load_model
 
     with tempfile.TemporaryDirectory() as tmp:

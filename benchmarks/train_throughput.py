@@ -47,7 +47,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def prepare(workdir: Path, max_length: int) -> Path:
     """The real samples prepared by medtune into workdir/run/data; returns the run directory."""
     from medtune.config import config_from_dict
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     cfg = config_from_dict({"output_dir": str(workdir / "run"),
                             "data": {"train_files": [str(SAMPLES)], "max_length": max_length}})
@@ -130,11 +130,11 @@ def run_trl(run_dir: Path, model_dir: Path, steps: int, batch: int) -> dict:
 
 
 def run_medtune(run_dir: Path, model_dir: Path, steps: int, batch: int) -> dict:
-    import medtune.train
+    import medtune.train.stage
     from medtune.config import config_from_dict
-    from medtune.train import train_model
+    from medtune.train.stage import train_model
 
-    per_step, build = [], medtune.train.build_trainer
+    per_step, build = [], medtune.train.stage.build_trainer
 
     def build_in_order(*args, **kwargs):  # the benchmark's batches, in order (see the module docstring)
         trainer = build(*args, **kwargs)
@@ -142,7 +142,7 @@ def run_medtune(run_dir: Path, model_dir: Path, steps: int, batch: int) -> dict:
         trainer.add_callback(step_tokens_callback(per_step))
         return trainer
 
-    medtune.train.build_trainer = build_in_order
+    medtune.train.stage.build_trainer = build_in_order
     cfg = config_from_dict({"output_dir": str(run_dir), "model": {"name_or_path": str(model_dir)},
                             "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS},
                             "train": {"max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": 2e-4,

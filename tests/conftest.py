@@ -135,6 +135,6 @@ def single_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_engine(lora_run):
     """The transformers generator serving `lora_run` (adapter merged, fp32, CPU), shared by the chat and serve tests."""
-    from medtune.generation import load_generator
+    from medtune.generate.loading import load_generator
 
     return load_generator(lora_run, dtype="float32", merge=True, device="cpu")

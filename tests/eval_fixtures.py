@@ -41,7 +41,7 @@ def build_run_dir(run: Path) -> Path:
 
     from medtune.config import config_from_dict
     from medtune.modeling import build_tiny_qwen3
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     base = build_tiny_qwen3(run / "base_model")
     model = AutoModelForCausalLM.from_pretrained(str(base))

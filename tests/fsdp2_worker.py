@@ -19,8 +19,8 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM
 
 from medtune.modeling import right_padded
-from medtune.train import target_only_loss
-from medtune.trainer_common import any_rank, distributed_eval
+from medtune.train.loss import target_only_loss
+from medtune.train.common import any_rank, distributed_eval
 
 model_dir, data_dir, out_dir = sys.argv[1:4]
 dist.init_process_group("gloo")

@@ -46,7 +46,8 @@ def measure(config_path: str) -> dict:
 
     from medtune.config import load_config
     from medtune.modeling import resolve_base_model
-    from medtune.train import build_trainer, detect_backends
+    from medtune.train.stage import build_trainer
+    from medtune.train.backends import detect_backends
 
     cfg = load_config(config_path)
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 from medtune.config import load_config, save_config
 from medtune.evaluate.bench import significance
 from medtune.evaluate.safety import summarize_safety
-from medtune.evaluate.stats import wilson_interval
+from medtune.stats import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = "NVIDIA A100-SXM4-80GB"
@@ -348,7 +348,7 @@ def _safety(e: Path) -> None:
 
 def _contamination(e: Path, tuned: list[bool], base: list[bool]) -> None:
     """24 of the 1,112 CMMLU items flagged (items 0-11 and 100-111), none of the questions or prompts."""
-    from medtune.evaluate.contamination import clean_subset
+    from medtune.data.contamination import clean_subset
 
     flagged_ids = [f"clinical_knowledge.csv:{i + 2}" for i in [*range(12), *range(100, 112)]]
     flagged = [{"id": fid, "line": int(fid.split(":")[1]), "text": f"（第 {fid} 题的题干）", "exact": i % 3 == 0,

@@ -49,7 +49,7 @@ def sft_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dpo_run(sft_run):
     """align_model on the planted pairs: 4 steps, checkpoints at 2 and 4."""
-    from medtune.align import align_model
+    from medtune.align.stage import align_model
 
     cfg = align_cfg(sft_run, [planted_pairs(sft_run.parent / "pairs.jsonl")], max_steps=4, learning_rate=5e-3)
     logs = []
@@ -65,7 +65,7 @@ def metrics(out: Path) -> list[dict]:
 
 
 def test_reader_matrix_accounts_for_every_record(tmp_path, qwen3_tokenizer):
-    from medtune.align_data import read_align_data
+    from medtune.data.align import read_align_data
 
     cfg = align_cfg(tmp_path, [RECORDS])
     rows, summary = read_align_data(cfg, qwen3_tokenizer, [str(RECORDS)], tmp_path / "rejected.jsonl", log=print)
@@ -99,7 +99,7 @@ def _trained_ids(tokenizer, rows, algorithm):
     from transformers import AutoModelForCausalLM
     from trl import KTOConfig
 
-    from medtune.align import dpo_trainer_class, kto_trainer_class
+    from medtune.align.stage import dpo_trainer_class, kto_trainer_class
     from medtune.modeling import TINY_QWEN3, qwen3_config
     from trl import DPOConfig
 
@@ -119,7 +119,7 @@ def test_trained_ids_are_the_inference_prompt_and_answer_plus_end_of_turn(tmp_pa
                                                                           algorithm):
     import copy
 
-    from medtune.align_data import read_align_data
+    from medtune.data.align import read_align_data
 
     tok = copy.deepcopy(qwen3_tokenizer)
     if template == "llama3":  # a second, Llama-3-style template (no newline after the header) with a default system
@@ -195,7 +195,7 @@ def test_reference_is_the_sft_model_not_the_base(sft_run, dpo_run, qwen3_tokeniz
 def _dataset(cfg, tok):
     import datasets
 
-    from medtune.align_data import read_align_data
+    from medtune.data.align import read_align_data
 
     rows, _ = read_align_data(cfg, tok, cfg.align.train_files, cfg.run_dir / "align" / "r.jsonl", log=lambda *a: None)
     return datasets.Dataset.from_list(rows)
@@ -215,7 +215,7 @@ def test_dpo_starts_at_ln2_and_learns_a_planted_preference(dpo_run):
 
 
 def _trainer(cfg, sft_run):
-    from medtune.align import build_align_trainer, load_policy, sft_adapter
+    from medtune.align.stage import build_align_trainer, load_policy, sft_adapter
 
     model, tok, _, precision = load_policy(cfg, sft_adapter(sft_run), log=lambda *a: None)
     return build_align_trainer(cfg, model, tok, _dataset(cfg, tok), precision), tok
@@ -231,7 +231,7 @@ def test_lm_head_projects_only_completion_positions_to_the_same_log_probs(sft_ru
     import torch
     from trl.trainer import utils as trl_utils
 
-    from medtune.align import compact_lm_head
+    from medtune.align.stage import compact_lm_head
 
     run = _own_copy(sft_run, tmp_path)
     cfg = align_cfg(run, [planted_pairs(tmp_path / "pairs.jsonl", n=4)], max_steps=1)
@@ -284,7 +284,7 @@ def test_reference_log_probs_are_computed_once_and_are_the_sft_models(sft_run, t
 
 
 def test_align_writes_the_trainer_layout_and_skips_when_current(dpo_run):
-    from medtune.align import align_model
+    from medtune.align.stage import align_model
 
     cfg, _, _ = dpo_run
     out = cfg.run_dir / "align"
@@ -295,7 +295,7 @@ def test_align_writes_the_trainer_layout_and_skips_when_current(dpo_run):
     assert "ref" not in names and "training_args.bin" not in names
     assert (out / "checkpoint-2" / "medtune-complete.json").is_file()
     # merge, chat and serve take the aligned adapter directory as they take a run directory
-    from medtune.generation import resolve_model_source
+    from medtune.generate.source import resolve_model_source
 
     source = resolve_model_source(out)
     assert source.adapter == out and Path(source.base).resolve() == (cfg.run_dir / "base_model").resolve()
@@ -309,7 +309,7 @@ def test_resume_after_a_stop_gives_the_same_adapter(dpo_run, tmp_path):
     """A run stopped after checkpoint-2 and resumed equals the unbroken 4-step run."""
     from safetensors.torch import load_file
 
-    from medtune.align import align_model
+    from medtune.align.stage import align_model
 
     cfg, _, _ = dpo_run
     run = tmp_path / "run"
@@ -367,7 +367,7 @@ def test_align_config_errors_name_the_key():
 
 
 def test_unknown_trl_setting_is_named(tmp_path):
-    from medtune.align import AlignError, trl_args
+    from medtune.align.stage import AlignError, trl_args
 
     cfg = align_cfg(tmp_path, [RECORDS], trl={"precompute_ref_log_prob": True})
     with pytest.raises(AlignError, match="align.trl.precompute_ref_log_prob: .*did you mean precompute_ref_log_probs"):
@@ -386,7 +386,7 @@ def test_report_alignment_section_compares_aligned_with_sft(dpo_run, tmp_path):
     """The section reads what align_model wrote, plus evaluate files in their documented shape."""
     from medtune.config import save_config
     from medtune.evaluate.bench import significance
-    from medtune.report import write_report
+    from medtune.report.write import write_report
     from medtune.rundir import write_jsonl
 
     cfg, _, _ = dpo_run
@@ -429,7 +429,7 @@ def test_report_alignment_section_compares_aligned_with_sft(dpo_run, tmp_path):
 
 
 def test_self_pairs_drop_near_duplicates_empty_samples_and_judge_losses(tmp_path, qwen3_tokenizer):
-    from medtune.align_pairs import build_self_pairs, training_prompts
+    from medtune.align.pairs import build_self_pairs, training_prompts
 
     data = tmp_path / "dialogues.jsonl"
     dialogues = [[("头痛怎么办？", "多休息，必要时就医。")], [("发烧", "多少度？"), ("39度", "建议尽快就医。")],
@@ -463,7 +463,7 @@ def test_batched_sampling_equals_one_prompt_at_a_time(sft_run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medtune.align_pairs import SampleAnswers
+    from medtune.align.pairs import SampleAnswers
     from medtune.config import GenerationConfig
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(sft_run / "base_model"), str(sft_run))

@@ -1,4 +1,4 @@
-"""GRPO on multiple-choice items (medtune.align_grpo): reader accounting, contamination guard, rewards on
+"""GRPO on multiple-choice items (medtune.align.grpo): reader accounting, contamination guard, rewards on
 hand-written replies, the prompt TRL feeds the model against the inference prompt, and a reward that rises."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CMMLU_DEV, ROOT, SHARED_ASSETS, needs_shared, small_vocab_model
-from medtune.align_grpo import (GRPO_METRIC_PREFIXES, answer_reward, build_grpo_trainer, device_settings,
-                                format_reward, grpo_config, grpo_dataset, grpo_log_entry, load_grpo_items)
+from medtune.align.grpo import (GRPO_METRIC_PREFIXES, answer_reward, build_grpo_trainer, device_settings, format_reward, grpo_config, grpo_dataset, grpo_log_entry, load_grpo_items)
 from medtune.errors import UserError
 
 BENCH_CSV = ",Question,A,B,C,D,Answer\n0,小儿高热惊厥发作时，首选的止惊措施是,口服退热药,静脉注射地西泮,冰敷额头,肌注青霉素,B\n"

@@ -1,23 +1,19 @@
 """`medtune align` with `algorithm: grpo` end to end on the tiny SFT run: the stage loads the multiple-choice
-items through medtune.align_grpo (contamination guard against evaluate.benchmarks), trains, and writes the
+items through medtune.align.grpo (contamination guard against evaluate.benchmarks), trains, and writes the
 GRPO figures into align/metrics.jsonl."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from conftest import ROOT, make_lora_run, needs_shared
 from medtune.rundir import write_json
 
-# The align stage (medtune.align, branch i10-align) calls medtune.align_grpo; until both are merged this skips.
-pytest.importorskip("medtune.align", reason="the align stage (medtune.align) is not in this build yet")
 
 
 @needs_shared
 def test_medtune_align_grpo_on_a_tiny_run(tmp_path, single_torch_thread):
-    from medtune.align import align_model
+    from medtune.align.stage import align_model
     from medtune.config import config_from_dict
 
     run = make_lora_run(tmp_path / "run")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from medtune.errors import UserError
-from medtune.evaluate.bench import (add_bench_parser, build_prompt, continuation_logprobs, extract_choice,
-                                    generate_replies, run_benchmark, select_shots, significance)
-from medtune.evaluate.mcq_data import load_items
+from medtune.evaluate.bench import (add_bench_parser, continuation_logprobs, generate_replies, run_benchmark, select_shots, significance)
+from medtune.data.mcq import build_prompt, extract_choice
+from medtune.data.mcq import load_items
 from tests.conftest import CMMLU_DEV, needs_shared
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bench"
@@ -315,7 +315,7 @@ def test_loglik_accuracy_equals_lm_eval_cmmlu(tiny_model, tmp_path, monkeypatch)
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from medtune.evaluate.mcq_data import CMMLU_SUBJECTS_ZH
+    from medtune.data.mcq import CMMLU_SUBJECTS_ZH
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medtune.evaluate.mcq_data import load_items
+from medtune.data.mcq import load_items
 from tests.conftest import CMMLU_DEV, needs_shared
 
 # williamliujl/CMExam (README "Dataset Statistics"/"Annotation Characteristics", src/preprocess/generate_prompt.py):

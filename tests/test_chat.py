@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from medtune.chat import HELP, chat_loop
+from medtune.serve.chat import HELP, chat_loop
 from medtune.cli import main
 from medtune.redflags import DISCLAIMER, URGENT_MESSAGE
 from tests.conftest import ROOT

@@ -12,10 +12,10 @@ from medtune.config import ConfigError, load_config
 
 @pytest.fixture
 def stage_calls(monkeypatch):
-    import medtune.evaluate.stage
+    import medtune.evaluate
 
     calls = []
-    monkeypatch.setattr(medtune.evaluate.stage, "evaluate_run", lambda cfg, force: calls.append((cfg, force)))
+    monkeypatch.setattr(medtune.evaluate, "evaluate_run", lambda cfg, force: calls.append((cfg, force)))
     return calls
 
 

@@ -13,10 +13,11 @@ import pytest
 
 from medtune.config import GenerationConfig
 from medtune.errors import UserError
-from medtune.generation import Generation, split_thinking
+from medtune.generate.sampling import Generation
+from medtune.text import split_thinking
 from medtune.evaluate.arms import Arm, render_prompt
-from medtune.evaluate.consult import (FIRST_TURN, JUDGE_RUBRIC, answers_path, conversation, load_cases, parse_score,
-                                      run_consultation)
+from medtune.evaluate.consult import (FIRST_TURN, JUDGE_RUBRIC, answers_path, conversation, parse_score, run_consultation)
+from medtune.data.consultations import load_cases
 from tests.conftest import ROOT
 from tests.eval_fixtures import ANSWER, openai_server  # noqa: F401
 

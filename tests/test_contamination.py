@@ -8,9 +8,8 @@ import tracemalloc
 from pathlib import Path
 
 from medtune.config import config_from_dict
-from medtune.evaluate.contamination import (check_contamination, clean_subset, fisher_exact, load_eval_file, scan,
-                                            TrainingRecord)
-from medtune.overlap import EvalItem, OverlapIndex
+from medtune.data.contamination import (check_contamination, clean_subset, fisher_exact, load_eval_file, scan, TrainingRecord)
+from medtune.data.overlap import EvalItem, OverlapIndex
 from tests.conftest import ROOT
 
 # 28 characters once normalised: 患者男性45岁反复上腹痛3年进食后缓解最可能的诊断是什么
@@ -117,7 +116,7 @@ def test_streaming_memory_does_not_grow_with_training_size():
 
 
 def load_eval_file_like(texts):
-    from medtune.evaluate.contamination import EvalFile
+    from medtune.data.contamination import EvalFile
 
     return EvalFile("questions", "inline", [EvalItem(f"q{i}", i + 1, t) for i, t in enumerate(texts)])
 

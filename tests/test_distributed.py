@@ -23,8 +23,11 @@ from types import SimpleNamespace
 import pytest
 
 from medtune.config import config_from_dict
-from medtune.train import COMPLETE_MARKER, TrainingError, select_backends, train_model, whole_head_weight
-from medtune.trainer_common import process_group_problems
+from medtune.train.common import COMPLETE_MARKER, TrainingError
+from medtune.train.backends import select_backends
+from medtune.train.stage import train_model
+from medtune.train.loss import whole_head_weight
+from medtune.train.common import process_group_problems
 from tests.conftest import ROOT, small_vocab_model, synthetic_prepared_data
 from tests.test_train import adapter_tensors, make_cfg
 
@@ -138,7 +141,7 @@ def _launch_env(name: str) -> tuple[object, dict]:
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_multi_gpu_env
 
-    from medtune.launch import launch_command
+    from medtune.train.launch import launch_command
 
     cmd = launch_command(["c.yaml"], nproc_per_node=4, nnodes=2, node_rank=1, master_addr="10.0.0.1",
                          master_port=29500, accelerate_config=str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
@@ -238,7 +241,7 @@ def test_saved_adapter_check_names_missing_and_empty_weights(tmp_path, model):
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
-    from medtune.trainer_common import check_saved_adapter
+    from medtune.train.common import check_saved_adapter
 
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(str(model)),
                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
@@ -285,7 +288,7 @@ def test_fsdp2_on_cpu_eval_step_and_stop_decision(tmp_path, model):
     from transformers import AutoModelForCausalLM
 
     from medtune.modeling import right_padded, dataset_loss
-    from medtune.train import target_only_loss
+    from medtune.train.loss import target_only_loss
 
     synthetic_prepared_data(tmp_path, n_train=4, n_val=5)
     proc = _start(PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"--master_port={_port()}",
@@ -400,7 +403,7 @@ def test_slurm_example_renders_one_launch_per_node(tmp_path):
     """configs/slurm/medtune-train.sbatch with fake srun/scontrol and a `medtune` that prints its arguments:
     each node's medtune command, and the torchrun / accelerate command medtune derives from it."""
     from medtune.cli import build_parser
-    from medtune.launch import launch_command
+    from medtune.train.launch import launch_command
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

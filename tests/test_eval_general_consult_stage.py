@@ -10,7 +10,7 @@ import pytest
 
 from medtune.config import load_config
 from medtune.evaluate.stage import evaluate_run
-from medtune.report import write_report
+from medtune.report.write import write_report
 from tests.conftest import ROOT, write_config
 from tests.eval_fixtures import tiny_run  # noqa: F401
 
@@ -100,7 +100,7 @@ def test_rule_consultation_says_quality_falls_only_when_the_interval_is_below_ze
 def test_a_subject_filter_naming_an_absent_subject_is_an_error():
     from medtune.errors import UserError
     from medtune.evaluate.bench import only_subjects
-    from medtune.evaluate.mcq_data import load_items
+    from medtune.data.mcq import load_items
 
     items, _ = load_items(GENERAL, "cmmlu")
     assert {it.subject for it in only_subjects(items, ["computer_science"], GENERAL)} == {"computer_science"}

@@ -13,8 +13,9 @@ from medtune.errors import UserError
 from medtune.evaluate.arms import Arm, prompt_token_ids, render_prompt, resolve_arms
 from medtune.evaluate.compare import markdown_table, run_comparison
 from medtune.evaluate.engines import EngineError, Engines, LocalEngine
-from medtune.generation import count_thinking_tokens, cut_at_stop, finished_generation
-from medtune.evaluate.inputs import InputFileError, Question, load_questions
+from medtune.text import count_thinking_tokens
+from medtune.generate.sampling import cut_at_stop, finished_generation
+from medtune.data.questions import InputFileError, Question, load_questions
 from tests.conftest import ROOT
 from tests.eval_fixtures import ANSWER, FIRST_CHUNK_DELAY, THINKING, openai_server, tiny_run  # noqa: F401
 

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from medtune.evaluate.inputs import InputFileError
-from medtune.evaluate.metrics import bleu_4, chars, distinct_n, lcs_length, rouge_l, score_answers
+from medtune.data.questions import InputFileError
+from medtune.text import bleu_4, chars, distinct_n, lcs_length, rouge_l
+from medtune.evaluate.metrics import score_answers
 
 
 def lcs_dp(a, b) -> int:

@@ -10,11 +10,10 @@ import pytest
 from medtune.config import GenerationConfig
 from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
-from medtune.evaluate.inputs import InputFileError, SafetyPrompt, load_safety_prompts
-from medtune.evaluate.judge import parse_verdict
-from medtune.evaluate.safety import (SAFETY_VERDICTS, answers_path, judge_answers, run_safety, score_rules,
-                                     summarize_safety)
-from medtune.evaluate.stats import wilson_interval
+from medtune.data.questions import InputFileError, SafetyPrompt, load_safety_prompts
+from medtune.generate.judge import parse_verdict
+from medtune.evaluate.safety import (SAFETY_VERDICTS, answers_path, judge_answers, run_safety, score_rules, summarize_safety)
+from medtune.stats import wilson_interval
 from tests.conftest import ROOT
 from tests.eval_fixtures import ANSWER, UNSAFE_ANSWER, openai_server  # noqa: F401
 

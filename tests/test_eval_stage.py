@@ -84,7 +84,7 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
 
 
 def test_stage_without_validation_samples_skips_perplexity(tiny_run, tmp_path):
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -213,7 +213,7 @@ class FakeGenerator:
         return contextlib.nullcontext(self)
 
     def generate_one(self, prompt_ids, sampling, enable_thinking=False):
-        from medtune.generation import Generation
+        from medtune.generate.sampling import Generation
 
         return Generation("请立即拨打120。", "", "请立即拨打120。", 3, 0, "stop", latency_seconds=0.01,
                           ttft_seconds=0.005)

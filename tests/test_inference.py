@@ -1,4 +1,4 @@
-"""medtune.generation: model sources, the thinking split, sampling defaults, and the transformers generator
+"""medtune.generate: model sources, the thinking split, sampling defaults, and the transformers generator
 (streamed, batched, cancelled)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import threading
 import pytest
 
 from medtune.errors import UserError
-from medtune.generation import (THINKING_RULE, ThinkSplitter, chat_prompt_ids, count_thinking_tokens,
-                                resolve_model_source, sampling_for, split_thinking)
+from medtune.text import THINKING_RULE, ThinkSplitter, count_thinking_tokens, split_thinking
+from medtune.generate.sampling import chat_prompt_ids, sampling_for
+from medtune.generate.source import resolve_model_source
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

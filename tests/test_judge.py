@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from medtune.errors import UserError
-from medtune.evaluate.judge import (add_judge_parser, combine_orders, judge_pairwise, length_controlled_win_rate,
-                                    parse_verdict)
-from medtune.generation import answer_only
+from medtune.evaluate.judge import add_judge_parser, judge_pairwise, length_controlled_win_rate
+from medtune.generate.judge import combine_orders, parse_verdict
+from medtune.text import answer_only
 
 
 class FakeJudge(BaseHTTPRequestHandler):

@@ -43,14 +43,14 @@ def recorded(monkeypatch, tmp_path):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(("launch", cmd)) or
                         subprocess.CompletedProcess(cmd, 0))
-    import medtune.evaluate.stage
-    import medtune.prepare
+    import medtune.data
+    import medtune.evaluate
     import medtune.report
-    import medtune.train
+    import medtune.train.stage
 
-    monkeypatch.setattr(medtune.train, "train_model", lambda cfg, **kw: calls.append(("train", kw)))
-    monkeypatch.setattr(medtune.prepare, "prepare_dataset", lambda cfg, **kw: calls.append(("prepare", kw)))
-    monkeypatch.setattr(medtune.evaluate.stage, "evaluate_run", lambda cfg, **kw: calls.append(("evaluate", kw)))
+    monkeypatch.setattr(medtune.train.stage, "train_model", lambda cfg, **kw: calls.append(("train", kw)))
+    monkeypatch.setattr(medtune.data, "prepare_dataset", lambda cfg, **kw: calls.append(("prepare", kw)))
+    monkeypatch.setattr(medtune.evaluate, "evaluate_run", lambda cfg, **kw: calls.append(("evaluate", kw)))
     monkeypatch.setattr(medtune.report, "write_report", lambda run_dir, **kw: calls.append(("report", kw)) or
                         SimpleNamespace(markdown=run_dir / "report.md", html=run_dir / "report.html"))
     return calls

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medtune.cli import main
-from medtune.merge import MERGE_TOLERANCE, MergeError, merge_adapter
+from medtune.train.merge import MERGE_TOLERANCE, MergeError, merge_adapter
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 PROMPTS = ["我咳嗽一周了，晚上更厉害，要紧吗？", "Is ibuprofen safe during pregnancy?"]

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, small_vocab_model, write_config
 from medtune.cli import main
 from medtune.config import config_from_dict, load_config
-from medtune.plan import GIB, PlanError, count_model, estimate, model_config, parse_memory, plan_config, setup_from_config
+from medtune.train.plan import (GIB, PlanError, count_model, estimate, model_config, parse_memory, plan_config, setup_from_config)
 
 QWEN3_8B_DIR = ROOT / "tests" / "fixtures" / "qwen3-8b"  # Qwen/Qwen3-8B's published config.json, nothing else
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -166,7 +166,7 @@ def test_cli_worked_examples(capsys):
 
 
 def _hand_shape():
-    from medtune.plan import ModelShape
+    from medtune.train.plan import ModelShape
 
     # 8 layers, 10 wide, 1,000 saved bytes per token in one layer, a 1,000-token vocabulary, 1e6 frozen weights.
     return ModelShape(total_params=1_010_000, trainable_params=10_000, trainable_bytes=40_000,
@@ -175,7 +175,7 @@ def _hand_shape():
 
 
 def _hand_setup(memory: int):
-    from medtune.plan import Setup
+    from medtune.train.plan import Setup
 
     return Setup(gpus=1, gpu_memory=memory, device="cpu", precision="fp32", batch=2, max_length=100,
                  checkpointing=True, quant_bits=None, double_quant=False, shard_weights=False)
@@ -200,7 +200,7 @@ def test_auto_checkpointing_recomputes_the_fewest_layers_that_fit(memory, every)
     """8,300,000 bytes keep 5% = 415,000 free, so the peak must be <= 7,885,000: no checkpointing (8,192,000)
     and two checkpointed layers (8,008,000) do not fit, three (every 3rd layer: 7,816,000) do. When even every
     layer does not fit, every layer it is (the plan says it does not fit)."""
-    from medtune.plan import least_checkpointing
+    from medtune.train.plan import least_checkpointing
 
     chosen, plan = least_checkpointing(_hand_shape(), _hand_setup(memory))
     assert (chosen.checkpoint_every if chosen.checkpointing else None) == every

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from medtune.config import load_config
-from medtune.prepare import PrepareError, prepare_dataset
+from medtune.data.prepare import PrepareError, prepare_dataset
 from tests.conftest import GB18030_CSV, HUATUO_1K, needs_shared, write_config
 
 

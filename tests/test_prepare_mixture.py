@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from medtune.config import load_config
-from medtune.prepare import PrepareError, prepare_dataset
+from medtune.data.prepare import PrepareError, prepare_dataset
 from tests.conftest import ROOT, write_config
 
 GENERAL = ROOT / "data" / "general" / "general_zh.jsonl"  # 30 alpaca records
@@ -104,7 +104,7 @@ def test_exclude_and_per_source_accounting_and_contamination_provenance(tmp_path
     assert reasons[8].startswith(f"overlaps evaluation item {e1}:2 (")
     assert reasons[11].startswith("duplicate of ") and reasons[11].endswith(":1")
 
-    from medtune.evaluate.contamination import check_contamination
+    from medtune.data.contamination import check_contamination
 
     result = check_contamination(cfg, tmp_path / "run" / "eval" / "contamination.json", log=lambda *_: None)
     assert result["training"]["records_checked"] == 37  # the training split only, from data/records.parquet

@@ -31,7 +31,7 @@ def test_load_kwargs_build_the_bitsandbytes_config():
     import torch
 
     from medtune.config import QuantizationConfig
-    from medtune.quantize import load_kwargs
+    from medtune.train.quantize import load_kwargs
 
     kw = load_kwargs(QuantizationConfig(bits=4, quant_type="fp4", double_quant=False, compute_dtype="fp32"), "cpu")
     bnb = kw["quantization_config"]
@@ -50,9 +50,9 @@ def test_qlora_trains_in_4bit_on_cpu_and_merges_into_the_full_precision_base(tmp
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from medtune import quantize
-    from medtune.merge import merge_adapter
-    from medtune.train import train_model
+    from medtune.train import quantize
+    from medtune.train.merge import merge_adapter
+    from medtune.train.stage import train_model
 
     seen = {}
     prepare = quantize.prepare_for_training

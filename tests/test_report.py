@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from medtune.report import write_report
+from medtune.report.write import write_report
 from medtune.report.plots import find_cjk_font
 from tests.report_fixture import reference_run
 
@@ -167,7 +167,7 @@ def test_language_defaults_to_config_then_chinese(tmp_path):
 def test_report_reads_what_prepare_really_writes(tmp_path):
     """The data section and its check against the prepare stage's own output (demo data, real tokenizer)."""
     from medtune.config import load_config, save_config
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"output_dir={tmp_path / 'demo'}"])
     save_config(cfg, cfg.run_dir / "config.yaml")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from medtune.report import write_report
+from medtune.report.write import write_report
 from tests.report_fixture import reference_run
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"),

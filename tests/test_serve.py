@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from medtune.cli import main
-from medtune.generation import TransformersStream
+from medtune.generate.transformers_engine import TransformersStream
 from medtune.serve.api import ServeSettings, create_app
 from tests.conftest import ROOT
 from tests.serving import serve_in_thread

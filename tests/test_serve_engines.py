@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from medtune import generation
+from medtune.generate import loading, sampling, source, transformers_engine, vllm_engine
 from medtune.errors import UserError
-from medtune.generation import VllmStream, choose_engine, vllm_lora_rank, vllm_refusal
+from medtune.generate.vllm_engine import VllmStream, vllm_lora_rank
+from medtune.generate.loading import choose_engine, vllm_refusal
 from medtune.serve import _fit_context, _is_loopback
 from medtune.serve.api import ServeSettings
 from tests.conftest import ROOT
@@ -75,17 +76,17 @@ def test_load_generator_follows_the_choice(monkeypatch, tmp_path):
     lora_run.mkdir()
     (lora_run / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": str(tmp_path / "base")}))
     loaded = []
-    monkeypatch.setattr(generation.VllmGenerator, "load", classmethod(lambda cls, *a, **k: loaded.append("vllm")))
-    monkeypatch.setattr(generation.AsyncVllmGenerator, "load",
+    monkeypatch.setattr(vllm_engine.VllmGenerator, "load", classmethod(lambda cls, *a, **k: loaded.append("vllm")))
+    monkeypatch.setattr(vllm_engine.AsyncVllmGenerator, "load",
                         classmethod(lambda cls, *a, **k: loaded.append("async-vllm")))
-    monkeypatch.setattr(generation.TransformersGenerator, "load",
+    monkeypatch.setattr(transformers_engine.TransformersGenerator, "load",
                         classmethod(lambda cls, *a, **k: loaded.append("transformers")))
-    generation.load_generator(lora_run, engine="auto")
-    generation.load_generator(lora_run, engine="auto", serving=True)
-    generation.load_generator(lora_run, engine="transformers")
+    loading.load_generator(lora_run, engine="auto")
+    loading.load_generator(lora_run, engine="auto", serving=True)
+    loading.load_generator(lora_run, engine="transformers")
     config = json.loads((lora_run / "adapter_config.json").read_text())
-    monkeypatch.setattr(generation, "read_adapter_config", lambda a: {**config, "modules_to_save": ["lm_head"]})
-    generation.load_generator(lora_run, engine="vllm", serving=True)
+    monkeypatch.setattr(loading, "read_adapter_config", lambda a: {**config, "modules_to_save": ["lm_head"]})
+    loading.load_generator(lora_run, engine="vllm", serving=True)
     assert loaded == ["vllm", "async-vllm", "transformers", "transformers"]
 
 
@@ -151,13 +152,13 @@ class FakeGenerator:
         if self.fail:
             raise RuntimeError("CUDA out of memory")
         streamer.end()
-        return generation.Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
+        return sampling.Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
 
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_transformers_stream_sets_the_result_before_the_reader_ends_and_passes_errors_on(qwen3_tokenizer, fail):
     async def read():
-        stream = generation.TransformersStream(FakeGenerator(qwen3_tokenizer, fail), [1, 2], None, False)
+        stream = transformers_engine.TransformersStream(FakeGenerator(qwen3_tokenizer, fail), [1, 2], None, False)
         pieces = []
         try:
             async for p in stream:
@@ -191,7 +192,7 @@ def test_loopback_hosts():
 @pytest.mark.parametrize("modules_to_save, promises_vllm", [([], True), (["lm_head"], False)])
 def test_the_model_card_promises_vllm_only_for_adapters_vllm_can_load(tmp_path, modules_to_save, promises_vllm):
     from medtune.config import load_config
-    from medtune.train import model_card
+    from medtune.train.stage import model_card
 
     cfg = load_config(ROOT / "configs" / "demo.yaml",
                       [f"output_dir={tmp_path}", f"lora.modules_to_save={json.dumps(modules_to_save)}"])

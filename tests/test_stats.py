@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from medtune.evaluate.stats import bootstrap_interval, mcnemar, wilson_interval
+from medtune.stats import bootstrap_interval, mcnemar, wilson_interval
 
 
 def test_wilson_known_values():

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from medtune.readers import Conversation
-from medtune.template import ConversationTemplate, Skeleton, TemplateError
+from medtune.data.readers import Conversation
+from medtune.data.template import ConversationTemplate, Skeleton, TemplateError
 from tests.conftest import DEMO_DIALOGUES, HUATUO_1K, needs_shared
 
 GEN_PROMPT = "<|im_start|>assistant\n<think>\n\n</think>\n\n"

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from medtune.config import config_from_dict
-from medtune.train import (COMPLETE_MARKER, TrainingError, complete_checkpoints, plan_steps, select_backends,
-                           train_model)
+from medtune.train.common import COMPLETE_MARKER, TrainingError, complete_checkpoints
+from medtune.train.plan import plan_steps
+from medtune.train.backends import select_backends
+from medtune.train.stage import train_model
 from tests.conftest import ROOT, small_vocab_model, synthetic_prepared_data
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -118,7 +120,7 @@ def test_target_only_loss_equals_the_full_logits_loss(small_model):
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
 
-    from medtune.train import target_only_loss
+    from medtune.train.loss import target_only_loss
 
     model = AutoModelForCausalLM.from_pretrained(str(small_model))
     ids = torch.randint(3, 512, (2, 12))
@@ -216,8 +218,7 @@ def test_auto_checkpointing_recomputes_only_the_layers_the_memory_plan_needs(tmp
     and those are the layers the trained model recomputes; with plenty of memory nothing is checkpointed."""
     from dataclasses import replace
 
-    import medtune.train as train
-    from medtune import plan
+    from medtune.train import backends, plan, stage
 
     model_dir = small_vocab_model(tmp_path / "model4", layers=4)
     run = tmp_path / "run"
@@ -229,14 +230,14 @@ def test_auto_checkpointing_recomputes_only_the_layers_the_memory_plan_needs(tmp
     assert peak[3] < peak[4]  # 2 recomputed layers keep less than 1
     memory = int((peak[3] + peak[4]) / 2 / (1 - plan.MARGIN))
     trainers = []
-    build = train.build_trainer
-    monkeypatch.setattr(train, "build_trainer", lambda *a, **k: trainers.append(build(*a, **k)) or trainers[-1])
-    monkeypatch.setattr(train, "device_memory", lambda device: memory)
+    build = stage.build_trainer
+    monkeypatch.setattr(stage, "build_trainer", lambda *a, **k: trainers.append(build(*a, **k)) or trainers[-1])
+    monkeypatch.setattr(backends, "device_memory", lambda device: memory)
     results = train_model(cfg, log=lambda *a: None)
     layers = trainers[0].model.get_base_model().model.layers
     assert results["checkpoint_every_n_layers"] == 3
     assert [layer.gradient_checkpointing for layer in layers] == [True, False, False, True]
-    monkeypatch.setattr(train, "device_memory", lambda device: 1 << 40)
+    monkeypatch.setattr(backends, "device_memory", lambda device: 1 << 40)
     results = train_model(cfg, force=True, log=lambda *a: None)
     assert results["checkpoint_every_n_layers"] is None
     assert not any(layer.gradient_checkpointing for layer in trainers[1].model.get_base_model().model.layers)
@@ -246,8 +247,8 @@ def test_auto_checkpointing_plans_for_the_longest_prepared_sample(tmp_path, smal
     """The worst batch is every sample as long as the longest one prepare kept, not data.max_length (2048)."""
     from dataclasses import replace
 
-    from medtune import plan
-    from medtune.train import Backends, choose_checkpointing
+    from medtune.train import plan
+    from medtune.train.backends import Backends, choose_checkpointing
 
     cfg = make_cfg(tmp_path, small_model, gradient_checkpointing="auto")
     config = plan.model_config(str(small_model))
@@ -286,7 +287,7 @@ def test_gradient_accumulation_equivalence(tmp_path, small_model):
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, small_model, monkeypatch):
     import torch
 
-    import medtune.train as train_module
+    import medtune.train.loss as train_module
 
     calls = {"n": 0}
     real = train_module._ce_sum
@@ -368,7 +369,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, small_model):
 
 def test_demo_data_loss_falls_with_real_tokenizer(tmp_path):
     """The builtin tiny Qwen3 with the real Qwen3 tokenizer, on data/demo: the loss visibly falls."""
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     cfg = config_from_dict({
         "output_dir": str(tmp_path / "run"),
@@ -388,7 +389,7 @@ def test_demo_data_loss_falls_with_real_tokenizer(tmp_path):
 
 
 def test_launch_commands():
-    from medtune.launch import launch_command
+    from medtune.train.launch import launch_command
 
     cmd = launch_command(["c.yaml", "--set", "train.max_steps=5"], nproc_per_node=4, master_port=29555)
     assert cmd[1:3] == ["-m", "torch.distributed.run"]

@@ -7,13 +7,13 @@ trusted only after its tokenizer.json matches the published sha256.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 from pathlib import Path
 
 from medtune.config import BUILTIN_TINY_QWEN3, ModelConfig
 from medtune.errors import UserError
+from medtune.rundir import sha256_file
 
 QWEN3_TOKENIZER_JSON_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +29,6 @@ def qwen3_tokenizer_candidates() -> list[Path]:
     return found
 
 
-@functools.cache
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_qwen3_tokenizer() -> Path:

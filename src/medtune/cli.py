@@ -72,7 +72,7 @@ def _add_launch_args(p: argparse.ArgumentParser) -> None:
 
 
 def _launch_options(args):
-    from medtune.launch import LaunchOptions
+    from medtune.train.launch import LaunchOptions
 
     return LaunchOptions(nproc_per_node=args.nproc_per_node, nnodes=args.nnodes, node_rank=args.node_rank,
                          master_addr=args.master_addr, master_port=args.master_port,
@@ -93,7 +93,7 @@ def _load(args) -> "object":
 
 
 def cmd_prepare(args) -> int:
-    from medtune.prepare import prepare_dataset
+    from medtune.data import prepare_dataset
 
     prepare_dataset(_load(args), force=args.force)
     return 0
@@ -109,7 +109,7 @@ def add_prepare(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    from medtune.plan import format_plan, parse_memory, plan_config
+    from medtune.train.plan import format_plan, parse_memory, plan_config
 
     cfg = load_config(args.config, args.overrides)
     memory = parse_memory(args.gpu_memory) if args.gpu_memory else None
@@ -137,7 +137,7 @@ def add_plan(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from medtune.launch import train_or_launch
+    from medtune.train.launch import train_or_launch
 
     cfg = load_config(args.config, args.overrides)  # fail here, once, on a bad config
     return train_or_launch(cfg, _config_argv(args), _launch_options(args), resume=args.resume, force=args.force,
@@ -212,7 +212,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_merge(args) -> int:
-    from medtune.merge import merge_adapter
+    from medtune.train.merge import merge_adapter
 
     merge_adapter(args.run_dir, args.output, dtype=args.dtype, force=args.force)
     return 0
@@ -232,7 +232,7 @@ def add_merge(sub) -> None:
 
 
 def cmd_chat(args) -> int:
-    from medtune.chat import run_chat
+    from medtune.serve.chat import run_chat
 
     run_chat(args.model, thinking=args.think, max_tokens=args.max_tokens, system=args.system,
              temperature=args.temperature, seed=args.seed, dtype=args.dtype)
@@ -308,14 +308,15 @@ def cmd_evaluate(args) -> int:
     _add_config_args(stage)
     stage.add_argument("--force", action="store_true", help="rerun every part even if eval/ is up to date")
     stage_args = stage.parse_args([args.target, *args.rest])
-    from medtune.evaluate.stage import evaluate_run
+    from medtune.evaluate import evaluate_run
 
     evaluate_run(_load(stage_args), force=stage_args.force)
     return 0
 
 
 def add_evaluate(sub) -> None:
-    from medtune.evaluate.cli import build_parser as build_evaluations, overview
+    from medtune.evaluate.cli import build_parser as build_evaluations
+    from medtune.evaluate.cli import overview
 
     names = build_evaluations()[1]
     p = sub.add_parser(
@@ -356,8 +357,8 @@ def add_run(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from medtune.launch import LaunchOptions
     from medtune.run import demo_config, run_pipeline
+    from medtune.train.launch import LaunchOptions
 
     # the demo trains in this process, on any machine
     run_pipeline(demo_config(args.output), force=tuple(args.force), launch=LaunchOptions(nproc_per_node=1))

@@ -23,14 +23,19 @@ from typing import Any, Literal
 import yaml
 
 from medtune.errors import UserError, deprecated
-from medtune.generation import DTYPE_NAMES, QWEN3_SAMPLING
 
 BUILTIN_TINY_QWEN3 = "builtin:tiny-qwen3"
 QWEN3_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+QWEN3_SAMPLING = {
+    False: {"temperature": 0.7, "top_p": 0.8, "top_k": 20},   # non-thinking
+    True: {"temperature": 0.6, "top_p": 0.95, "top_k": 20},   # thinking
+}
+DTYPE_NAMES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+"""The --dtype choices of merge/chat/serve -> the names load_model and vLLM take."""
 TORCH_DTYPES = DTYPE_NAMES
-"""Each dtype name -> the name modeling.load_model and vLLM take (defined once, in medtune.generation)."""
+"""Each dtype name -> the name modeling.load_model and vLLM take (the one dtype table)."""
 DTYPES = tuple(TORCH_DTYPES)
 """The one set of dtype names: model.torch_dtype and every command's --dtype."""
 OLD_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -740,3 +745,4 @@ def _convert(value: Any, tp: Any, source: str, key: str):
     if tp is Any:
         return value
     raise ConfigError(f"{source}: '{key}': unsupported field type {tp}")
+

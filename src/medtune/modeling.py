@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 
 from medtune.assets import find_qwen3_tokenizer
-from medtune.config import BUILTIN_TINY_QWEN3
+from medtune.config import BUILTIN_TINY_QWEN3, QWEN3_SAMPLING
 from medtune.errors import UserError
-from medtune.generation import QWEN3_SAMPLING
 
 # The token ids of the real Qwen3 tokenizer.
 QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}

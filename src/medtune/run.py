@@ -20,7 +20,7 @@ from pathlib import Path
 from medtune.assets import PROJECT_ROOT
 from medtune.config import Config, load_config, save_config
 from medtune.errors import UserError
-from medtune.launch import LaunchOptions
+from medtune.train.launch import LaunchOptions
 
 STAGES = ("prepare", "train", "align", "evaluate", "report")
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
@@ -33,8 +33,8 @@ class StageFailed(UserError):
 def run_pipeline(cfg: Config, force: tuple[str, ...] = (), launch: LaunchOptions = LaunchOptions(),
                  log=print) -> Path:
     """Run every stage in order; returns the path of report.html."""
-    from medtune.evaluate.stage import evaluate_run
-    from medtune.prepare import prepare_dataset
+    from medtune.data import prepare_dataset
+    from medtune.evaluate import evaluate_run
     from medtune.report import write_report
 
     started = time.perf_counter()
@@ -66,7 +66,7 @@ def _stage(name: str, log, call):
 
 def train_stage(cfg: Config, config: Path, launch: LaunchOptions, force: bool, log=print) -> None:
     """Train in this process, or launch `medtune train` on the run's saved config on several."""
-    from medtune.launch import train_or_launch
+    from medtune.train.launch import train_or_launch
 
     if train_or_launch(cfg, [str(config)], launch, force=force, log=log) != 0:
         raise UserError("the training processes failed (their output is above)")

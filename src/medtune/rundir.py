@@ -7,6 +7,7 @@ inputs and its outputs exist.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,3 +56,26 @@ def is_current(manifest: str | Path, expected_fingerprint: str, *outputs: str | 
     """True when `manifest` records `expected_fingerprint` and every output path exists."""
     recorded = read_json(manifest) or {}
     return recorded.get("fingerprint") == expected_fingerprint and all(Path(p).exists() for p in outputs)
+
+
+def file_identity(path: str | Path) -> dict:
+    path = Path(path).resolve()
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def data_identity(path: str | Path) -> dict:
+    """A benchmark file by its hash; a directory of them by every file's hash."""
+    path = Path(path)
+    if path.is_dir():
+        return {"dir": str(path.resolve()), "files": {f.name: sha256_file(f.resolve()) for f in sorted(path.iterdir())
+                                                      if f.is_file()}}
+    return file_identity(path)
+
+
+@functools.cache
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

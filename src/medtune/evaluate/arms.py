@@ -2,7 +2,7 @@
 
 A configured model with `thinking: [false, true]` becomes two arms, `name` and `name/think`, so a hybrid
 model's thinking tokens never mix into its non-thinking numbers. This module also holds what every
-engine shares: the prompt a question becomes and the arm's sampling (generation itself: medtune.generation).
+engine shares: the prompt a question becomes and the arm's sampling (generation itself: medtune.generate).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtune.config import CompareModel, GenerationConfig
+from medtune.config import QWEN3_SAMPLING, CompareModel, GenerationConfig
 from medtune.errors import UserError
-from medtune.generation import QWEN3_SAMPLING, Sampling, chat_prompt_ids
+from medtune.generate.sampling import Sampling, chat_prompt_ids, generation_sampling
 from medtune.modeling import resolve_base_model
 
 
@@ -121,10 +121,6 @@ def arm_sampling(arm: Arm) -> Sampling:
     return generation_sampling(arm.generation)
 
 
-def generation_sampling(g: GenerationConfig) -> Sampling:
-    """A config's decoding settings as generation's Sampling (do_sample false = temperature 0, greedy)."""
-    return Sampling(max_tokens=g.max_new_tokens, temperature=g.temperature if g.do_sample else 0.0, top_p=g.top_p,
-                    top_k=g.top_k, seed=g.seed, repetition_penalty=g.repetition_penalty)
 
 
 def api_key(arm: Arm) -> str:

@@ -28,47 +28,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import time
-import unicodedata
 from itertools import combinations
 from pathlib import Path
 
+from medtune.data.mcq import FORMATS, Item, build_prompt, extract_choice, load_items
 from medtune.errors import UserError
-from medtune.evaluate.mcq_data import CMMLU_SUBJECTS_ZH, FORMATS, Item, load_items
-from medtune.evaluate.stats import mcnemar, wilson_interval
-from medtune.generation import GREEDY, TransformersGenerator, answer_only
+from medtune.generate.sampling import GREEDY
+from medtune.generate.transformers_engine import TransformersGenerator
 from medtune.rundir import write_json
+from medtune.stats import mcnemar, wilson_interval
 
 METHODS = ("loglik", "generate")
 CONSULT_FORMAT = "cmb-clin"  # multi-turn consultations: medtune.evaluate.consult
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 # -- prompts --
 
-def is_chinese(item: Item) -> bool:
-    return bool(_CJK.search(item.question + "".join(item.options.values())))
 
 
-def description(item: Item, format: str) -> str:
-    if not is_chinese(item):
-        return "The following are multiple choice questions (with answers) about medicine.\n\n"
-    name = CMMLU_SUBJECTS_ZH.get(item.subject, item.subject) if format == "cmmlu" else item.subject
-    kind = {False: "单项选择题", True: "多项选择题", None: "选择题（可能有多个正确选项）"}[item.multi]
-    return f"以下是关于{name}的{kind}，请直接给出正确答案的选项。\n\n"
 
 
-def question_text(item: Item) -> str:
-    """lm-eval's doc_to_text: the stripped question, 'A. text' lines, then the answer cue."""
-    cue = "答案：" if is_chinese(item) else "Answer:"
-    return "\n".join([item.question.strip()] + [f"{k}. {v}" for k, v in item.options.items()]) + "\n" + cue
 
 
-def build_prompt(item: Item, shots: list[Item], format: str) -> str:
-    # lm-eval: target delimiter " " after each example's cue, fewshot delimiter "\n\n" after its answer.
-    examples = "".join(f"{question_text(s)} {s.answer}\n\n" for s in shots)
-    return description(item, format) + examples + question_text(item)
 
 
 def select_shots(items: list[Item], dev_items: list[Item] | None, shots: int, where: str) -> tuple[dict, list[Item]]:
@@ -166,32 +148,8 @@ def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, 
 
 # -- answer extraction --
 
-_LETTER_RUN = r"([A-J](?:\s*(?:[、,/和及与]|and)?\s*[A-J])*)"
-# What may follow an answer: the end, whitespace, punctuation or '项'; not a letter, digit or other word.
-_AFTER = r"(?=$|[\s.,;:!?)\]、。；！？*\"'”」』]|项)"
-_CUE = re.compile(r"(?:正确答案|最佳答案|参考答案|答案|正确选项|[Aa]nswer)\s*(?:应该是|应该为|应是|应为|应选|是|为|选|is)?"
-                  r"\s*:?\s*\(?" + _LETTER_RUN + r"\)?" + _AFTER)
-_CHOOSE = re.compile(r"选(?:择)?\s*\(?" + _LETTER_RUN + r"\)?" + _AFTER)
-_LEADING = re.compile(r"^\s*\(?" + _LETTER_RUN + r"\)?" + _AFTER)
 
 
-def extract_choice(reply: str, letters: str = "ABCD") -> str | None:
-    """The answer letters in a model's reply ('B', or 'AC' sorted), or None when unsure.
-
-    Looks, in order, for an explicit answer ('答案是B', '正确答案：A、C', 'The answer is (C)'), a choice
-    ('选B', '应选择D'), then a reply that starts with the letters ('B. xxx', '(C)', 'ACD'). The first kind
-    found decides; when its mentions disagree, or name a letter that is not an option, the reply is not
-    read (None): a failure is counted, never guessed. Thinking text is removed first.
-    """
-    text = unicodedata.normalize("NFKC", answer_only(reply))  # full-width Ｂ（）： -> B():
-    for pattern in (_CUE, _CHOOSE, _LEADING):
-        found = {"".join(sorted(set(re.sub(r"[^A-J]", "", m.group(1))))) for m in pattern.finditer(text)}
-        if found:
-            if len(found) > 1:
-                return None
-            answer = found.pop()
-            return answer if set(answer) <= set(letters) else None
-    return None
 
 
 # -- results --

@@ -119,8 +119,8 @@ def add_perplexity(sub) -> None:
 
 
 def cmd_compare(args) -> int:
+    from medtune.data.questions import load_questions
     from medtune.evaluate.compare import run_comparison
-    from medtune.evaluate.inputs import load_questions
 
     arms = _arms(args)
     questions = load_questions(args.questions, args.max_questions)
@@ -146,7 +146,7 @@ def add_compare(sub) -> None:
 
 
 def cmd_metrics(args) -> int:
-    from medtune.evaluate.inputs import load_references
+    from medtune.data.questions import load_references
     from medtune.evaluate.metrics import evaluate_metrics
 
     result = evaluate_metrics(args.answers, load_references(args.references), args.output)
@@ -169,7 +169,7 @@ def add_metrics(sub) -> None:
 
 
 def cmd_safety(args) -> int:
-    from medtune.evaluate.inputs import load_safety_prompts
+    from medtune.data.questions import load_safety_prompts
     from medtune.evaluate.safety import answers_path, run_safety
 
     if bool(args.judge_base_url) != bool(args.judge_model):
@@ -207,7 +207,7 @@ def add_safety(sub) -> None:
 
 def cmd_contamination(args) -> int:
     from medtune.config import load_config
-    from medtune.evaluate.contamination import check_contamination
+    from medtune.data.contamination import check_contamination
 
     cfg = load_config(args.config, args.overrides)
     output = Path(args.output) if args.output else cfg.run_dir / "eval" / "contamination.json"

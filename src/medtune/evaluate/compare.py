@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from medtune.data.questions import Question
 from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
-from medtune.evaluate.inputs import Question
-from medtune.generation import Generation
+from medtune.generate.sampling import Generation
 from medtune.rundir import write_json, write_jsonl, write_text
 
 

@@ -27,15 +27,14 @@ messages it was given).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from medtune.data.consultations import Case, load_cases
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm
-from medtune.evaluate.mcq_data import RowError, json_records
-from medtune.evaluate.metrics import bleu_from_stats, bleu_stats, rouge_l
-from medtune.evaluate.stats import bootstrap_interval
 from medtune.rundir import write_json, write_jsonl
+from medtune.stats import bootstrap_interval
+from medtune.text import bleu_from_stats, bleu_stats, rouge_l
 
 FIRST_TURN = "以下是一位病人的病例：\n{description}\n{question}"
 RESAMPLES = 1000
@@ -66,93 +65,20 @@ JUDGE_RUBRIC = """请根据参考答案，为AI助手对病例中一个问题的
 EMPTY_ANSWER = "（空回答）"
 
 
-@dataclass(frozen=True)
-class Case:
-    id: str
-    title: str
-    description: str
-    questions: tuple[str, ...]
-    references: tuple[str, ...]
 
 
 # -- reading cases --
 
-HUB_CONFIG = "clin"  # load_dataset("FreedomIntelligence/CMB", "clin"), as CMB's README loads CMB-Clin
 
 
-def is_hub_id(path: str | Path) -> bool:
-    """'owner/name' that is not a local path: a dataset on the Hugging Face Hub."""
-    text = str(path)
-    return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/")) \
-        and not text.endswith((".json", ".jsonl"))
 
 
-def _hub_records(dataset_id: str):
-    """(row number, record) for every row of every split of the hub dataset's CMB-Clin config."""
-    from datasets import load_dataset
-
-    try:
-        splits = load_dataset(dataset_id, HUB_CONFIG)
-    except Exception as e:  # noqa: BLE001  (offline, unknown id, no such config: say which)
-        raise UserError(f"consultation cases: could not load the hub dataset {dataset_id!r} (config "
-                        f"{HUB_CONFIG!r}): {e}") from None
-    line = 0
-    for split in splits.values():
-        for row in split:
-            line += 1
-            yield line, dict(row)
 
 
-def load_cases(path: str | Path, max_cases: int | None = None) -> tuple[list[Case], list[dict]]:
-    """Cases and rejected records ({file, line, reason}) from a CMB-Clin JSON list or JSONL file, or from a
-    hub dataset id (its `clin` config; `line` is then the row number over its splits)."""
-    hub = is_hub_id(path)
-    path = Path(path) if not hub else str(path)
-    if not hub and not path.is_file():
-        raise UserError(f"consultation cases not found: {path} (a CMB-Clin JSON file, or a hub id such as "
-                        "FreedomIntelligence/CMB)")
-    cases, rejected, seen = [], [], set()
-    for line, obj in (_hub_records(path) if hub else json_records(path)):
-        try:
-            case = _case(obj, line)
-            if case.id in seen:
-                raise RowError(f"id: {case.id!r} appears twice")
-        except RowError as e:
-            rejected.append({"file": str(path), "line": line, "reason": str(e)})
-            continue
-        seen.add(case.id)
-        cases.append(case)
-    if not cases:
-        raise UserError(f"{path}: no usable case ({len(rejected)} rejected"
-                        + (f"; first: line {rejected[0]['line']}: {rejected[0]['reason']})" if rejected else ")"))
-    return cases[:max_cases], rejected
 
 
-def _text(obj: dict, key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise RowError(f"{where}{key}: missing or empty")
-    return value.strip()
 
 
-def _case(obj, line: int) -> Case:
-    if isinstance(obj, RowError):
-        raise obj
-    if not isinstance(obj, dict):
-        raise RowError("not a JSON object")
-    pairs = obj.get("QA_pairs")
-    if not isinstance(pairs, list) or not pairs:
-        raise RowError("QA_pairs: missing or empty (a list of {question, answer})")
-    questions, references = [], []
-    for k, pair in enumerate(pairs, 1):
-        if not isinstance(pair, dict):
-            raise RowError(f"QA_pairs[{k}]: not an object")
-        key = "solution" if "solution" in pair and "answer" not in pair else "answer"  # the README says `solution`
-        questions.append(_text(pair, "question", f"QA_pairs[{k}]."))
-        references.append(_text(pair, key, f"QA_pairs[{k}]."))
-    raw_id = obj.get("id")
-    return Case(id=str(raw_id) if raw_id is not None else f"line{line}", title=str(obj.get("title") or ""),
-                description=_text(obj, "description", ""), questions=tuple(questions), references=tuple(references))
 
 
 def conversation(case: Case, own_answers: list[str]) -> list[dict]:
@@ -193,7 +119,7 @@ SCORES = {str(n): str(n) for n in range(1, 11)}
 
 def parse_score(reply: str) -> int | None:
     """The judge's 1-10 score: its last [[n]] tag (judge.parse_verdict's rule), None when it has none."""
-    from medtune.evaluate.judge import parse_verdict
+    from medtune.generate.judge import parse_verdict
 
     score = parse_verdict(reply, SCORES)
     return int(score) if score is not None else None
@@ -201,7 +127,7 @@ def parse_score(reply: str) -> int | None:
 
 def judge_answers(records: list[dict], cases: dict[str, Case], judge: tuple, workers: int = 4) -> None:
     """Adds judge_score (1-10 or None) and judge_reply to every record, through an OpenAI-compatible judge."""
-    from medtune.evaluate.judge import JudgeClient, ask_judge
+    from medtune.generate.judge import JudgeClient, ask_judge
 
     base_url, model, api_key = judge
     prompts = [[{"role": "system", "content": JUDGE_SYSTEM},

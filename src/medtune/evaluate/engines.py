@@ -1,4 +1,4 @@
-"""Generation engines for comparison arms: local models through medtune.generation (transformers, or vLLM
+"""Generation engines for comparison arms: local models through medtune.generate (transformers, or vLLM
 when installed with CUDA) and any OpenAI-compatible endpoint.
 
 Each engine answers a list of questions for one arm in two ways:
@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm, api_key, arm_sampling, chat_messages, prompt_token_ids, render_prompt
-from medtune.generation import Generation, ThinkSplitter, choose_engine, load_generator, split_thinking
+from medtune.generate.loading import choose_engine, load_generator
+from medtune.generate.sampling import Generation
+from medtune.text import ThinkSplitter, split_thinking
 
 
 class EngineError(UserError):
@@ -65,7 +67,7 @@ class Engines:
 
 
 class LocalEngine:
-    """A model of this machine through medtune.generation, one base model loaded at a time."""
+    """A model of this machine through medtune.generate, one base model loaded at a time."""
 
     def __init__(self, name: str, adapters: list[str], batch_size: int = 8, dtype: str = "auto",
                  device: str | None = None):

@@ -13,80 +13,11 @@ All values are in [0, 1].
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from pathlib import Path
 
-from medtune.evaluate.inputs import InputFileError, load_answers
+from medtune.data.questions import InputFileError, load_answers
 from medtune.rundir import write_json
-
-
-def chars(text: str) -> list[str]:
-    return [ch for ch in text if not ch.isspace()]
-
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Longest common subsequence length, bit-parallel (Hyyro 2004): O(len(a) * len(b) / word size)."""
-    if not a or not b:
-        return 0
-    masks: dict[str, int] = {}
-    for i, ch in enumerate(a):
-        masks[ch] = masks.get(ch, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for ch in b:
-        u = v & masks.get(ch, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(a) - bin(v).count("1")
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    c, r = chars(candidate), chars(reference)
-    lcs = lcs_length(c, r)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(c), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
-def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def bleu_stats(candidate: str, reference: str) -> tuple[int, ...]:
-    """One answer's share of corpus BLEU: clipped matches and totals for n = 1..4, candidate and reference length.
-
-    Corpus BLEU over answers is `bleu_from_stats` of their summed stats, so a bootstrap over answers only
-    re-adds these numbers instead of re-counting n-grams.
-    """
-    c, r = chars(candidate), chars(reference)
-    matches, totals = [], []
-    for n in range(1, 5):
-        c_counts, r_counts = Counter(ngrams(c, n)), Counter(ngrams(r, n))
-        matches.append(sum(min(k, r_counts[g]) for g, k in c_counts.items()))
-        totals.append(max(len(c) - n + 1, 0))
-    return (*matches, *totals, len(c), len(r))
-
-
-def bleu_from_stats(stats: list[tuple[int, ...]]) -> float:
-    """Corpus BLEU-4 from per-answer `bleu_stats`: no smoothing, brevity penalty on the total lengths."""
-    summed = [sum(column) for column in zip(*stats)] if stats else [0] * 10
-    matches, totals, cand_len, ref_len = summed[:4], summed[4:8], summed[8], summed[9]
-    if cand_len == 0 or min(matches) == 0:
-        return 0.0
-    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / 4
-    brevity = 1.0 if cand_len > ref_len else math.exp(1 - ref_len / cand_len)
-    return brevity * math.exp(log_precision)
-
-
-def bleu_4(candidates: list[str], references: list[str]) -> float:
-    """Corpus BLEU-4 on characters, one reference per candidate."""
-    return bleu_from_stats([bleu_stats(c, r) for c, r in zip(candidates, references, strict=True)])
-
-
-def distinct_n(texts: list[str], n: int) -> float:
-    grams = [g for t in texts for g in ngrams(chars(t), n)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+from medtune.text import bleu_4, distinct_n, rouge_l
 
 
 def score_answers(answers: list[dict], references: dict[str, str]) -> dict[str, dict]:

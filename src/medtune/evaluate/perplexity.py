@@ -21,7 +21,6 @@ from medtune.modeling import dataset_loss
 from medtune.rundir import write_json
 
 
-
 def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_info.json").is_file()
 
@@ -46,7 +45,7 @@ def _prepare_file(path: Path, model: str, adapter: str | None, fmt: str, max_len
     import datasets
 
     from medtune.config import config_from_dict
-    from medtune.prepare import prepare_dataset
+    from medtune.data.prepare import prepare_dataset
 
     # The adapter's own tokenizer when it saved one (the train stage does), else the model's.
     tokenizer = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else None

@@ -32,20 +32,16 @@ from pathlib import Path
 from typing import Callable
 
 from medtune import __version__
-from medtune.assets import sha256_file
 from medtune.config import TORCH_DTYPES, Config
+from medtune.data.questions import load_questions, load_references, load_safety_prompts
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm, default_models, resolve_arms
-from medtune.evaluate.inputs import load_questions, load_references, load_safety_prompts
 from medtune.modeling import resolve_base_model
-from medtune.rundir import fingerprint, read_json, write_json
+from medtune.rundir import data_identity, file_identity, fingerprint, read_json, write_json
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-def file_identity(path: str | Path) -> dict:
-    path = Path(path).resolve()
-    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def model_identity(name_or_path: str) -> dict:
@@ -58,13 +54,6 @@ def model_identity(name_or_path: str) -> dict:
         if f.suffix in (".safetensors", ".bin") or f.name == "config.json"}}
 
 
-def data_identity(path: str | Path) -> dict:
-    """A benchmark file by its hash; a directory of them by every file's hash."""
-    path = Path(path)
-    if path.is_dir():
-        return {"dir": str(path.resolve()), "files": {f.name: sha256_file(f.resolve()) for f in sorted(path.iterdir())
-                                                      if f.is_file()}}
-    return file_identity(path)
 
 
 def arm_identity(arm: Arm) -> dict:
@@ -263,7 +252,8 @@ def _benchmark(run: EvalRun, b, model: str, adapter: str | None, label: str, ben
 def step_consultations(run: EvalRun) -> None:
     """Every chat-template arm through each multi-turn case set, its own answers as the history
     -> eval/consultations/<name>.json and <name>_answers.jsonl."""
-    from medtune.evaluate.consult import answers_path, is_hub_id, run_consultation
+    from medtune.data.consultations import is_hub_id
+    from medtune.evaluate.consult import answers_path, run_consultation
 
     ev = run.cfg.evaluate
     judge = run.judge
@@ -304,7 +294,7 @@ def step_judge(run: EvalRun) -> None:
 def step_contamination(run: EvalRun) -> None:
     """Every evaluation input against the training (and align) data -> eval/contamination.json, with each
     benchmark result also on its clean items (so it runs after the benchmarks)."""
-    from medtune.evaluate.contamination import check_contamination, inputs_identity
+    from medtune.data.contamination import check_contamination, inputs_identity
 
     cfg, ev = run.cfg, run.cfg.evaluate
     if not (ev.contamination and cfg.data.train_files

@@ -254,7 +254,7 @@ def safety_interval(arm: dict) -> tuple[float, float] | None:
     n, passed = num(arm, "n"), num(arm, "passed")
     if n is None or passed is None:
         return None
-    from medtune.evaluate.stats import wilson_interval
+    from medtune.stats import wilson_interval
 
     return wilson_interval(int(passed), int(n))
 

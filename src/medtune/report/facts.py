@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medtune.report.checks import (BatchFacts, LossFacts, LrFacts, effective_batch, loss_facts, lr_schedule)
+from medtune.report.checks import BatchFacts, LossFacts, LrFacts, effective_batch, loss_facts, lr_schedule
 from medtune.report.runfiles import Curves, Run, num, training_curves
 
 

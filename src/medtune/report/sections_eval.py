@@ -10,8 +10,8 @@ from medtune.report.document import Image, Para, Section, Table
 from medtune.report.format import NA, f_int, f_num, f_pct, f_sig
 from medtune.report.runfiles import num, text
 from medtune.report.sections import Ctx, code, file_note
-from medtune.report.sections_contamination import sec_contamination
 from medtune.report.sections_consult import consultation_sections, general_ability
+from medtune.report.sections_contamination import sec_contamination
 
 ANSWER_CHARS = 600
 """Example answers longer than this are cut (the full text is in eval/compare/answers.jsonl)."""

@@ -20,8 +20,20 @@ from medtune.report.document import Document, Image, Para, Section, Table, to_ht
 from medtune.report.facts import derive
 from medtune.report.plots import Plotter, find_cjk_font
 from medtune.report.runfiles import read_run
-from medtune.report.sections import (Ctx, sec_checks, sec_conclusions, sec_config, sec_data, sec_metrics,
-                                     sec_outputs, sec_overview, sec_params, sec_repro, sec_timeline, sec_training)
+from medtune.report.sections import (
+    Ctx,
+    sec_checks,
+    sec_conclusions,
+    sec_config,
+    sec_data,
+    sec_metrics,
+    sec_outputs,
+    sec_overview,
+    sec_params,
+    sec_repro,
+    sec_timeline,
+    sec_training,
+)
 from medtune.report.sections_align import sec_alignment
 from medtune.report.sections_eval import sec_benchmarks, sec_compare, sec_judge, sec_safety
 from medtune.report.strings import LANGS, Text

@@ -2,7 +2,7 @@
 
 Run as: medtune serve RUN_DIR_OR_MODEL [--host 127.0.0.1 --port 8000] [--api-key KEY]
 
-medtune.generation chooses and loads the engine (vLLM on a GPU when installed and the adapter allows it,
+medtune.generate chooses and loads the engine (vLLM on a GPU when installed and the adapter allows it,
 transformers otherwise), api.py is the HTTP API, chat.html the page at `/`.
 """
 
@@ -12,7 +12,8 @@ import dataclasses
 import ipaddress
 
 from medtune.errors import UserError
-from medtune.generation import choose_engine, load_generator, resolve_model_source
+from medtune.generate.loading import choose_engine, load_generator
+from medtune.generate.source import resolve_model_source
 from medtune.serve.api import ServeSettings, create_app
 
 

@@ -34,8 +34,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medtune import __version__
 from medtune.errors import UserError
-from medtune.generation import ThinkSplitter, sampling_for
+from medtune.generate.sampling import sampling_for
 from medtune.redflags import DISCLAIMER, triage
+from medtune.text import ThinkSplitter
 
 log = logging.getLogger("medtune.serve")
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medtune.data.readers import ASSISTANT, SYSTEM, USER, Conversation
 from medtune.errors import UserError
-from medtune.readers import ASSISTANT, SYSTEM, USER, Conversation
 
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use code points: no template produces them
 

@@ -82,7 +82,7 @@ def train_or_launch(cfg: Config, train_args: list[str], opts: LaunchOptions, res
         log("train: launching " + " ".join(cmd))
         sys.stdout.flush()  # before the launched processes write to the same stream
         return subprocess.run(cmd).returncode
-    from medtune.train import train_model
+    from medtune.train.stage import train_model
 
     if int(os.environ.get("RANK", "0")) == 0:
         save_config(cfg, cfg.run_dir / "config.yaml")  # exactly what ran

@@ -6,7 +6,7 @@ model's own sampled answer to that prompt (batched generation). A pair is droppe
 near-duplicate of the reference (character ROUGE-L F1 above `max_rouge_l`), when the sample is empty or
 cut off, or (with `judge: true`) when the evaluate judge prefers the sample. Writes align/pairs.jsonl
 (one TRL `prompt/chosen/rejected` record per kept pair, with provenance) and align/pairs_summary.json;
-the align stage then reads pairs.jsonl with align_data's reader like any preference file.
+the align stage then reads pairs.jsonl with medtune.data.align's reader like any preference file.
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ import statistics
 from pathlib import Path
 
 from medtune.config import Config
+from medtune.data.readers import (
+    Conversation,
+    RecordError,
+    control_texts,
+    expand_sources,
+    iter_raw_records,
+    to_conversation,
+)
 from medtune.errors import UserError
-from medtune.evaluate.metrics import rouge_l
-from medtune.readers import (Conversation, RecordError, control_texts, expand_sources, iter_raw_records,
-                             to_conversation)
 from medtune.rundir import write_json, write_jsonl
+from medtune.text import rouge_l
 
 
 def training_prompts(cfg: Config, tokenizer, limit: int | None) -> list[Conversation]:
@@ -87,7 +93,7 @@ def pair_judge(cfg: Config):
     """The evaluate judge, asked in both orders: the reference's outcome against the sample."""
     import os
 
-    from medtune.evaluate.judge import JudgeClient, combine_orders, judge_messages, parse_verdict
+    from medtune.generate.judge import JudgeClient, combine_orders, judge_messages, parse_verdict
 
     e = cfg.evaluate
     if not e.judge_base_url or not e.judge_model:
@@ -107,15 +113,15 @@ def _median(values: list[int]):
 
 
 class SampleAnswers:
-    """Batched sampling from the in-memory SFT model with medtune.generation (longest prompts first, left
+    """Batched sampling from the in-memory SFT model with medtune.generate (longest prompts first, left
     padding, batch b seeded with seed + b); returns (answer, finish_reason) per prompt, thinking removed.
 
     The align stage holds the model already; evaluate's engines load their own copy from disk.
     """
 
     def __init__(self, model, tokenizer, generation, batch_size: int, enable_thinking: bool):
-        from medtune.evaluate.arms import generation_sampling
-        from medtune.generation import TransformersGenerator
+        from medtune.generate.sampling import generation_sampling
+        from medtune.generate.transformers_engine import TransformersGenerator
 
         self.model, self.generator = model, TransformersGenerator(model, tokenizer)
         self.sampling = generation_sampling(generation)

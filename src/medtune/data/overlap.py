@@ -1,6 +1,6 @@
 """Does a training dialogue contain an evaluation item? Exact match and character n-gram coverage.
 
-Used by the contamination check (medtune.evaluate.contamination) and by prepare's `data.exclude`.
+Used by the contamination check (medtune.data.contamination) and by prepare's `data.exclude`.
 
 Both tests compare `normalize_text` forms (NFKC, case-folded, whitespace and punctuation removed), so
 full-width punctuation, inserted spaces and letter case never hide a copy.
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medtune.textnorm import normalize_text
+from medtune.text import normalize_text
 
 N = 8
 THRESHOLD = 0.8

@@ -1,4 +1,4 @@
-from medtune.textnorm import normalize_text
+from medtune.text import normalize_text
 
 
 def test_width_case_space_and_punctuation_fold_to_one_string():
@@ -24,7 +24,7 @@ def test_fast_path_equals_the_definition_around_every_combining_mark():
     import sys
     import unicodedata
 
-    from medtune.textnorm import _COMMON
+    from medtune.text import _COMMON
 
     marks = "".join(chr(cp) for cp in range(sys.maxunicode + 1) if unicodedata.combining(chr(cp)))
     for p in _COMMON:  # a mark right after deleted punctuation must not compose with the letter before it

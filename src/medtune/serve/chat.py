@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from medtune.generation import ThinkSplitter, sampling_for
+from medtune.generate.sampling import sampling_for
 from medtune.redflags import DISCLAIMER, URGENT_MESSAGE, find_red_flags
+from medtune.text import ThinkSplitter
 
 HELP = "命令 / commands: /think 切换思考模式 (toggle thinking)  /reset 新对话 (new chat)  /exit 退出 (quit)"
 DIM, BOLD_RED, RESET = "\x1b[2m", "\x1b[1;31m", "\x1b[0m"
@@ -24,7 +25,7 @@ def chat_loop(engine, read_line: Callable[[str], str | None], out: TextIO, think
               seed: int | None = None) -> None:
     """The conversation: read a line, answer it with the whole history, until /exit or end of input.
 
-    `engine` is a medtune.generation generator; `read_line(prompt)` returns the next line, or None at end of input.
+    `engine` is a medtune.generate generator; `read_line(prompt)` returns the next line, or None at end of input.
     """
     start = [{"role": "system", "content": system}] if system else []
     history = list(start)
@@ -109,7 +110,8 @@ def run_chat(model: str, thinking: bool = False, max_tokens: int = 1024, system:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    from medtune.generation import load_generator, resolve_model_source
+    from medtune.generate.loading import load_generator
+    from medtune.generate.source import resolve_model_source
 
     source = resolve_model_source(model)
     print(f"chat: loading {source.base}" + (f" + adapter {source.adapter}" if source.adapter else ""), file=sys.stderr)

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Iterator
 
 from medtune.config import Config, DataConfig
+from medtune.data.overlap import THRESHOLD, EvalItem, N, OverlapIndex
+from medtune.data.questions import iter_rows, text_field
+from medtune.data.readers import RecordError, expand_sources, iter_raw_records, to_conversation
 from medtune.errors import UserError
-from medtune.evaluate.inputs import iter_rows, text_field
-from medtune.evaluate.stats import wilson_interval
-from medtune.overlap import N, THRESHOLD, EvalItem, OverlapIndex
-from medtune.readers import RecordError, expand_sources, iter_raw_records, to_conversation
 from medtune.rundir import read_json, write_json
+from medtune.stats import wilson_interval
 
 MAX_MATCHES = 5  # training records listed per flagged item (all are counted)
 TEXT_FIELDS = {"questions": "question", "safety": "prompt"}
@@ -60,7 +60,7 @@ class TrainingRecord:
 def load_eval_file(path: str | Path, kind: str) -> EvalFile:
     """The items of one evaluation file: benchmark stems with their item ids, or question/prompt rows."""
     if kind in BENCHMARK_FORMATS:
-        from medtune.evaluate.mcq_data import load_items
+        from medtune.data.mcq import load_items
 
         items, _ = load_items(path, kind)  # rejected rows are never scored, so they cannot be contaminated
         return EvalFile(kind, str(path), [EvalItem(it.id, int(it.source.rsplit(":", 1)[1]), it.question)
@@ -80,8 +80,8 @@ def load_eval_file(path: str | Path, kind: str) -> EvalFile:
 
 def _consultation_items(path) -> list[EvalItem]:
     """A CMB-Clin case: its description (id = case id) and each question (id = case id/q<k>)."""
-    from medtune.evaluate.consult import load_cases
-    from medtune.evaluate.mcq_data import json_records
+    from medtune.data.consultations import load_cases
+    from medtune.data.mcq import json_records
 
     cases, _ = load_cases(path)
     lines = {str(obj.get("id")): line for line, obj in json_records(Path(path)) if isinstance(obj, dict)}
@@ -235,8 +235,8 @@ def _flagged(item: EvalItem, matches: list[dict]) -> dict:
 
 def inputs_identity(cfg: Config) -> dict:
     """What the result depends on, for the evaluate stage's fingerprint: data, evaluation files, benchmark results."""
-    from medtune.evaluate.consult import is_hub_id
-    from medtune.evaluate.stage import data_identity, file_identity
+    from medtune.data.consultations import is_hub_id
+    from medtune.rundir import data_identity, file_identity
 
     ev, run_dir = cfg.evaluate, cfg.run_dir
     maybe = lambda p: file_identity(p) if Path(p).is_file() else None  # noqa: E731
@@ -266,7 +266,7 @@ def check_contamination(cfg: Config, output: Path, log=print) -> dict:
 
     per_file, checked = scan(files, all_records())
     result = {
-        "method": {"normalisation": "NFKC, case-folded, whitespace and punctuation removed (medtune.textnorm)",
+        "method": {"normalisation": "NFKC, case-folded, whitespace and punctuation removed (medtune.text)",
                    "exact": "the item's normalised text inside one normalised message (items shorter than n: equal "
                             "to a whole message)",
                    "overlap": f"at least {THRESHOLD:.0%} of the item's characters lie in character {N}-grams that "

@@ -23,13 +23,12 @@ import shutil
 from pathlib import Path
 
 from medtune import __version__
-from medtune.assets import sha256_file
 from medtune.config import Config
+from medtune.data.readers import expand_inputs
 from medtune.errors import UserError
 from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
-from medtune.readers import expand_inputs
-from medtune.rundir import fingerprint, read_json, write_json
-from medtune.trainer_common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints
+from medtune.rundir import fingerprint, read_json, sha256_file, write_json
+from medtune.train.common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints
 
 ALIGN_FORMAT = 1  # bump when the same inputs would align differently
 # Logged TRL keys kept in metrics.jsonl: DPO/KTO rewards, margins, accuracies, log-probs, KL; GRPO rewards.
@@ -170,11 +169,11 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     """(datasets.Dataset, summary) for the configured algorithm and data source."""
     import datasets
 
-    from medtune.align_data import read_align_data
+    from medtune.data.align import read_align_data
 
     a = cfg.align
     if a.algorithm == "grpo":
-        from medtune import align_grpo
+        from medtune.align import grpo as align_grpo
 
         benchmarks = [(b.path, b.format) for b in cfg.evaluate.benchmarks]  # the contamination guard
         items, summary = align_grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
@@ -184,7 +183,7 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     files = a.train_files
     pairs_summary = None
     if a.pairs == "self":
-        from medtune.align_pairs import SampleAnswers, build_self_pairs, pair_judge
+        from medtune.align.pairs import SampleAnswers, build_self_pairs, pair_judge
 
         sample = SampleAnswers(model, tokenizer, a.self_pairs.generation, a.self_pairs.batch_size,
                                cfg.model.enable_thinking)
@@ -261,12 +260,12 @@ def trl_settings(cfg: Config, precision: str = "fp32", cuda: bool = False) -> di
 
 
 def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, log=print):
-    """TRL's DPOTrainer / KTOTrainer (or align_grpo's GRPOTrainer) with medtune's callbacks."""
+    """TRL's DPOTrainer / KTOTrainer (or align.grpo's GRPOTrainer) with medtune's callbacks."""
     import torch
     from peft import LoraConfig, PeftModel
     from transformers import PrinterCallback
 
-    from medtune.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard
+    from medtune.train.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard
 
     a, out = cfg.align, cfg.run_dir / "align"
     args = trl_args(cfg, precision, torch.cuda.is_available())
@@ -277,9 +276,9 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
         target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
         modules_to_save=list(cfg.lora.modules_to_save) or None)
     if a.algorithm == "grpo":
-        from medtune import align_grpo
+        from medtune.align import grpo as align_grpo
 
-        # align_grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
+        # align.grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
         # the align settings (precision and checkpointing included) override its defaults.
         args = align_grpo.grpo_config(out, trl_settings(cfg, precision, torch.cuda.is_available()), log=log)
         trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log,
@@ -332,7 +331,7 @@ def dpo_trainer_class():
     from trl import DPOTrainer
 
     class MedtuneDPOTrainer(_CompactHead, DPOTrainer):
-        """DPOTrainer on rows align_data tokenized with prepare's rule (prompt_ids, chosen_ids, rejected_ids):
+        """DPOTrainer on rows data.align tokenized with prepare's rule (prompt_ids, chosen_ids, rejected_ids):
         TRL's own tokenization drops the prompt's last token for templates whose generation prompt ends inside
         a token. Over-long rows were rejected (and listed) before, so nothing is filtered here. The LM head
         projects only completion positions (compact_lm_head)."""
@@ -347,7 +346,7 @@ def kto_trainer_class():
     from trl import KTOTrainer
 
     class MedtuneKTOTrainer(_CompactHead, KTOTrainer):
-        """KTOTrainer on rows align_data tokenized with prepare's rule (prompt_ids, completion_ids, label), with
+        """KTOTrainer on rows data.align tokenized with prepare's rule (prompt_ids, completion_ids, label), with
         the LM head projecting only completion positions. The KL term's mismatched completions are TRL's: the
         completions rotated by one within each batch."""
 

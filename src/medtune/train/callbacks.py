@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from medtune.trainer_common import NonFiniteLoss, any_rank, barrier, distributed_eval, mark_complete
+from medtune.train.common import NonFiniteLoss, any_rank, barrier, distributed_eval, mark_complete
 
 
 class MetricsCallback(TrainerCallback):

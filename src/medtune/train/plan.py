@@ -32,6 +32,7 @@ copy (none when the compute dtype is fp32), the saved log-softmax and its gradie
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -334,7 +335,6 @@ def data_size(cfg: Config, samples: int | None) -> dict:
 def plan_config(cfg: Config, gpus: int = 1, gpu_memory: int | None = None, tokens_per_second: float | None = None,
                 samples: int | None = None, shard_weights: bool = False, device: str = "cuda") -> dict:
     """Everything `medtune plan` prints, as a dict."""
-    from medtune.train import plan_steps
 
     setup = setup_from_config(cfg, gpus, gpu_memory, device, shard_weights)
     config = model_config(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
@@ -406,3 +406,13 @@ def format_plan(cfg: Config, result: dict) -> str:
     elif plan.fits is False:
         lines.append("  no single setting change makes it fit; combine them (e.g. 4-bit and a smaller batch)")
     return "\n".join(lines)
+
+
+def plan_steps(n_train: int, cfg: Config, world: int) -> dict:
+    """Steps and batch sizes as the Trainer derives them (ceil at each division)."""
+    t = cfg.train
+    batches_per_rank = math.ceil(math.ceil(n_train / world) / t.per_device_train_batch_size)
+    per_epoch = max(math.ceil(batches_per_rank / t.gradient_accumulation_steps), 1)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
+    return {"effective_batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * world,
+            "steps_per_epoch": per_epoch, "total_steps": total}

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtune.config import DTYPE_NAMES, QWEN3_SAMPLING
 from medtune.errors import UserError
-from medtune.generation import DTYPE_NAMES, QWEN3_SAMPLING, resolve_model_source
+from medtune.generate.source import resolve_model_source
 from medtune.rundir import read_json, write_json
 
 DTYPES = ("bf16", "fp16", "fp32")

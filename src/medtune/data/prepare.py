@@ -31,13 +31,21 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from medtune import __version__
-from medtune.assets import load_tokenizer, sha256_file, tokenizer_fingerprint, tokenizer_source
+from medtune.assets import load_tokenizer, tokenizer_fingerprint, tokenizer_source
 from medtune.config import Config
+from medtune.data.readers import (
+    Conversation,
+    InputError,
+    RecordError,
+    Source,
+    control_texts,
+    expand_sources,
+    iter_raw_records,
+    to_conversation,
+)
+from medtune.data.template import ConversationTemplate
 from medtune.errors import UserError
-from medtune.readers import (Conversation, InputError, RecordError, Source, control_texts, expand_sources,
-                             iter_raw_records, to_conversation)
-from medtune.rundir import fingerprint, is_current, read_json, write_json
-from medtune.template import ConversationTemplate
+from medtune.rundir import fingerprint, is_current, read_json, sha256_file, write_json
 
 PREPARE_FORMAT = 1  # bump when the output of the same inputs changes
 CHUNK = 2048
@@ -271,8 +279,8 @@ class _Excluder:
 
     def __init__(self, cfg: Config):
         # The evaluation files' readers live with the evaluate stage; they read files and import no model code.
-        from medtune.evaluate.contamination import dialogue_texts, exclude_files
-        from medtune.overlap import OverlapIndex
+        from medtune.data.contamination import dialogue_texts, exclude_files
+        from medtune.data.overlap import OverlapIndex
 
         files = exclude_files(cfg)
         self.paths = [f.path for f in files]

@@ -32,10 +32,22 @@ from typing import Any
 import orjson
 
 from medtune.config import Config
+from medtune.data.readers import (
+    ASSISTANT,
+    SYSTEM,
+    USER,
+    Conversation,
+    InputError,
+    RawRecord,
+    RecordError,
+    check_conversation,
+    control_texts,
+    expand_inputs,
+    iter_raw_records,
+    role_turns,
+)
+from medtune.data.template import ConversationTemplate
 from medtune.errors import UserError
-from medtune.readers import (ASSISTANT, SYSTEM, USER, Conversation, InputError, RawRecord, RecordError,
-                             check_conversation, control_texts, expand_inputs, iter_raw_records, role_turns)
-from medtune.template import ConversationTemplate
 
 
 class AlignDataError(UserError):

@@ -20,11 +20,10 @@ import importlib.util
 from collections import Counter
 from pathlib import Path
 
+from medtune.data.mcq import ITEM_FORMATS, Item, build_prompt, extract_choice, load_items
 from medtune.errors import UserError
-from medtune.evaluate.bench import build_prompt, extract_choice
-from medtune.evaluate.mcq_data import ITEM_FORMATS, Item, load_items
 from medtune.rundir import write_jsonl
-from medtune.textnorm import normalize_text
+from medtune.text import normalize_text
 
 # Prefixes of the GRPO figures TRL logs (reward, reward_std, rewards/<func>/mean, frac_reward_zero_std,
 # completions/mean_length, completions/clipped_ratio, kl, entropy, clip_ratio/...) and of ours

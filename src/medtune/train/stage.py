@@ -12,26 +12,37 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.util
 import math
-import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from medtune import __version__, quantize
+from medtune import __version__
 from medtune.config import TORCH_DTYPES, Config
 from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, write_json
+from medtune.train import quantize
+from medtune.train.backends import Backends, choose_checkpointing, detect_backends
+
 # COMPLETE_MARKER is re-exported: tests and callers name the train stage's marker through this module.
-from medtune.trainer_common import (COMPLETE_MARKER, NonFiniteLoss, Timeline, TrainingError,  # noqa: F401
-                                    check_process_group, check_saved_adapter, choose_checkpoint, complete_checkpoints, distributed_eval,
-                                    is_main_process, sharding_asked, world_size)
+from medtune.train.common import (
+    NonFiniteLoss,
+    Timeline,
+    TrainingError,
+    check_process_group,
+    check_saved_adapter,
+    choose_checkpoint,
+    complete_checkpoints,
+    distributed_eval,
+    is_main_process,
+    world_size,
+)
+from medtune.train.loss import _trainer_class, whole_head_weight
+from medtune.train.plan import plan_steps
 
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
 
@@ -39,169 +50,21 @@ TRAIN_FORMAT = 1  # bump when the same inputs would train differently
 # --- choices made before training, each logged with its reason ---------------------------------------
 
 
-@dataclass
-class Backends:
-    device: str
-    precision: str  # bf16 | fp16 | fp32
-    attn_implementation: str
-    batching: str  # packing | group_by_length | padding
-    liger_kernel: bool
-    reasons: list[str] = field(default_factory=list)
-    # activation checkpointing on every n-th decoder layer, None = off; for `auto`, every layer until
-    # choose_checkpointing (which needs the loaded model's config and the device's memory) asks the memory plan
-    checkpoint_every: int | None = 1
 
 
-def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
-                    flash_attn_3: bool = False) -> Backends:
-    """Pick precision, attention kernel, batching and kernels from the config and what the machine has
-    (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
-    t, m = cfg.train, cfg.model
-    reasons = []
-    device = "cuda" if cuda else "cpu"
-    if t.bf16 is None:
-        precision = "bf16" if cuda and bf16_supported else "fp32"
-        reasons.append(f"precision {precision}: " + ("the GPU supports bf16" if precision == "bf16" else
-                                                     "no bf16-capable GPU (bf16 on CPU is 8-19x slower than fp32)"))
-    elif t.bf16:
-        if cuda and not bf16_supported:
-            raise TrainingError("train.bf16 is true but this GPU has no bf16 support; set train.bf16: false")
-        precision = "bf16"
-        reasons.append("precision bf16: train.bf16 is true" + ("" if cuda else " (on CPU this is much slower than fp32)"))
-    else:
-        precision = "fp32"
-        reasons.append("precision fp32: train.bf16 is false")
-
-    if m.attn_implementation != "auto":
-        attn = m.attn_implementation
-        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
-        if not (installed and (cuda or not attn.startswith("flash_attention"))):
-            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
-            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
-                                "use auto or sdpa")
-        reasons.append(f"attention {attn}: model.attn_implementation")
-    elif cuda and flash_attn:
-        attn = "flash_attention_2"
-        reasons.append("attention flash_attention_2: flash-attn is installed on a GPU")
-    else:
-        attn = "sdpa"
-        reasons.append("attention sdpa: " + ("flash-attn is not installed" if cuda else "no GPU"))
-
-    varlen = attn.startswith("flash_attention")
-    if t.batching != "auto":
-        batching = t.batching
-        reasons.append(f"batching {batching}: train.batching")
-    elif varlen:
-        batching = "packing"
-        reasons.append("batching packing: padding-free, per-sample position ids, flash-attention varlen keeps "
-                       "samples apart at no cost")
-    else:
-        batching = "group_by_length"
-        reasons.append("batching group_by_length: without a varlen attention kernel, packed samples would cost a "
-                       "full block-diagonal attention mask; grouping similar lengths wastes little on padding")
-
-    if t.use_liger_kernel is None:
-        liger_kernel = cuda and liger
-        reasons.append("Liger kernels " + ("on: installed on a GPU" if liger_kernel else
-                                           "off: " + ("not installed" if cuda else "no GPU")))
-    else:
-        liger_kernel = t.use_liger_kernel
-        if liger_kernel and not (cuda and liger):
-            raise TrainingError("train.use_liger_kernel is true but liger-kernel is not installed on a GPU here")
-        reasons.append(f"Liger kernels {'on' if liger_kernel else 'off'}: train.use_liger_kernel")
-    return Backends(device, precision, attn, batching, liger_kernel, reasons,
-                    checkpoint_every=None if t.gradient_checkpointing is False else 1)
 
 
-def detect_backends(cfg: Config) -> Backends:
-    import torch
-    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
-
-    cuda = torch.cuda.is_available()
-    # transformers' own checks, the ones from_pretrained applies: FA3 is `flash_attn_interface` from the
-    # flash-attn-3 distribution, not the flash_attn (2) package.
-    return select_backends(
-        cfg, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
-        flash_attn=is_flash_attn_2_available(), flash_attn_3=is_flash_attn_3_available(),
-        liger=importlib.util.find_spec("liger_kernel") is not None)
 
 
 # --- the loss: only positions that predict a trained token are projected to the vocabulary ------------
 
 
-def target_only_loss(model, inputs: dict, num_items_in_batch, lm_head, liger: bool = False,
-                     chunk_rows: int | None = None):
-    """Sum of the cross-entropy over trained tokens, divided by the tokens of the whole optimizer step.
-
-    The model runs through its wrappers (DDP, PEFT) and returns its final hidden states; only positions
-    whose next-token label is trained are projected to the vocabulary, a chunk at a time under
-    checkpointing, so at most one chunk of logits (about 256 MB) is alive, in the forward and in the
-    backward. With Liger on a GPU, its fused linear cross-entropy does the same in one kernel.
-    """
-    import torch
-    from torch.utils.checkpoint import checkpoint
-
-    labels = inputs.pop("labels")
-    inputs["use_cache"] = False
-    # logits_to_keep=1: the model's own head runs on one position only; hidden_states[-1] is after the
-    # final norm (checked by a test, since the loss depends on it).
-    hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    shifted = labels[:, 1:]
-    keep = shifted != -100
-    h, targets = hidden[:, :-1][keep], shifted[keep]
-    if liger:
-        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-
-        total = liger_fused_linear_cross_entropy(h, lm_head.weight, targets, reduction="sum")
-    else:
-        rows = chunk_rows or max(64, (256 << 20) // (4 * lm_head.weight.shape[0]))
-        total = hidden.new_zeros((), dtype=torch.float32)
-        for a in range(0, targets.numel(), rows):
-            total = total + checkpoint(_ce_sum, lm_head, h[a:a + rows], targets[a:a + rows], use_reentrant=False)
-    denominator = targets.numel() if num_items_in_batch is None else num_items_in_batch
-    return total / torch.as_tensor(denominator, device=total.device).clamp(min=1)
 
 
-def _ce_sum(lm_head, hidden, targets):
-    import torch.nn.functional as F
-
-    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
 
 
-def whole_head_weight(state) -> bool:
-    """Whether lm_head.weight, read outside the model's forward, is the whole matrix on every rank.
-
-    Liger's fused loss takes the weight tensor itself; under ZeRO-3 it is then an empty placeholder and under
-    FSDP a shard. There the loss calls the head as a module instead (target_only_loss's chunked path), so
-    the sharding's own hooks gather it and route its gradient (tested under FSDP2 on CPU)."""
-    kind = state.distributed_type.value
-    if kind == "DEEPSPEED":
-        return state.deepspeed_plugin.zero_stage < 3
-    return kind != "FSDP"
 
 
-def _trainer_class():
-    from trl import SFTTrainer
-
-    class MedtuneSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss projects only trained positions, a chunk at a time (TRL's own fused head
-        scores every position, padding and prompt included, on devices without Triton, which made CPU
-        training 4-6x slower), and skips TRL's per-token entropy and accuracy metrics. Gradient
-        accumulation and multi-process scaling follow Trainer/TRL exactly."""
-
-        use_liger_loss = False
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            head = self.accelerator.unwrap_model(model).get_output_embeddings()  # a trained copy if modules_to_save
-            loss = target_only_loss(model, inputs, num_items_in_batch, head, liger=self.use_liger_loss)
-            # As in Trainer/TRL: num_items_in_batch counts every rank's tokens and DDP averages gradients.
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * self.accelerator.num_processes
-            if return_outputs:
-                raise NotImplementedError("medtune evaluates with its own token-weighted loop")
-            return loss
-
-    return MedtuneSFTTrainer
 
 
 # --- the stage ---------------------------------------------------------------------------------------
@@ -226,14 +89,6 @@ def train_fingerprint(cfg: Config, data_fingerprint: str | None) -> str:
                         "data": data_fingerprint, "world_size": world_size()})
 
 
-def plan_steps(n_train: int, cfg: Config, world: int) -> dict:
-    """Steps and batch sizes as the Trainer derives them (ceil at each division)."""
-    t = cfg.train
-    batches_per_rank = math.ceil(math.ceil(n_train / world) / t.per_device_train_batch_size)
-    per_epoch = max(math.ceil(batches_per_rank / t.gradient_accumulation_steps), 1)
-    total = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * per_epoch)
-    return {"effective_batch_size": t.per_device_train_batch_size * t.gradient_accumulation_steps * world,
-            "steps_per_epoch": per_epoch, "total_steps": total}
 
 
 def eval_every(t) -> int | None:
@@ -248,7 +103,7 @@ def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Bac
     from transformers import PrinterCallback
     from trl import SFTConfig
 
-    from medtune.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard, TokenWeightedEval
+    from medtune.train.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard, TokenWeightedEval
 
     run_dir, t = cfg.run_dir, cfg.train
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
@@ -388,44 +243,8 @@ def load_base(cfg: Config, backends: Backends, main: bool):
     return base, model, tokenizer
 
 
-def device_memory(device: str) -> int:
-    """Bytes one training process may plan with: the GPU's total memory, or on CPU the memory available now
-    plus what this process already holds (the loaded weights), shared by the processes on this machine."""
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    page = os.sysconf("SC_PAGE_SIZE")
-    try:
-        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        available = int(meminfo["MemAvailable"].split()[0]) * 1024
-        rss = int(Path("/proc/self/statm").read_text().split()[1]) * page
-    except (OSError, KeyError, ValueError):  # not Linux: all of physical memory
-        available, rss = os.sysconf("SC_PHYS_PAGES") * page, 0
-    return (available + rss) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
 
 
-def choose_checkpointing(cfg: Config, model_config, backends: Backends, memory: int | None = None,
-                         world: int = 1, longest: int | None = None) -> None:
-    """Set backends.checkpoint_every from train.gradient_checkpointing; `auto` asks the memory plan for the
-    fewest checkpointed layers that fit this device (recomputing a layer costs a third of its step), for the
-    worst batch: every sample as long as the longest prepared one (`longest`, else data.max_length)."""
-    from medtune import plan
-
-    setting = cfg.train.gradient_checkpointing
-    if setting != "auto":  # select_backends set checkpoint_every from it
-        backends.reasons.append(f"gradient checkpointing {'on' if setting else 'off'}: train.gradient_checkpointing")
-        return
-    memory = memory or device_memory(backends.device)
-    setup = plan.setup_from_config(cfg, world, memory, backends.device, shard_weights=sharding_asked() is not None)
-    setup = replace(setup, precision=backends.precision, max_length=min(setup.max_length, longest or setup.max_length))
-    shape = plan.count_model(model_config, cfg, backends.precision)
-    chosen, estimate = plan.least_checkpointing(shape, setup)
-    backends.checkpoint_every = chosen.checkpoint_every if chosen.checkpointing else None
-    backends.reasons.append(
-        f"gradient checkpointing {plan.describe_checkpointing(chosen, shape.layers)}: auto, the memory plan needs "
-        f"{estimate.peak / plan.GIB:.1f} GiB of {memory / plan.GIB:.1f} GiB at batch {setup.batch} x length "
-        f"{setup.max_length}" + ("" if estimate.fits else " (it may not fit even so: see `medtune plan`)"))
 
 
 def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, world: int, train_ds, val_ds,

@@ -1,0 +1,96 @@
+"""Multi-turn consultation cases in the CMB-Clin layout, from a local file or the hub (`clin` config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medtune.data.mcq import RowError, json_records
+from medtune.errors import UserError
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    title: str
+    description: str
+    questions: tuple[str, ...]
+    references: tuple[str, ...]
+
+
+HUB_CONFIG = "clin"  # load_dataset("FreedomIntelligence/CMB", "clin"), as CMB's README loads CMB-Clin
+
+
+def is_hub_id(path: str | Path) -> bool:
+    """'owner/name' that is not a local path: a dataset on the Hugging Face Hub."""
+    text = str(path)
+    return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/")) \
+        and not text.endswith((".json", ".jsonl"))
+
+
+def _hub_records(dataset_id: str):
+    """(row number, record) for every row of every split of the hub dataset's CMB-Clin config."""
+    from datasets import load_dataset
+
+    try:
+        splits = load_dataset(dataset_id, HUB_CONFIG)
+    except Exception as e:  # noqa: BLE001  (offline, unknown id, no such config: say which)
+        raise UserError(f"consultation cases: could not load the hub dataset {dataset_id!r} (config "
+                        f"{HUB_CONFIG!r}): {e}") from None
+    line = 0
+    for split in splits.values():
+        for row in split:
+            line += 1
+            yield line, dict(row)
+
+
+def load_cases(path: str | Path, max_cases: int | None = None) -> tuple[list[Case], list[dict]]:
+    """Cases and rejected records ({file, line, reason}) from a CMB-Clin JSON list or JSONL file, or from a
+    hub dataset id (its `clin` config; `line` is then the row number over its splits)."""
+    hub = is_hub_id(path)
+    path = Path(path) if not hub else str(path)
+    if not hub and not path.is_file():
+        raise UserError(f"consultation cases not found: {path} (a CMB-Clin JSON file, or a hub id such as "
+                        "FreedomIntelligence/CMB)")
+    cases, rejected, seen = [], [], set()
+    for line, obj in (_hub_records(path) if hub else json_records(path)):
+        try:
+            case = _case(obj, line)
+            if case.id in seen:
+                raise RowError(f"id: {case.id!r} appears twice")
+        except RowError as e:
+            rejected.append({"file": str(path), "line": line, "reason": str(e)})
+            continue
+        seen.add(case.id)
+        cases.append(case)
+    if not cases:
+        raise UserError(f"{path}: no usable case ({len(rejected)} rejected"
+                        + (f"; first: line {rejected[0]['line']}: {rejected[0]['reason']})" if rejected else ")"))
+    return cases[:max_cases], rejected
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise RowError(f"{where}{key}: missing or empty")
+    return value.strip()
+
+
+def _case(obj, line: int) -> Case:
+    if isinstance(obj, RowError):
+        raise obj
+    if not isinstance(obj, dict):
+        raise RowError("not a JSON object")
+    pairs = obj.get("QA_pairs")
+    if not isinstance(pairs, list) or not pairs:
+        raise RowError("QA_pairs: missing or empty (a list of {question, answer})")
+    questions, references = [], []
+    for k, pair in enumerate(pairs, 1):
+        if not isinstance(pair, dict):
+            raise RowError(f"QA_pairs[{k}]: not an object")
+        key = "solution" if "solution" in pair and "answer" not in pair else "answer"  # the README says `solution`
+        questions.append(_text(pair, "question", f"QA_pairs[{k}]."))
+        references.append(_text(pair, key, f"QA_pairs[{k}]."))
+    raw_id = obj.get("id")
+    return Case(id=str(raw_id) if raw_id is not None else f"line{line}", title=str(obj.get("title") or ""),
+                description=_text(obj, "description", ""), questions=tuple(questions), references=tuple(references))

@@ -1,0 +1,139 @@
+"""What the train stage runs on, decided once: precision, attention implementation, Liger kernels,
+gradient checkpointing (from the memory plan when `auto`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from medtune.config import Config
+from medtune.train.common import TrainingError, sharding_asked
+
+
+@dataclass
+class Backends:
+    device: str
+    precision: str  # bf16 | fp16 | fp32
+    attn_implementation: str
+    batching: str  # packing | group_by_length | padding
+    liger_kernel: bool
+    reasons: list[str] = field(default_factory=list)
+    # activation checkpointing on every n-th decoder layer, None = off; for `auto`, every layer until
+    # choose_checkpointing (which needs the loaded model's config and the device's memory) asks the memory plan
+    checkpoint_every: int | None = 1
+
+
+def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool, liger: bool,
+                    flash_attn_3: bool = False) -> Backends:
+    """Pick precision, attention kernel, batching and kernels from the config and what the machine has
+    (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
+    t, m = cfg.train, cfg.model
+    reasons = []
+    device = "cuda" if cuda else "cpu"
+    if t.bf16 is None:
+        precision = "bf16" if cuda and bf16_supported else "fp32"
+        reasons.append(f"precision {precision}: " + ("the GPU supports bf16" if precision == "bf16" else
+                                                     "no bf16-capable GPU (bf16 on CPU is 8-19x slower than fp32)"))
+    elif t.bf16:
+        if cuda and not bf16_supported:
+            raise TrainingError("train.bf16 is true but this GPU has no bf16 support; set train.bf16: false")
+        precision = "bf16"
+        reasons.append("precision bf16: train.bf16 is true" + ("" if cuda else " (on CPU this is much slower than fp32)"))
+    else:
+        precision = "fp32"
+        reasons.append("precision fp32: train.bf16 is false")
+
+    if m.attn_implementation != "auto":
+        attn = m.attn_implementation
+        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
+        if not (installed and (cuda or not attn.startswith("flash_attention"))):
+            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
+            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
+                                "use auto or sdpa")
+        reasons.append(f"attention {attn}: model.attn_implementation")
+    elif cuda and flash_attn:
+        attn = "flash_attention_2"
+        reasons.append("attention flash_attention_2: flash-attn is installed on a GPU")
+    else:
+        attn = "sdpa"
+        reasons.append("attention sdpa: " + ("flash-attn is not installed" if cuda else "no GPU"))
+
+    varlen = attn.startswith("flash_attention")
+    if t.batching != "auto":
+        batching = t.batching
+        reasons.append(f"batching {batching}: train.batching")
+    elif varlen:
+        batching = "packing"
+        reasons.append("batching packing: padding-free, per-sample position ids, flash-attention varlen keeps "
+                       "samples apart at no cost")
+    else:
+        batching = "group_by_length"
+        reasons.append("batching group_by_length: without a varlen attention kernel, packed samples would cost a "
+                       "full block-diagonal attention mask; grouping similar lengths wastes little on padding")
+
+    if t.use_liger_kernel is None:
+        liger_kernel = cuda and liger
+        reasons.append("Liger kernels " + ("on: installed on a GPU" if liger_kernel else
+                                           "off: " + ("not installed" if cuda else "no GPU")))
+    else:
+        liger_kernel = t.use_liger_kernel
+        if liger_kernel and not (cuda and liger):
+            raise TrainingError("train.use_liger_kernel is true but liger-kernel is not installed on a GPU here")
+        reasons.append(f"Liger kernels {'on' if liger_kernel else 'off'}: train.use_liger_kernel")
+    return Backends(device, precision, attn, batching, liger_kernel, reasons,
+                    checkpoint_every=None if t.gradient_checkpointing is False else 1)
+
+
+def detect_backends(cfg: Config) -> Backends:
+    import torch
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
+    cuda = torch.cuda.is_available()
+    # transformers' own checks, the ones from_pretrained applies: FA3 is `flash_attn_interface` from the
+    # flash-attn-3 distribution, not the flash_attn (2) package.
+    return select_backends(
+        cfg, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        flash_attn=is_flash_attn_2_available(), flash_attn_3=is_flash_attn_3_available(),
+        liger=importlib.util.find_spec("liger_kernel") is not None)
+
+
+def device_memory(device: str) -> int:
+    """Bytes one training process may plan with: the GPU's total memory, or on CPU the memory available now
+    plus what this process already holds (the loaded weights), shared by the processes on this machine."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+        rss = int(Path("/proc/self/statm").read_text().split()[1]) * page
+    except (OSError, KeyError, ValueError):  # not Linux: all of physical memory
+        available, rss = os.sysconf("SC_PHYS_PAGES") * page, 0
+    return (available + rss) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+
+
+def choose_checkpointing(cfg: Config, model_config, backends: Backends, memory: int | None = None,
+                         world: int = 1, longest: int | None = None) -> None:
+    """Set backends.checkpoint_every from train.gradient_checkpointing; `auto` asks the memory plan for the
+    fewest checkpointed layers that fit this device (recomputing a layer costs a third of its step), for the
+    worst batch: every sample as long as the longest prepared one (`longest`, else data.max_length)."""
+    from medtune.train import plan
+
+    setting = cfg.train.gradient_checkpointing
+    if setting != "auto":  # select_backends set checkpoint_every from it
+        backends.reasons.append(f"gradient checkpointing {'on' if setting else 'off'}: train.gradient_checkpointing")
+        return
+    memory = memory or device_memory(backends.device)
+    setup = plan.setup_from_config(cfg, world, memory, backends.device, shard_weights=sharding_asked() is not None)
+    setup = replace(setup, precision=backends.precision, max_length=min(setup.max_length, longest or setup.max_length))
+    shape = plan.count_model(model_config, cfg, backends.precision)
+    chosen, estimate = plan.least_checkpointing(shape, setup)
+    backends.checkpoint_every = chosen.checkpoint_every if chosen.checkpointing else None
+    backends.reasons.append(
+        f"gradient checkpointing {plan.describe_checkpointing(chosen, shape.layers)}: auto, the memory plan needs "
+        f"{estimate.peak / plan.GIB:.1f} GiB of {memory / plan.GIB:.1f} GiB at batch {setup.batch} x length "
+        f"{setup.max_length}" + ("" if estimate.fits else " (it may not fit even so: see `medtune plan`)"))
