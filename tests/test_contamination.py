@@ -50,6 +50,40 @@ def test_short_items_need_a_whole_message():
     assert m.exact
 
 
+# A CMExam item whose stem (5 characters) is shorter than the 8-gram window.
+CMEXAM_CSV = "Question,Options,Answer\n川芎可用于,A 活血\\nB 行气\\nC 祛风\\nD 止痛\\nE 以上均是,E\n"
+
+
+def test_short_stem_item_is_found_with_its_options_in_a_training_dialogue(tmp_path):
+    (tmp_path / "cmexam.csv").write_text(CMEXAM_CSV, encoding="utf-8")
+    (item,) = load_eval_file(tmp_path / "cmexam.csv", "cmexam").items
+    assert (item.id, item.line, item.text) == ("cmexam.csv:2", 2, "川芎可用于")
+    dialogue = ["请做这道题：川芎可用于（　）\nA．活血 B．行气 C．祛风 D．止痛 E．以上均是", "答案是E。"]
+    (m,) = OverlapIndex([item]).match(dialogue)
+    # The whole item (stem then options, normalised) lies inside the first message.
+    assert (m.item, m.coverage, m.exact) == (0, 1.0, True)
+    # The same question with other options, or the stem inside a longer sentence, is not this item.
+    assert OverlapIndex([item]).match(["川芎可用于治疗哪些病？A．头痛 B．失眠", "活血行气，祛风止痛。"]) == []
+
+
+def test_options_alone_never_flag_an_item():
+    # Stem 10 characters, options 42 once normalised: the options are 81% of the item but cover none of its stem.
+    stem = "高血压的常见并发症是"
+    options = "A. 冠状动脉粥样硬化性心脏病 B. 2型糖尿病 C. 缺血性脑卒中 D. 慢性肾脏病 E. 高血压性视网膜病变"
+    item = EvalItem("x", 1, stem, options)
+    unrelated = ["糖尿病患者应警惕哪些疾病？" + options.replace(". ", "．")]
+    assert OverlapIndex([item]).match(unrelated) == []
+    # The stem with its first character changed, then the same options: 9 of its 10 characters are covered.
+    (m,) = OverlapIndex([item]).match(["低血压的常见并发症是" + options])
+    assert not m.exact and abs(m.coverage - 9 / 10) < 1e-12
+
+
+def test_a_long_stem_alone_still_flags_its_item():
+    item = EvalItem("q", 1, STEM, "A. 胃溃疡 B. 十二指肠溃疡 C. 胃癌 D. 胆囊炎")
+    (m,) = OverlapIndex([item]).match([STEM])
+    assert (m.coverage, m.exact) == (1.0, True)
+
+
 def test_scan_reports_file_and_line_of_each_overlapping_record(tmp_path):
     bench = tmp_path / "questions.jsonl"
     bench.write_text("\n".join(json.dumps({"id": i, "question": q}, ensure_ascii=False) for i, q in

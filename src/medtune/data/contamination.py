@@ -2,7 +2,7 @@
 
 Run as: medtune evaluate contamination CONFIG [--set ...]   (also a step of `medtune evaluate CONFIG`)
 
-Evaluation inputs (`evaluation_files`): each `evaluate.benchmarks` file (the question stems), the everyday
+Evaluation inputs (`evaluation_files`): each `evaluate.benchmarks` file (each item's stem and options), the everyday
 questions (`evaluate.questions`), the red-flag prompts (`evaluate.safety`) and the consultation cases
 (`evaluate.consultations`). Training data
 (`training_records`): the records prepare put in the training split, read again from their source files
@@ -58,12 +58,13 @@ class TrainingRecord:
 
 
 def load_eval_file(path: str | Path, kind: str) -> EvalFile:
-    """The items of one evaluation file: benchmark stems with their item ids, or question/prompt rows."""
+    """The items of one evaluation file: benchmark stems and options with their item ids, or question/prompt rows."""
     if kind in BENCHMARK_FORMATS:
         from medtune.data.mcq import load_items
 
         items, _ = load_items(path, kind)  # rejected rows are never scored, so they cannot be contaminated
-        return EvalFile(kind, str(path), [EvalItem(it.id, int(it.source.rsplit(":", 1)[1]), it.question)
+        return EvalFile(kind, str(path), [EvalItem(it.id, int(it.source.rsplit(":", 1)[1]), it.question,
+                                                   " ".join(f"{k}. {v}" for k, v in it.options.items()))
                                           for it in items])
     if kind == "cmb-clin":
         return EvalFile(kind, str(path), _consultation_items(path))
@@ -267,10 +268,11 @@ def check_contamination(cfg: Config, output: Path, log=print) -> dict:
     per_file, checked = scan(files, all_records())
     result = {
         "method": {"normalisation": "NFKC, case-folded, whitespace and punctuation removed (medtune.text)",
-                   "exact": "the item's normalised text inside one normalised message (items shorter than n: equal "
-                            "to a whole message)",
-                   "overlap": f"at least {THRESHOLD:.0%} of the item's characters lie in character {N}-grams that "
-                              "also occur in one training record",
+                   "exact": "the item's normalised text (a benchmark item: stem and options, or a stem of at "
+                            "least n characters) inside one normalised message, or equal to a whole message",
+                   "overlap": f"at least {THRESHOLD:.0%} of the item's characters (a benchmark item: of its stem) "
+                              f"lie in character {N}-grams of the item (stem then options) that also occur in one "
+                              "training record",
                    "n": N, "threshold": THRESHOLD},
         "training": {"selection": how, "records_checked": checked,
                      "align": align_files(cfg)},

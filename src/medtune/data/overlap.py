@@ -10,6 +10,14 @@ full-width punctuation, inserted spaces and letter case never hide a copy.
 - overlap: at least THRESHOLD of the item's characters lie in character N-grams that also occur in the
   dialogue (the share of the item "covered" by shared N-grams).
 
+A multiple-choice item is its stem followed by its options ("川芎可用于 A. 活血 B. 行气 ..."): the N-grams
+are cut from that whole text, but coverage counts only the stem's characters. So a stem shorter than N
+("川芎可用于", 5 characters) is found when the dialogue holds it followed by its options (the N-grams that
+start in the stem run on into them), a long stem is found alone as before, and options alone never flag an
+item (stock option lists, "A. 高血压 B. 糖尿病 ...", are shared by unrelated questions; they cover no stem
+character). Exact: the whole item (stem and options), or a stem of at least N characters, inside one
+message, or the stem equal to a whole message. An item without options is its stem alone.
+
 Why N = 8 characters and THRESHOLD = 0.8 of the characters:
 - GPT-3 (Brown et al. 2020, appendix C) flags an item sharing one N-gram of words with training data, N the
   5th-percentile item length clamped to 8..13 words; GPT-4 (OpenAI 2023, appendix C) checks three random
@@ -49,6 +57,8 @@ class EvalItem:
     """1-based line (or record number) in its file."""
     text: str
     """The text that is checked: the question stem, the everyday question, the prompt."""
+    options: str = ""
+    """A multiple-choice item's options as they follow its stem ("A. 活血 B. 行气"); only context for the stem."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class Match:
     item: int
     """Index into the index's items."""
     coverage: float
+    """Share of the item's stem characters covered by N-grams (of stem and options) found in the dialogue."""
     exact: bool
 
 
@@ -64,19 +75,24 @@ class OverlapIndex:
 
     def __init__(self, items: list[EvalItem], n: int = N, threshold: float = THRESHOLD):
         self.items, self.n, self.threshold = items, n, threshold
-        self.norm = [normalize_text(it.text) for it in items]
-        self.whole: dict[str, list[int]] = {}  # normalised text -> items with exactly that text
+        self.stem = [normalize_text(it.text) for it in items]
+        self.norm = [s + normalize_text(it.options) for s, it in zip(self.stem, items)]  # stem, then options
+        self.whole: dict[str, list[int]] = {}  # normalised stem or whole item -> items with exactly that text
         self.grams: dict[str, list[tuple[int, int]]] = {}  # n-gram -> [(item, bit mask of its characters)]
         for i, t in enumerate(self.norm):
-            if t:
-                self.whole.setdefault(t, []).append(i)
+            for key in {self.stem[i], t} - {""}:
+                self.whole.setdefault(key, []).append(i)
             for p in range(len(t) - n + 1):
                 self.grams.setdefault(t[p:p + n], []).append((i, ((1 << n) - 1) << p))
         self.gram_set = frozenset(self.grams)
 
     def too_short(self, i: int) -> bool:
-        """Items shorter than n characters get only the exact (whole-message) test."""
+        """Items (stem and options) shorter than n characters get only the exact (whole-message) test."""
         return len(self.norm[i]) < self.n
+
+    def _exact(self, i: int, norms: list[str]) -> bool:
+        stem, whole = self.stem[i], self.norm[i]
+        return any(whole in t or (len(stem) >= self.n and stem in t) for t in norms)
 
     def match(self, messages: list[str]) -> list[Match]:
         """Every item that one dialogue (its messages' texts) contains exactly or covers >= threshold."""
@@ -94,10 +110,10 @@ class OverlapIndex:
             for i in self.whole.get(t, ()):
                 found[i] = Match(i, 1.0, True)
         for i, mask in covered.items():
-            if i in found:
+            if i in found or not self.stem[i]:
                 continue
-            coverage = mask.bit_count() / len(self.norm[i])
+            stem_mask = (1 << len(self.stem[i])) - 1  # the stem's characters come first in norm[i]
+            coverage = (mask & stem_mask).bit_count() / len(self.stem[i])
             if coverage >= self.threshold:
-                exact = coverage == 1.0 and any(self.norm[i] in t for t in norms)
-                found[i] = Match(i, coverage, exact)
+                found[i] = Match(i, coverage, coverage == 1.0 and self._exact(i, norms))
         return list(found.values())
