@@ -89,7 +89,8 @@ def naive_pairs(items, records, n, threshold) -> set[tuple[int, str, int]]:
 
     found = set()
     for i, it in enumerate(items):
-        t = normalize_text(it.text)
+        stem = normalize_text(it.text)
+        t = stem + normalize_text(it.options)  # a multiple-choice item: coverage counts the stem's characters
         for rec in records:
             texts = [normalize_text(m) for m in rec.messages]
             grams = {x[p:p + n] for x in texts for p in range(len(x) - n + 1)}
@@ -97,7 +98,7 @@ def naive_pairs(items, records, n, threshold) -> set[tuple[int, str, int]]:
             for p in range(len(t) - n + 1):
                 if t[p:p + n] in grams:
                     covered[p:p + n] = [True] * n
-            if t in texts or (len(t) >= n and sum(covered) / len(t) >= threshold):
+            if stem in texts or t in texts or (stem and sum(covered[:len(stem)]) / len(stem) >= threshold):
                 found.add((i, rec.source, rec.line))
     return found
 
