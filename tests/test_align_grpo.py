@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CMMLU_DEV, ROOT, SHARED_ASSETS, needs_shared, small_vocab_model
-from medtune.align.grpo import (GRPO_METRIC_PREFIXES, answer_reward, build_grpo_trainer, device_settings, format_reward, grpo_config, grpo_dataset, grpo_log_entry, load_grpo_items)
+from medtune.align.grpo import (answer_reward, build_grpo_trainer, device_settings, format_reward, grpo_config, grpo_dataset, grpo_log_entry, load_grpo_items)
 from medtune.errors import UserError
 
 BENCH_CSV = ",Question,A,B,C,D,Answer\n0,小儿高热惊厥发作时，首选的止惊措施是,口服退热药,静脉注射地西泮,冰敷额头,肌注青霉素,B\n"
@@ -247,10 +247,12 @@ def test_grpo_step_feeds_the_inference_prompt_and_logs_hand_computed_rewards(lor
     assert log["rewards/answer_reward/mean"] == pytest.approx(0.75)
     assert log["rewards/format_reward/mean"] == pytest.approx(0.75)
     kept = grpo_log_entry({**log, "loss": 0.0, "grad_norm": 1.0, "learning_rate": 1e-4})
-    assert {"reward", "reward_std", "frac_reward_zero_std", "completions/extraction_failures",
-            "completions/mean_length", "completions/clipped_ratio"} <= set(kept)
-    assert not {"loss", "grad_norm", "learning_rate"} & set(kept) and all(k.startswith(GRPO_METRIC_PREFIXES)
-                                                                           for k in kept)
+    # Everything but the Trainer's own bookkeeping is a GRPO figure (TRL 1.16 logs clip_ratio/*, entropy,
+    # completions/*, rewards/<func>/{mean,std}, reward, reward_std, frac_reward_zero_std at this step).
+    bookkeeping = {"epoch", "grad_norm", "learning_rate", "loss", "num_tokens", "step", "step_time"}
+    assert {"reward", "reward_std", "frac_reward_zero_std", "completions/extraction_failures", "entropy",
+            "clip_ratio/region_mean", "rewards/answer_reward/mean", "completions/clipped_ratio"} <= set(log)
+    assert kept == {k: v for k, v in log.items() if k not in bookkeeping}
 
 
 def test_mean_reward_rises_on_a_planted_verifiable_reward(tmp_path, single_torch_thread):

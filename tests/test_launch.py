@@ -82,12 +82,13 @@ def test_train_and_run_make_the_same_launch_decision(case, recorded, monkeypatch
 
 def test_run_calls_the_stages_in_the_order_force_names_them(recorded, monkeypatch, tmp_path):
     from medtune.config import load_config
-    from medtune.run import STAGES, run_pipeline
+    from medtune.run import run_pipeline
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     logged = []
     run_pipeline(load_config(_config(tmp_path)), force=("train",), log=logged.append)
-    # every stage in STAGES' order; align only runs with an align: section, which this config has not
-    assert [line.strip("\n= ") for line in logged if line.startswith("\n===")] == [s for s in STAGES if s != "align"]
+    # prepare, train, evaluate, report in that order; align only runs with an align: section, which this config has not
+    assert [line.strip("\n= ") for line in logged if line.startswith("\n===")] == ["prepare", "train", "evaluate",
+                                                                                "report"]
     assert [kind for kind, _ in recorded] == ["prepare", "train", "evaluate", "report"]
     assert [kw["force"] for kind, kw in recorded if kind != "report"] == [False, True, False]
