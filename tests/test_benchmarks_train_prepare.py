@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -13,32 +14,44 @@ from tests.conftest import ROOT, needs_shared
 
 
 def run_script(*args: str) -> dict:
+    """The script's last-line JSON, with `wall_seconds`: how long this test saw the whole process run."""
+    started = time.perf_counter()
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_seconds": time.perf_counter() - started}
 
 
 @needs_shared
 def test_prepare_benchmark_smoke():
-    r = run_script("benchmarks/prepare.py", "--records", "1500")
-    assert r["records"] == 1500 and r["same_ids_and_labels_first_200"] is True
-    assert 0 < r["samples_kept"] == r["baseline_samples_kept"] <= 1500
-    assert r["medtune_examples_per_second"] == pytest.approx(1500 / r["medtune_seconds"], rel=0.02)
+    # 1,100 records: the 1,000 samples and 100 numbered copies (the copies' path), at a smoke test's cost.
+    r = run_script("benchmarks/prepare.py", "--records", "1100")
+    assert r["records"] == 1100 and r["same_ids_and_labels_first_200"] is True
+    assert 0 < r["samples_kept"] == r["baseline_samples_kept"] <= 1100
+    # Both sides processed all 1,100 records one after the other inside the process this test timed.
+    assert 0 < 1100 / r["medtune_examples_per_second"] + 1100 / r["baseline_examples_per_second"] <= r["wall_seconds"]
+    assert r["medtune_examples_per_second"] == pytest.approx(1100 / r["medtune_seconds"], rel=0.02)
     assert r["speedup"] == pytest.approx(r["medtune_examples_per_second"] / r["baseline_examples_per_second"],
                                          rel=0.02)
 
 
 @needs_shared
 def test_train_throughput_benchmark_smoke():
-    r = run_script("benchmarks/train_throughput.py", "--steps", "2", "--hidden", "64", "--layers", "1",
-                   "--max-length", "256", "--repeats", "1")
+    r = run_script("benchmarks/train_throughput.py", "--steps", "2", "--batch", "2", "--hidden", "64", "--layers",
+                   "1", "--max-length", "256", "--repeats", "1")
     # Both arms trained on the same samples in the same batches (the script exits if either saw other tokens),
     # so the processed-token ratio is the non-padding ratio.
-    assert r["samples"] == 8 and r["processed_tokens"] >= r["non_padding_tokens"] > 0
+    assert r["samples"] == 4 and r["processed_tokens"] >= r["non_padding_tokens"] > 0
+    # 4 samples of at most 256 tokens, padded to their batch's longest: at most 4 x 256 processed.
+    assert r["processed_tokens"] <= 4 * 256
     assert r["medtune_processed_tokens_per_second"] / r["trl_default_processed_tokens_per_second"] == \
         pytest.approx(r["speedup"], rel=0.01)
-    # the same batches, step by step: two of 4 samples, longest first
+    # Each arm trained once, one after the other, inside the process this test timed.
+    assert 0 < (r["non_padding_tokens"] / r["medtune_tokens_per_second"]
+                + r["non_padding_tokens"] / r["trl_default_tokens_per_second"]) <= r["wall_seconds"]
+    # the same batches, step by step: two of 2 samples, longest first (every sample of step 1 is at least as
+    # long as every sample of step 2, so step 1 has at least as many tokens)
     assert len(r["step_tokens"]) == 2 and sum(r["step_tokens"]) == r["non_padding_tokens"]
+    assert r["step_tokens"][0] >= r["step_tokens"][1]
     assert len(r["round_seconds"]["trl"]) == 1
     assert r["medtune_checkpoint_every_n_layers"] is None  # a 1-layer model fits: auto checkpoints nothing
     assert r["memory_ratio"] == pytest.approx(r["medtune_peak_rss_mb"] / r["trl_default_peak_rss_mb"], rel=0.02)
@@ -61,7 +74,7 @@ def test_gpu_check_dry_path_runs_the_cpu_parts_and_skips_the_rest_with_reasons(t
     out = tmp_path / "check.json"
     r = run_script("benchmarks/gpu_check.py", "--dry-run", "--output", str(out),
                    "--parts", "install,packing_loss,liger_loss,qlora_step,vllm_compare,serve_vllm")
-    assert json.loads(out.read_text(encoding="utf-8")) == r  # the one JSON file is what was printed
+    assert {**json.loads(out.read_text(encoding="utf-8")), "wall_seconds": r["wall_seconds"]} == r  # the file is what was printed
     parts = r["parts"]
     assert list(parts) == ["install", "packing_loss", "liger_loss", "qlora_step", "vllm_compare", "serve_vllm"]
     packing = parts["packing_loss"]
