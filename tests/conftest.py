@@ -116,8 +116,30 @@ def make_lora_run(run: Path, seed: int = 0, tied: bool = True, modules_to_save: 
 
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory) -> Path:
-    """A tiny run directory with a LoRA adapter (see make_lora_run); treat it as read-only."""
+    """A tiny run directory with a LoRA adapter (see make_lora_run); treat it as read-only (copy_run to write)."""
     return make_lora_run(tmp_path_factory.mktemp("lora") / "tiny-run")
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private copy of a shared run directory, for a test that writes into it (the shared one stays as built).
+    An adapter whose base is the run's own base_model/ names the copy's, as if the copy had been trained there."""
+    import json
+
+    dest = Path(shutil.copytree(run, dest))
+    config = dest / "adapter_config.json"
+    if config.is_file():
+        body = json.loads(config.read_text(encoding="utf-8"))
+        base = Path(body["base_model_name_or_path"])
+        if base.is_relative_to(run):
+            body["base_model_name_or_path"] = str(dest / base.relative_to(run))
+            config.write_text(json.dumps(body, indent=2), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """small_vocab_model with its defaults, built once for the training tests; read-only."""
+    return small_vocab_model(tmp_path_factory.mktemp("model") / "small")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 from medtune.config import config_from_dict
 from medtune.rundir import write_json
-from tests.conftest import ROOT, make_lora_run
+from tests.conftest import ROOT, copy_run
 
 RECORDS = ROOT / "tests" / "fixtures" / "align_records.jsonl"
 
@@ -40,8 +40,8 @@ def planted_pairs(path: Path, n: int = 8) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sft_run(tmp_path_factory):
-    run = make_lora_run(tmp_path_factory.mktemp("align") / "run")
+def sft_run(lora_run, tmp_path_factory):
+    run = copy_run(lora_run, tmp_path_factory.mktemp("align") / "run")  # dpo_run writes align/ into it
     write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
     return run
 

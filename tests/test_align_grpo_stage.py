@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import json
 
-from conftest import ROOT, make_lora_run, needs_shared
+from conftest import ROOT, copy_run, needs_shared
 from medtune.rundir import write_json
 
 
 
 @needs_shared
-def test_medtune_align_grpo_on_a_tiny_run(tmp_path, single_torch_thread):
+def test_medtune_align_grpo_on_a_tiny_run(lora_run, tmp_path, single_torch_thread):
     from medtune.align.stage import align_model
     from medtune.config import config_from_dict
 
-    run = make_lora_run(tmp_path / "run")
+    run = copy_run(lora_run, tmp_path / "run")
     write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
     bench = tmp_path / "bench.csv"  # repeats demo item 1 with other punctuation: the guard drops it
     bench.write_text(",Question,A,B,C,D,Answer\n0,\"维生素C严重缺乏, 可引起的 疾病是？\",坏血病,佝偻病,脚气病,夜盲症,A\n",

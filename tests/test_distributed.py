@@ -28,7 +28,7 @@ from medtune.train.backends import select_backends
 from medtune.train.stage import train_model
 from medtune.train.loss import whole_head_weight
 from medtune.train.common import process_group_problems
-from tests.conftest import ROOT, small_vocab_model, synthetic_prepared_data
+from tests.conftest import ROOT, synthetic_prepared_data
 from tests.test_train import adapter_tensors, make_cfg
 
 PY = sys.executable
@@ -81,8 +81,8 @@ def _yaml(path: Path, cfg) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return small_vocab_model(tmp_path_factory.mktemp("model") / "small")
+def model(small_model):
+    return small_model  # conftest's, shared with test_train
 
 
 @pytest.fixture(scope="module")
