@@ -30,8 +30,9 @@ def test_prepare_benchmark_smoke():
     # Both sides processed all 1,100 records one after the other inside the process this test timed.
     assert 0 < 1100 / r["medtune_examples_per_second"] + 1100 / r["baseline_examples_per_second"] <= r["wall_seconds"]
     assert r["medtune_examples_per_second"] == pytest.approx(1100 / r["medtune_seconds"], rel=0.02)
+    # speedup is printed to 2 decimals: at this size it can be near 0.1, where rounding alone is several percent
     assert r["speedup"] == pytest.approx(r["medtune_examples_per_second"] / r["baseline_examples_per_second"],
-                                         rel=0.02)
+                                         rel=0.02, abs=0.005)
 
 
 @needs_shared
