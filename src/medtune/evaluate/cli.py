@@ -1,6 +1,6 @@
 """`medtune evaluate EVALUATION ...`: each evaluation ad hoc, on any model, without a config.
 
-Run as: medtune evaluate perplexity|compare|bench|judge|metrics|safety|contamination --help
+Run as: medtune evaluate perplexity|compare|bench|judge|rubric|metrics|safety|contamination --help
 
 Parses arguments and calls the evaluate functions, nothing more. (`medtune evaluate CONFIG` runs the
 stage; see medtune/cli.py.)
@@ -26,6 +26,7 @@ HELP = {
     "safety": "red-flag prompts: does the model send people to urgent care / refuse harm?",
     "bench": "medical benchmarks: multiple choice (CMMLU, CMExam, CMB, MedQA), multi-turn (CMB-Clin)",
     "judge": "pairwise LLM-as-judge through an OpenAI-compatible endpoint, both orders",
+    "rubric": "rubric-graded conversations (HealthBench layout), criterion by criterion by a grader endpoint",
     "contamination": "a config's evaluation inputs against its training data: exact and 8-gram overlap",
 }
 
@@ -230,6 +231,28 @@ def add_contamination(sub) -> None:
     p.set_defaults(func=cmd_contamination)
 
 
+def cmd_rubric(args) -> int:
+    from medtune.evaluate.rubric import cmd_rubric as run
+
+    arms = _arms(args)
+    with _engines(args, arms) as engines:
+        return run(args, arms, engines)
+
+
+def add_rubric(sub) -> None:
+    from medtune.evaluate.rubric import add_rubric_arguments
+
+    p = sub.add_parser("rubric", help=HELP["rubric"],
+                       description="Each arm answers every conversation of a rubric set; a grader model decides each "
+                                   "criterion (met / not met); scores (met points over positive points, mean clipped "
+                                   "to [0, 1]) with bootstrap intervals, per tag, negative criteria hit, the ideal "
+                                   "completions' score as a ceiling.")
+    _add_model_args(p, several=True)
+    _add_generation_args(p)
+    add_rubric_arguments(p)
+    p.set_defaults(func=cmd_rubric)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     """The ad hoc evaluations' parser and their names."""
     parser = argparse.ArgumentParser(prog="medtune evaluate",
@@ -241,6 +264,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     add_safety(sub)
     add_bench_parser(sub)
     add_judge_parser(sub)
+    add_rubric(sub)
     add_contamination(sub)
     return parser, list(sub.choices)
 
