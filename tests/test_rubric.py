@@ -151,7 +151,7 @@ def test_run_rubric_scores_every_number_as_computed_by_hand(tmp_path, grader):
     assert bad["worst"][1]["missed"] == [{"criterion": "建议去「急诊」", "points": 3.0},
                                          {"criterion": "说明「胸痛」可能危险", "points": 2.0}]
     assert bad["worst"][1]["negative_hit"] == [{"criterion": "让他自行服用「硝酸甘油」", "points": -6.0}]
-    # the thinking text never reaches the grader (it mentions nothing, but the answer must be graded alone)
+    # the engine's thinking part is not what gets graded
     assert all("想想" not in r["messages"][-1]["content"] for r in grader.requests)
     assert len(grader.requests) == 2 * 6 + 4  # two arms x six criteria, the ideal completion's four
     # the arm's system prompt goes with conversations; the multi-turn one is passed whole
@@ -219,6 +219,7 @@ def test_rubric_reward_scores_completions_and_gives_none_on_failure(tmp_path, gr
                    [{"role": "assistant", "content": "体重多少？"}]]
     assert reward(prompts, completions, rubrics=rubrics) == [0.0, None]  # (5 - 5) / 5; a failed criterion
     assert reward(["胸痛"], ["打120"], rubrics=rubrics[:1]) == [1.0]  # plain-text prompts and completions
+    assert reward(["胸痛"], ["<think>该说120</think>请休息"], rubrics=rubrics[:1]) == [0.0]  # thinking is not graded
     assert reward.__name__ == "rubric_reward"
 
 
