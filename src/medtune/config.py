@@ -371,6 +371,25 @@ class ConsultationSet:
 
 
 @dataclass
+class RubricSet:
+    """A rubric set in HealthBench's JSONL layout, graded criterion by criterion (medtune.evaluate.rubric)."""
+
+    path: str
+    """JSONL: {prompt_id, prompt: [messages], rubrics: [{criterion, points, tags}], example_tags,
+    ideal_completions_data}, e.g. data/rubrics/zh_consultations.jsonl or HealthBench's own files."""
+    name: str | None = None
+    """Its name in the results, eval/rubric/<name>/ (default: the path's stem)."""
+    max_examples: int | None = None
+    """Use the first N usable examples; null = all."""
+    meta: str | None = None
+    """Physician-labelled criteria in HealthBench's meta-evaluation layout: the grader's macro F1 against them."""
+
+    def __post_init__(self):
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError("evaluate.rubrics max_examples must be >= 1 or null")
+
+
+@dataclass
 class EvaluateConfig:
     perplexity: bool = True
     """Eval loss and perplexity of the trained adapter (and of its base) on the validation split."""
@@ -395,6 +414,14 @@ class EvaluateConfig:
     judge_model: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the judge's API key."""
+    rubrics: list[RubricSet] = field(default_factory=list)
+    """Rubric sets (HealthBench layout) answered by every chat-template arm and graded by the grader below."""
+    grader_base_url: str | None = None
+    """OpenAI-compatible endpoint of the rubric grader; null = the judge's (judge_base_url). `builtin:rules`
+    starts a loopback grader that decides by fixed rules (quoted phrases): for the demo, not a real grader."""
+    grader_model: str | None = None
+    """Model name sent to the grader endpoint; null = judge_model."""
+    grader_api_key_env: str = "OPENAI_API_KEY"
     references: str | None = None
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from medtune.data.rubrics import RubricExample, load_meta_eval, load_rubric_set
@@ -48,6 +49,7 @@ RESAMPLES = 1000
 WORST = 5
 CACHE_FILE = "grader_cache.jsonl"
 IDEAL = "ideal"
+BUILTIN_RULES = "builtin:rules"
 
 
 # -- answering --
@@ -271,6 +273,18 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def grader_endpoint(base_url: str, model: str, api_key: str | None, **settings):
+    """The grader at base_url; `builtin:rules` starts the rule-based loopback grader for the block and stops it."""
+    if base_url != BUILTIN_RULES:
+        yield GraderEndpoint(base_url, model, api_key, **settings)
+        return
+    from medtune.generate.rule_grader import RuleGrader
+
+    with RuleGrader() as server:
+        yield GraderEndpoint(server.url, server.model, None, **settings)
+
+
 # -- command line (the model and generation arguments are the evaluate command group's) --
 
 def add_rubric_arguments(p) -> None:
@@ -279,8 +293,10 @@ def add_rubric_arguments(p) -> None:
                         "ideal_completions_data, prompt_id), e.g. data/rubrics/zh_consultations.jsonl")
     p.add_argument("--max-examples", type=int, metavar="N", help="use the first N usable examples")
     p.add_argument("--grader-base-url", required=True, metavar="URL",
-                   help="OpenAI-compatible endpoint of the grader model (medtune serve, vLLM, a hosted API)")
-    p.add_argument("--grader-model", required=True, metavar="NAME", help="model name sent to the grader endpoint")
+                   help="OpenAI-compatible endpoint of the grader model (medtune serve, vLLM, a hosted API); "
+                        f"{BUILTIN_RULES} = a loopback grader deciding by fixed rules (quoted phrases), for trials")
+    p.add_argument("--grader-model", metavar="NAME", help="model name sent to the grader endpoint (required unless "
+                   f"the endpoint is {BUILTIN_RULES})")
     p.add_argument("--grader-api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="environment variable holding the grader's key (default OPENAI_API_KEY; unset = no key)")
     p.add_argument("--grader-workers", type=int, default=4, help="concurrent grader requests (default 4)")
@@ -292,17 +308,17 @@ def add_rubric_arguments(p) -> None:
                         f"DIR/{CACHE_FILE}")
 
 
-def grader_from_args(args) -> GraderEndpoint:
-    import os
-
-    return GraderEndpoint(args.grader_base_url, args.grader_model, os.environ.get(args.grader_api_key_env),
-                          workers=args.grader_workers, retries=args.grader_retries)
-
-
 def cmd_rubric(args, arms: list[Arm], engines) -> int:
     """`medtune evaluate rubric ...`, with the arms and entered engines the command group built from the args."""
-    summary = run_rubric(arms, args.rubrics, args.output, engines, grader_from_args(args),
-                         max_examples=args.max_examples, meta=args.meta)
+    import os
+
+    if not args.grader_model and args.grader_base_url != BUILTIN_RULES:
+        raise UserError(f"--grader-model NAME is required with --grader-base-url {args.grader_base_url}")
+    with grader_endpoint(args.grader_base_url, args.grader_model, os.environ.get(args.grader_api_key_env),
+                         workers=args.grader_workers, retries=args.grader_retries) as grader:
+        summary = run_rubric(arms, args.rubrics, args.output, engines, grader, max_examples=args.max_examples,
+                             meta=args.meta)
     print(format_summary(summary))
     print(f"wrote {Path(args.output) / 'summary.json'}, grades.jsonl, answers.jsonl")
     return 0
+

@@ -12,6 +12,8 @@ outputs exist (`--force` reruns them all):
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
   history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
+- rubric sets: every chat-template arm answers each set's conversations, a grader endpoint decides each
+  criterion -> eval/rubric/<name>/{summary.json, grades.jsonl, answers.jsonl, grader_cache.jsonl}
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
 - contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
@@ -122,6 +124,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_safety(run)
         step_benchmarks(run)
         step_consultations(run)
+        step_rubrics(run)
         step_judge(run)
         step_contamination(run)
     _log_done(run, time.perf_counter() - started)
@@ -269,6 +272,34 @@ def step_consultations(run: EvalRun) -> None:
             run_consultation(run.arms, c.path, out, run.engines, judge, name=name, max_cases=c.max_cases, log=run.log)
             run.done(f"consult:{name}", fp)
         run.outputs["consultations"] = out.parent
+
+
+def step_rubrics(run: EvalRun) -> None:
+    """Every chat-template arm on each rubric set, graded criterion by criterion -> eval/rubric/<name>/."""
+    from medtune.evaluate.rubric import grader_endpoint, run_rubric
+
+    ev = run.cfg.evaluate
+    if not ev.rubrics:
+        return
+    url, model = ev.grader_base_url or ev.judge_base_url, ev.grader_model or ev.judge_model
+    if not (url and model):
+        run.log("evaluate: evaluate.rubrics is set but no grader is: set evaluate.grader_base_url and grader_model "
+                "(or the judge's); rubric sets skipped")
+        return
+    for r in ev.rubrics:
+        name = r.name or Path(r.path).stem
+        out = run.eval_dir / "rubric" / name
+        fp = fingerprint({"part": "rubric", "arms": [arm_identity(a) for a in run.arms],
+                          "data": file_identity(r.path), "max_examples": r.max_examples,
+                          "meta": file_identity(r.meta) if r.meta else None, "grader": [url, model],
+                          "engine": ev.engine, "batch_size": ev.batch_size, "dtype": run.dtype})
+        if not run.up_to_date(f"rubric:{name}", fp, out / "summary.json"):
+            key_env = ev.grader_api_key_env if ev.grader_base_url else ev.judge_api_key_env
+            with grader_endpoint(url, model, os.environ.get(key_env)) as grader:
+                run_rubric(run.arms, r.path, out, run.engines, grader, name=name, max_examples=r.max_examples,
+                           meta=r.meta, log=run.log)
+            run.done(f"rubric:{name}", fp)
+        run.outputs["rubric"] = out.parent
 
 
 def step_judge(run: EvalRun) -> None:
