@@ -276,13 +276,13 @@ def step_consultations(run: EvalRun) -> None:
 
 def step_rubrics(run: EvalRun) -> None:
     """Every chat-template arm on each rubric set, graded criterion by criterion -> eval/rubric/<name>/."""
-    from medtune.evaluate.rubric import grader_endpoint, run_rubric
+    from medtune.evaluate.rubric import BUILTIN_RULES, grader_endpoint, run_rubric
 
     ev = run.cfg.evaluate
     if not ev.rubrics:
         return
     url, model = ev.grader_base_url or ev.judge_base_url, ev.grader_model or ev.judge_model
-    if not (url and model):
+    if not (url and (model or url == BUILTIN_RULES)):
         run.log("evaluate: evaluate.rubrics is set but no grader is: set evaluate.grader_base_url and grader_model "
                 "(or the judge's); rubric sets skipped")
         return
