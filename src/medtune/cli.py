@@ -22,9 +22,9 @@ stages (each reads and writes only the run directory, output_dir in the config):
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
   align     DPO / KTO / GRPO on top of the SFT adapter (config section align:) -> align/ (optional)
-  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe,
-            contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|bench|judge|
-            metrics|safety|contamination ...)
+  evaluate  perplexity, model comparison, benchmarks, LLM judge, rubric grading, reference metrics,
+            safety probe, contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|
+            bench|judge|rubric|metrics|safety|contamination ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
 use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
