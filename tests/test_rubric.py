@@ -25,6 +25,7 @@ from medtune.generate.grader import (
 )
 from medtune.generate.rule_grader import RULES_MODEL, RuleGrader
 from medtune.generate.sampling import Generation
+from tests.eval_fixtures import openai_server  # noqa: F401
 
 
 def rows_file(path: Path, rows: list) -> Path:
@@ -227,3 +228,18 @@ def test_grade_jobs_asks_identical_criteria_once(grader):
     job = make_job(user("x"), "提到了120", "「120」", 1)
     grades = grade_jobs(endpoint(grader), [job, job, make_job(user("x"), "无", "「120」", 1)])
     assert [g.met for g in grades] == [True, True, False] and len(grader.requests) == 2
+
+
+def test_cli_grades_every_arm_through_an_endpoint_with_the_builtin_rule_grader(openai_server, tmp_path, capsys):
+    from medtune.cli import main
+
+    # the fake endpoint answers "请立即拨打120。", after "<think>先想一想</think>" on the thinking arm
+    path = rows_file(tmp_path / "set.jsonl", [{"prompt_id": "p", "prompt": user("胸痛怎么办"), "rubrics": [
+        {"criterion": "提到「120」", "points": 5, "tags": []}, {"criterion": "提到「急诊」", "points": 5, "tags": []},
+        {"criterion": "说「想一想」", "points": -5, "tags": []}]}])
+    assert main(["evaluate", "rubric", "--model", "served-qwen", "--base-url", openai_server.url, "--thinking", "both",
+                 "--rubrics", str(path), "--grader-base-url", "builtin:rules", "--output", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    # (5 + 0) / 10 on both arms: the thinking text, which says 想一想, is not graded
+    assert [(a["arm"], a["score"]) for a in summary["arms"]] == [("served-qwen", 0.5), ("served-qwen/think", 0.5)]
+    assert summary["ceiling"] is None and "served-qwen/think" in capsys.readouterr().out
