@@ -243,3 +243,12 @@ def test_cli_grades_every_arm_through_an_endpoint_with_the_builtin_rule_grader(o
     # (5 + 0) / 10 on both arms: the thinking text, which says 想一想, is not graded
     assert [(a["arm"], a["score"]) for a in summary["arms"]] == [("served-qwen", 0.5), ("served-qwen/think", 0.5)]
     assert summary["ceiling"] is None and "served-qwen/think" in capsys.readouterr().out
+
+
+def test_contamination_check_reads_a_rubric_sets_user_messages(tmp_path):
+    from medtune.data.contamination import load_eval_file
+
+    path = rows_file(tmp_path / "set.jsonl", [EXAMPLE_A, EXAMPLE_B])
+    items = load_eval_file(path, "rubrics").items
+    assert [(i.id, i.line, i.text) for i in items] == [
+        ("a/m1", 1, "我爸胸口痛了半小时，出冷汗"), ("b/m1", 2, "孩子发烧"), ("b/m3", 2, "三岁，布洛芬吃多少？")]

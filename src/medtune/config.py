@@ -124,8 +124,9 @@ class ExcludeFile:
     """An evaluation file whose items are removed from the training data by prepare."""
 
     path: str
-    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa", "cmb-clin"] = "questions"
-    """questions/safety: JSONL or CSV with a `question`/`prompt` field; else a benchmark layout."""
+    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa", "cmb-clin", "rubrics"] = "questions"
+    """questions/safety: JSONL or CSV with a `question`/`prompt` field; rubrics: HealthBench's layout (its user
+    messages); else a benchmark layout."""
 
 
 @dataclass

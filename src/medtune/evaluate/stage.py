@@ -329,7 +329,7 @@ def step_contamination(run: EvalRun) -> None:
 
     cfg, ev = run.cfg, run.cfg.evaluate
     if not (ev.contamination and cfg.data.train_files
-            and (ev.benchmarks or ev.questions or ev.safety or ev.consultations)):
+            and (ev.benchmarks or ev.questions or ev.safety or ev.consultations or ev.rubrics)):
         return
     out = run.eval_dir / "contamination.json"
     fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})
