@@ -252,3 +252,25 @@ def test_contamination_check_reads_a_rubric_sets_user_messages(tmp_path):
     items = load_eval_file(path, "rubrics").items
     assert [(i.id, i.line, i.text) for i in items] == [
         ("a/m1", 1, "我爸胸口痛了半小时，出冷汗"), ("b/m1", 2, "孩子发烧"), ("b/m3", 2, "三岁，布洛芬吃多少？")]
+
+
+def test_report_section_shows_scores_ceiling_grader_agreement_and_worst_examples(tmp_path, grader):
+    from medtune.report.write import write_report
+
+    path = rows_file(tmp_path / "set.jsonl", [EXAMPLE_A, EXAMPLE_B])
+    meta = rows_file(tmp_path / "meta.jsonl", [
+        {"prompt": user("感冒"), "completion": "多喝水", "rubric": c, "binary_labels": labels}
+        for c, labels in (("提到「喝水」", [True]), ("提到「休息」", [True]), ("提到「发烧」", [False]))])
+    engine = FixedEngine(ANSWERS, {"我爸胸口痛了半小时，出冷汗": 0, "三岁，布洛芬吃多少？": 1})
+    run = tmp_path / "run"
+    run_rubric([arm("good"), arm("bad")], path, run / "eval" / "rubric" / "hand", engine, endpoint(grader),
+               meta=meta, log=lambda *_: None)
+    write_report(run, lang="en", cjk_font=None, generated_at="now")
+    part = (run / "report.md").read_text(encoding="utf-8").split("Rubric-graded consultations", 1)[1]
+    assert "### hand" in part and "2 examples, 6 criteria" in part and "decides by fixed rules" in part
+    assert "| `good` | 0.850 [0.700, 1.000] | 2 / 2 | 0 / 2 (0.0%) | 0 / 0 |" in part
+    assert "| `bad` | 0.000 [0.000, 0.000] | 2 / 2 | 2 / 2 (100.0%) | 0 / 0 |" in part
+    assert "| Ideal completions (ceiling) | 1.000 [1.000, 1.000] | 1 / 1 | 0 / 1 (0.0%) | 0 / 0 |" in part
+    # (pred, truth): (T,T) (F,T) (F,F): F1(met) = 2/3, F1(not met) = 2/3
+    assert "macro F1 0.667, agreement 66.7% (n = 3;" in part
+    assert "| `bad` | `b` | -2.000 | 三岁，布洛芬吃多少？ | (4) 先问孩子「体重」 | (-8) 未问体重就给出剂量，如「每次5毫升」 |" in part
