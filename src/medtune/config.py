@@ -423,6 +423,7 @@ class EvaluateConfig:
     grader_model: str | None = None
     """Model name sent to the grader endpoint; null = judge_model."""
     grader_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable that holds the grader's API key (the judge's when the grader is the judge's)."""
     references: str | None = None
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"
