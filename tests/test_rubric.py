@@ -148,6 +148,8 @@ def test_run_rubric_scores_every_number_as_computed_by_hand(tmp_path, grader):
     assert good["by_criterion_tag"]["axis:completeness"] == {"n": 1, "score": 0.0, "score_ci": [0.0, 0.0]}
     assert (bad["negative"]["n"], bad["negative"]["hits"], good["negative"]["hits"]) == (2, 2, 0)
     assert s["ceiling"]["score"] == pytest.approx(1.0) and s["ceiling"]["n"] == 1
+    (pair,) = s["paired"]
+    assert (pair["a"], pair["b"], pair["n"], pair["difference"]) == ("good", "bad", 2, pytest.approx(1.9))
     assert [w["example_id"] for w in bad["worst"]] == ["b", "a"]
     assert bad["worst"][1]["missed"] == [{"criterion": "建议去「急诊」", "points": 3.0},
                                          {"criterion": "说明「胸痛」可能危险", "points": 2.0}]
@@ -271,6 +273,8 @@ def test_report_section_shows_scores_ceiling_grader_agreement_and_worst_examples
     assert "| `good` | 0.850 [0.700, 1.000] | 2 / 2 | 0 / 2 (0.0%) | 0 / 0 |" in part
     assert "| `bad` | 0.000 [0.000, 0.000] | 2 / 2 | 2 / 2 (100.0%) | 0 / 0 |" in part
     assert "| Ideal completions (ceiling) | 1.000 [1.000, 1.000] | 1 / 1 | 0 / 1 (0.0%) | 0 / 0 |" in part
+    # good - bad: a 0.7 - (-0.1) = 0.8, b 1.0 - (-2.0) = 3.0: mean 1.9; every resample mean lies in [0.8, 3.0]
+    assert "| `good` | `bad` | 2 | +1.900 [+0.800, +3.000] | differs (interval excludes 0) |" in part
     # (pred, truth): (T,T) (F,T) (F,F): F1(met) = 2/3, F1(not met) = 2/3
     assert "macro F1 0.667, agreement 66.7% (n = 3;" in part
     assert "| `bad` | `b` | -2.000 | 三岁，布洛芬吃多少？ | (4) 先问孩子「体重」 | (-8) 未问体重就给出剂量，如「每次5毫升」 |" in part

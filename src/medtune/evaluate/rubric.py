@@ -168,6 +168,22 @@ def label_summary(rows: list[dict], examples: list[RubricExample], seed: int) ->
             "worst": worst_examples(scored, {e.id: e.prompt for e in examples})}
 
 
+def paired_differences(rows: list[dict], arms: list[str], seed: int) -> list[dict]:
+    """The first arm against each other arm on the examples both scored: the mean difference of example scores
+    (unclipped) with a bootstrap interval over those examples; 'differs' when the interval excludes 0."""
+    scores = {(r["label"], r["example_id"]): r["score"] for r in rows if r["score"] is not None}
+    out = []
+    for other in arms[1:]:
+        diffs = [scores[(arms[0], e)] - scores[(other, e)] for (label, e) in scores
+                 if label == arms[0] and (other, e) in scores]
+        mean = sum(diffs) / len(diffs) if diffs else None
+        ci = list(bootstrap_interval(diffs, lambda d: sum(d) / len(d), resamples=RESAMPLES, seed=seed)) \
+            if diffs else None
+        out.append({"a": arms[0], "b": other, "n": len(diffs), "difference": mean, "difference_ci": ci,
+                    "differs": bool(ci and (ci[0] > 0 or ci[1] < 0))})
+    return out
+
+
 def macro_f1(predicted: list[bool], truth: list[bool]) -> float | None:
     """The mean of the F1 of 'met' and the F1 of 'not met' (a class that neither side ever uses is left out)."""
     f1s = []
@@ -235,9 +251,12 @@ def run_rubric(arms: list[Arm], path: str | Path, output_dir: str | Path, engine
         "method": {"example_score": "points of met criteria / sum of positive points",
                    "score": "mean of example scores, clipped to [0, 1]",
                    "intervals": f"95% percentile bootstrap over examples, {RESAMPLES} resamples, seed {seed}",
-                   "unscored": "an example with a criterion the grader failed on or answered unparsably"},
+                   "unscored": "an example with a criterion the grader failed on or answered unparsably",
+                   "paired": "first arm minus each other arm, example by example (unclipped), mean over the "
+                             "examples both scored, 95% bootstrap; differs when the interval excludes 0"},
         "arms": [{"arm": a.name, "model": a.model, "adapter": a.adapter, "thinking": a.thinking,
                   **label_summary([r for r in rows if r["label"] == a.name], examples, seed)} for a in arms],
+        "paired": paired_differences(rows, [a.name for a in arms], seed),
         "ceiling": label_summary([r for r in rows if r["label"] == IDEAL], examples, seed) if IDEAL in answers
         else None,
         "meta": grader_agreement(grader, meta, cache, None, log) if meta else None,

@@ -58,6 +58,7 @@ def rubric_set(c: Ctx, rf: RunFile) -> Section:
     labelled = [(code(text(a, "arm") or "?"), a) for a in arms] + ([(t("rb.ideal"), ceiling)] if ceiling else [])
     s.blocks.append(Table([t("rb.model"), t("rb.score"), t("rb.scored"), t("rb.negative"), t("rb.failed")],
                           [score_row(label, a) for label, a in labelled]))
+    s.blocks += paired_table(c, d.get("paired"))
     s.blocks += tag_table(c, labelled)
     meta = d.get("meta") if isinstance(d.get("meta"), dict) else None
     if meta:
@@ -73,6 +74,22 @@ def score_row(label: str, a: dict) -> list[str]:
     return [label, _score(a), f"{f_int(num(a, 'n'))} / {f_int(num(a, 'examples'))}",
             f"{f_int(num(neg, 'hits'))} / {f_int(num(neg, 'n'))} ({f_pct(num(neg, 'rate'))})",
             f"{f_int(num(grader, 'failed'))} / {f_int(num(grader, 'unparsable'))}"]
+
+
+def paired_table(c: Ctx, paired) -> list:
+    pairs = [p for p in paired or [] if isinstance(p, dict)] if isinstance(paired, list) else []
+    if not pairs:
+        return []
+    rows = []
+    for p in pairs:
+        ci = p.get("difference_ci")
+        value = num(p, "difference")
+        shown = NA if value is None else (f"{value:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if isinstance(ci, list)
+                                           and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+                                           else f"{value:+.3f}")
+        rows.append([code(text(p, "a") or "?"), code(text(p, "b") or "?"), f_int(num(p, "n")), shown,
+                     c.t("rb.differs") if p.get("differs") is True else c.t("rb.no_difference")])
+    return [Para(c.t("rb.paired")), Table(["A", "B", "n", c.t("rb.difference"), c.t("rb.verdict")], rows)]
 
 
 def tag_table(c: Ctx, labelled: list[tuple[str, dict]]) -> list:

@@ -828,6 +828,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "rb.by_tag": ("按标签（theme: 为例子标签，axis: 为标准标签，按该标签的标准计分）：",
                   "By tag (theme: tags label examples, axis: tags label criteria, scored on that tag's criteria):"),
     "rb.tag": ("标签", "Tag"),
+    "rb.paired": ("第一个模型与其他模型逐例配对比较（两者都计分的例子，得分差不截断，95% bootstrap 区间）：",
+                  "The first model against each other one, example by example (examples both scored; "
+                  "differences of unclipped scores, 95% bootstrap interval):"),
+    "rb.difference": ("A − B 得分差（95% 区间）", "A − B score difference (95% interval)"),
+    "rb.verdict": ("结论", "Verdict"),
+    "rb.differs": ("有差异（区间不含 0）", "differs (interval excludes 0)"),
+    "rb.no_difference": ("无证据表明有差异", "no evidence of a difference"),
     "rb.meta": ("评分模型与医师标注的一致性：宏 F1 {f1}，一致率 {agree}（n = {n}，医师意见各半的 {ties} 条不计）。",
                 "Grader agreement with physician labels: macro F1 {f1}, agreement {agree} (n = {n}; {ties} criteria "
                 "where the physicians split evenly left out)."),
