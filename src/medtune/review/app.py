@@ -20,6 +20,7 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from medtune.review.items import Item
 from medtune.review.store import ACCURATE, COMPLETE, SAFE, Reviewer, ReviewStore
@@ -68,7 +69,7 @@ def create_review_app(store: ReviewStore, items: list[Item]) -> FastAPI:
     page = resources.files("medtune.review").joinpath("review.html").read_text(encoding="utf-8")
 
     @app.get("/")
-    async def review_page(request: Request):
+    def review_page(request: Request):
         if store.reviewer_by_token(request.query_params.get("t")) is None:
             return _forbidden()
         # The page holds no data: it is the same for everyone, so nothing in it needs escaping.
@@ -105,8 +106,6 @@ def create_review_app(store: ReviewStore, items: list[Item]) -> FastAPI:
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         # save() is blocking SQLite work: run it off the event loop so other reviewers are not held up
-        from starlette.concurrency import run_in_threadpool
-
         revision = await run_in_threadpool(store.save, reviewer, item.id, order, preferred, ranking, ratings)
         return {"saved": True, "item_id": item.id, "revision": revision}
 

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.review.items import Item, load_items, prompt_messages
+from medtune.review.items import Item, load_items
 from medtune.review.stats import UNSAFE, verdict
 from medtune.review.store import ReviewStore
 from medtune.rundir import write_json, write_jsonl
@@ -60,7 +60,7 @@ def preference_pairs(items: list[Item], judgments: list[dict]) -> tuple[list[dic
             continue
         for other in item.answers:
             if other.arm != top:
-                rows.append({"prompt": prompt_messages(item, top), "chosen": item.answer(top).text,
+                rows.append({"prompt": item.prompts[top], "chosen": item.answer(top).text,
                              "rejected": other.text, "item_id": item.id, "chosen_arm": top, "rejected_arm": other.arm,
                              "votes": n, "reviewers": len(js)})
     return rows, dropped
