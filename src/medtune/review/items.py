@@ -36,8 +36,8 @@ class Item:
     answers: list[Answer]
     context: list[str] = field(default_factory=list)
     """Consultations: the case and the earlier questions, in order (the last question is `question`)."""
-    messages: list[dict] = field(default_factory=list)
-    """The conversation before the answer, per arm (the export's prompt): {arm: [message, ...]}."""
+    prompts: dict[str, list[dict]] = field(default_factory=dict)
+    """The conversation each arm answered, as chat messages (the export's prompt)."""
 
     def answer(self, arm: str) -> Answer:
         return next(a for a in self.answers if a.arm == arm)
@@ -86,7 +86,7 @@ def _group(rows: list[dict], kind: str, key, question) -> list[Item]:
         item = items.setdefault(k, Item(f"{kind}:{k}", kind, question(r), []))
         if all(a.arm != r["arm"] for a in item.answers):
             item.answers.append(Answer(r["arm"], text))
-            item.messages.append({"arm": r["arm"], "messages": [{"role": "user", "content": item.question}]})
+            item.prompts[r["arm"]] = [{"role": "user", "content": item.question}]
     return list(items.values())
 
 
@@ -104,10 +104,5 @@ def _consultation_items(name: str, rows: list[dict]) -> list[Item]:
         if all(a.arm != r["arm"] for a in item.answers):
             history = [answer_only(str(m.get("content", ""))) for m in messages if m.get("role") == "assistant"]
             item.answers.append(Answer(r["arm"], text, history))
-            item.messages.append({"arm": r["arm"], "messages": messages})
+            item.prompts[r["arm"]] = messages
     return list(items.values())
-
-
-def prompt_messages(item: Item, arm: str) -> list[dict]:
-    """The conversation `arm` answered (consultations: with its own earlier answers)."""
-    return next(m["messages"] for m in item.messages if m["arm"] == arm)
