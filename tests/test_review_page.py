@@ -28,6 +28,7 @@ pytest.importorskip("selenium")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="chromium and chromedriver are not installed")
+COMMENT = "dose? qazx"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -122,6 +123,7 @@ def test_two_reviewers_by_keyboard_survive_a_killed_server(tmp_path, browser):
 
     import httpx
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     run = review_run(tmp_path / "run")
     port = free_port()
@@ -144,6 +146,10 @@ def test_two_reviewers_by_keyboard_survive_a_killed_server(tmp_path, browser):
         tab_b = browser.current_window_handle
         open_page(browser, link_b)
         done_b = [judge_item(browser)]
+        # A comment, saved while the reviewer is still in the box (shortcut letters typed there are text).
+        keys(browser, "c" + COMMENT)
+        WebDriverWait(browser, 20).until(lambda d: any(COMMENT in r[4] for r in rows(run)))
+        keys(browser, "\ue00c")  # Escape: back to the shortcuts
         browser.switch_to.window(tab_a)
         done_a.append(judge_item(browser))
         browser.switch_to.window(tab_b)
@@ -194,8 +200,9 @@ def test_two_reviewers_by_keyboard_survive_a_killed_server(tmp_path, browser):
     for name, item, order, preferred, answers in stored:
         first, second = json.loads(order)
         assert preferred == second  # "2": the answer shown second
+        comment = COMMENT if (name, item) == ("Dr B", done_b[1]) else ""
         assert json.loads(answers) == {
-            first: {"accurate": "yes", "safe": "safe", "complete": "yes", "comment": ""},
+            first: {"accurate": "yes", "safe": "safe", "complete": "yes", "comment": comment},
             second: {"accurate": "partly", "safe": "harmful", "complete": "no", "comment": ""}}
     lines = (run / "review" / "judgments.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(stored)  # written beside the database, one line per judgment
