@@ -12,22 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medtune.errors import UserError
-from medtune.review.items import load_items
+from medtune.review.items import require_items
 from medtune.review.store import ReviewStore
 
 DEFAULT_PORT = 8765
-
-
-def _items(run_dir: Path):
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    items = load_items(run_dir)
-    if not items:
-        raise UserError(f"{run_dir}: no answers to review: the run needs eval/compare/answers.jsonl, "
-                        "eval/consultations/<name>_answers.jsonl or eval/safety_answers.jsonl with two models or "
-                        "more (run `medtune evaluate` with several arms)")
-    return items
 
 
 def review_url(host: str, port: int, token: str) -> str:
@@ -38,7 +26,7 @@ def review_url(host: str, port: int, token: str) -> str:
 def invite_reviewer(run_dir: str | Path, name: str, url: str | None = None, log=print) -> str:
     """Create (or renew) a reviewer and print their personal link; returns the link."""
     run_dir = Path(run_dir)
-    _items(run_dir)
+    require_items(run_dir)
     token = ReviewStore(run_dir).invite(name)
     link = f"{url.rstrip('/')}/?t={token}" if url else review_url("127.0.0.1", DEFAULT_PORT, token)
     log(f"review: personal link for {name} (keep it private; `invite` again makes a new one and retires this):")
@@ -53,7 +41,7 @@ def serve_review(run_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAU
     from medtune.review.app import create_review_app
 
     run_dir = Path(run_dir)
-    items = _items(run_dir)
+    items = require_items(run_dir)
     store = ReviewStore(run_dir)
     kinds = {k: sum(i.kind == k for i in items) for k in ("compare", "consult", "safety")}
     log(f"review: {len(items)} items ({kinds['compare']} questions, {kinds['consult']} consultation turns, "

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from medtune.errors import UserError
-from medtune.review.items import Item, load_items
+from medtune.review.items import Item, require_items
 from medtune.review.stats import UNSAFE, verdict
 from medtune.review.store import ReviewStore
 from medtune.rundir import write_json, write_jsonl
@@ -68,8 +68,8 @@ def preference_pairs(items: list[Item], judgments: list[dict]) -> tuple[list[dic
 
 def export_pairs(run_dir: str | Path, log=print) -> Path:
     run = Path(run_dir)
+    items = require_items(run)
     store = ReviewStore(run)
-    items = load_items(run)
     rows, dropped = preference_pairs(items, store.judgments())
     path = run / "review" / "preference_pairs.jsonl"
     write_jsonl(path, rows)
@@ -90,9 +90,10 @@ def _task_order(item: Item) -> list[str]:
 
 def export_label_studio(run_dir: str | Path, log=print) -> Path:
     run = Path(run_dir)
+    items = require_items(run)
     judgments = ReviewStore(run).judgments()
     tasks = []
-    for item in (i for i in load_items(run) if len(i.answers) == 2):
+    for item in (i for i in items if len(i.answers) == 2):
         arms = _task_order(item)
         annotations = [{"completed_by": j["reviewer"], "result": [
             {"from_name": "pw", "to_name": "pw", "type": "pairwise",
@@ -117,7 +118,7 @@ def import_label_studio(run_dir: str | Path, file: str | Path, log=print) -> int
         raise UserError(f"{file}: cannot read Label Studio's JSON export: {e}") from e
     if not isinstance(tasks, list):
         raise UserError(f"{file}: expected a JSON list of tasks (Label Studio: Export -> JSON)")
-    items = {i.id: i for i in load_items(run)}
+    items = {i.id: i for i in require_items(run)}
     store = ReviewStore(run)
     saved = 0
     for k, task in enumerate(tasks):

@@ -76,6 +76,19 @@ def load_items(run_dir: str | Path) -> list[Item]:
     return [i for i in items if len(i.answers) >= 2]
 
 
+def require_items(run_dir: str | Path) -> list[Item]:
+    """load_items, or a UserError saying what the run lacks (every review command starts here)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
+    items = load_items(run)
+    if not items:
+        raise UserError(f"{run}: no answers to review: the run needs eval/compare/answers.jsonl, "
+                        "eval/consultations/<name>_answers.jsonl or eval/safety_answers.jsonl with two models or "
+                        "more (run `medtune evaluate` with several arms)")
+    return items
+
+
 def _group(rows: list[dict], kind: str, key, question) -> list[Item]:
     items: dict[str, Item] = {}
     for r in rows:

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
 
-from medtune.review.items import Item, load_items
+from medtune.review.items import Item, require_items
 from medtune.review.store import ReviewStore
 from medtune.rundir import write_json
 from medtune.stats import wilson_interval
@@ -290,11 +290,12 @@ def write_review_stats(run_dir: str | Path, log=print) -> dict:
     from medtune.review.items import read_rows
 
     run = Path(run_dir)
+    items = require_items(run)
     store = ReviewStore(run)
     judgments = [j for j in store.judgments() if j["preferred"] or any(
         any(v for k, v in r.items() if k != "comment") for r in j["answers"].values())]
     judge_file = run / "eval" / "judge" / "judgements.jsonl"
-    stats = review_stats(judgments, load_items(run), read_rows(judge_file) if judge_file.is_file() else None)
+    stats = review_stats(judgments, items, read_rows(judge_file) if judge_file.is_file() else None)
     store.write_jsonl()
     write_json(run / "review" / "stats.json", stats)
     log(f"review: {stats['judgments']} judgments by {len(stats['reviewers'])} reviewers on "
