@@ -112,6 +112,14 @@ def test_label_studio_out_and_in(judged_run, tmp_path):
     assert import_label_studio(fresh, tmp_path / "ls.json", log=lambda *_: None) == 1
     [j] = ReviewStore(fresh).judgments()
     assert (j["reviewer"], j["item_id"], j["preferred"]) == ("labelstudio:7", "compare:q01", right)
+    # an export without `meta` (and another annotator, as Label Studio names users in some versions)
+    exported[0] = {**exported[0], "meta": {}, "annotations": [{"completed_by": {"id": 3, "email": "li@example.org"},
+                                                                "result": [{"type": "pairwise",
+                                                                            "value": {"selected": "left"}}]}]}
+    (tmp_path / "ls.json").write_text(json.dumps(exported), encoding="utf-8")
+    assert import_label_studio(fresh, tmp_path / "ls.json", log=lambda *_: None) == 1
+    assert {j["reviewer"]: j["preferred"] for j in ReviewStore(fresh).judgments()} == {
+        "labelstudio:7": right, "labelstudio:li@example.org": left}
 
 
 def test_store_hashes_tokens_versions_schema_and_keeps_one_row(tmp_path):

@@ -27,6 +27,12 @@ from medtune.review.store import ACCURATE, COMPLETE, SAFE, Reviewer, ReviewStore
 
 LABELS = "ABCDEFGH"
 MAX_BODY_BYTES = 256 * 1024
+# Model text reaches the page only through textContent; the policy is a second wall: nothing is loaded from
+# elsewhere, and the token in the link never leaves in a Referer header.
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                           "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                                           "frame-ancestors 'none'"}
 
 
 class AnswerRating(BaseModel):
@@ -73,7 +79,7 @@ def create_review_app(store: ReviewStore, items: list[Item]) -> FastAPI:
         if store.reviewer_by_token(request.query_params.get("t")) is None:
             return _forbidden()
         # The page holds no data: it is the same for everyone, so nothing in it needs escaping.
-        return HTMLResponse(page, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     @app.get("/api/items")
     def list_items(request: Request):

@@ -11,7 +11,7 @@ conversation the chosen answer was given (a consultation's own earlier answers i
 `review/export_summary.json` counts the items and why each one gave no pair.
 
 Label Studio (`review/label_studio_tasks.json`): one task per two-answer item, `data` {item_id, question,
-context, answer1, answer2} in a seeded random order per item, `meta` {arms} (not shown to annotators), and each
+context, answer1, answer2} in a random order seeded by the item id, `meta` {arms} (not shown to annotators), and each
 medtune judgment as an annotation with a `pairwise` result ({"selected": "left"|"right"}; ties are left out, as
 Label Studio's Pairwise has none). Labeling config: LABEL_STUDIO_CONFIG. Import reads Label Studio's JSON export
 of such tasks and saves each annotation as a judgment by reviewer `labelstudio:<completed_by>`.
@@ -123,7 +123,8 @@ def import_label_studio(run_dir: str | Path, file: str | Path, log=print) -> int
     saved = 0
     for k, task in enumerate(tasks):
         item_id = (task.get("data") or {}).get("item_id")
-        arms = (task.get("meta") or {}).get("arms")
+        # the order is seeded by the item id, so a Label Studio that dropped `meta` loses nothing
+        arms = (task.get("meta") or {}).get("arms") or (_task_order(items[item_id]) if item_id in items else None)
         if item_id not in items or not isinstance(arms, list) or sorted(arms) != sorted(a.arm for a in items[item_id].answers):
             raise UserError(f"{file}: task {k} (id {task.get('id')}): not a task `medtune review export "
                             "--label-studio` wrote for this run (data.item_id and meta.arms must match its items)")
