@@ -72,6 +72,7 @@ def browser(tmp_path):
                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                 f"--user-data-dir={tmp_path / 'chromium'}"):
         options.add_argument(arg)  # 390 x 844: a phone's screen
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -167,6 +168,7 @@ def test_two_reviewers_by_keyboard_survive_a_killed_server(tmp_path, browser):
         assert browser.find_elements(By.CSS_SELECTOR, ".answer .text b, .answer .text script") == []
         assert browser.title == "medtune review"
         keys(browser, "nn")  # on to q04, the first item A has not judged
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []  # (CSP) nothing refused
 
         # Killed mid-review: A's next choice is made while the server is down, and arrives after the restart.
         server.send_signal(signal.SIGKILL)
