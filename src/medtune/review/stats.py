@@ -298,8 +298,8 @@ def write_review_stats(run_dir: str | Path, log=print) -> dict:
     stats = review_stats(judgments, items, read_rows(judge_file) if judge_file.is_file() else None)
     store.write_jsonl()
     write_json(run / "review" / "stats.json", stats)
-    log(f"review: {stats['judgments']} judgments by {len(stats['reviewers'])} reviewers on "
-        f"{stats['items_judged']} of {stats['items']} items -> {run / 'review' / 'stats.json'}")
+    log(f"review: judgments {stats['judgments']}, reviewers {len(stats['reviewers'])}, items judged "
+        f"{stats['items_judged']} of {stats['items']} -> {run / 'review' / 'stats.json'}")
     for m in stats["ranking"]:
         v = stats["models"][m]
         log(f"  {m}: win rate {v['win_rate']:.3f} [{v['win_rate_ci'][0]:.3f}, {v['win_rate_ci'][1]:.3f}] "
