@@ -278,3 +278,16 @@ def test_report_section_shows_scores_ceiling_grader_agreement_and_worst_examples
     # (pred, truth): (T,T) (F,T) (F,F): F1(met) = 2/3, F1(not met) = 2/3
     assert "macro F1 0.667, agreement 66.7% (n = 3;" in part
     assert "| `bad` | `b` | -2.000 | 三岁，布洛芬吃多少？ | (4) 先问孩子「体重」 | (-8) 未问体重就给出剂量，如「每次5毫升」 |" in part
+
+
+def test_an_examples_own_system_message_replaces_the_arms(tmp_path, grader):
+    own = {"prompt_id": "s", "prompt": [{"role": "developer", "content": "你是儿科医生。"}, *user("孩子咳嗽")],
+           "rubrics": [{"criterion": "提到「喝水」", "points": 1, "tags": []}]}
+    path = rows_file(tmp_path / "set.jsonl", [EXAMPLE_A, own])
+    engine = FixedEngine({"m": ["打120", "多喝水"]}, {"我爸胸口痛了半小时，出冷汗": 0, "孩子咳嗽": 1})
+    s = run_rubric([arm("m")], path, tmp_path / "out", engine, endpoint(grader), log=lambda *_: None)
+    (first_system, first), (second_system, second) = engine.seen
+    assert first_system == "你是医生。" and [c[-1]["content"] for c in first] == ["我爸胸口痛了半小时，出冷汗"]
+    assert second_system is None and second == [[{"role": "system", "content": "你是儿科医生。"},
+                                                 {"role": "user", "content": "孩子咳嗽"}]]
+    assert s["arms"][0]["score"] == pytest.approx((0.5 + 1.0) / 2)  # a: 5/10; s: 1/1

@@ -61,9 +61,9 @@ def generation_conversation(example: RubricExample) -> list[dict]:
 def answer_examples(arm: Arm, examples: list[RubricExample], engine) -> list[dict]:
     """Every example's conversation answered by the arm; an example's own system message replaces the arm's."""
     records: list[dict | None] = [None] * len(examples)
-    own_system = [i for i, e in enumerate(examples) if e.prompt[0]["role"] in ("system", "developer")]
+    own_system = {i for i, e in enumerate(examples) if e.prompt[0]["role"] in ("system", "developer")}
     groups = [([i for i in range(len(examples)) if i not in own_system], arm),
-              (own_system, dataclasses.replace(arm, system_prompt=None))]
+              (sorted(own_system), dataclasses.replace(arm, system_prompt=None))]
     for indices, group_arm in groups:
         if not indices:
             continue
