@@ -175,6 +175,7 @@ def grade_jobs(grader: GraderEndpoint, jobs: list[Job], cache: GradeCache | None
     cache = cache or GradeCache(None)
     keys = [cache_key(grader.model, job) for job in jobs]
     todo = list({k: job for k, job in zip(keys, jobs) if k not in cache.entries}.items())
+    cached = len(set(keys)) - len(todo)
     fresh: dict[str, Grade] = {}
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
@@ -183,8 +184,7 @@ def grade_jobs(grader: GraderEndpoint, jobs: list[Job], cache: GradeCache | None
         fresh.update(got)
         cache.add(got)
         if log:
-            log(f"rubric: graded {min(start + chunk, len(todo))}/{len(todo)} criteria "
-                f"({len(jobs) - len(todo)} from the cache)")
+            log(f"rubric: graded {min(start + chunk, len(todo))}/{len(todo)} criteria ({cached} more from the cache)")
     return [cache.entries[k] if k in cache.entries and k not in fresh else fresh[k] for k in keys]
 
 
