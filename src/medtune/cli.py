@@ -189,7 +189,9 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="write report.md and a self-contained report.html for a run directory",
                        description="Read only the files in RUN_DIR (config, data stats, training logs and results, "
                                    "evaluation results) and write report.md, report.html (plots and CSS embedded, "
-                                   "no network) and plots/*.png. Stages that did not run are reported as not run.")
+                                   "no network) and plots/*.png. Stages that did not run are reported as not run. "
+                                   "RUN_DIR must hold config.yaml and a stage's output; only files an earlier report "
+                                   "wrote (listed in report_files.json) are ever replaced.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (output_dir of the config)")
     p.add_argument("--lang", choices=["zh", "en"], default=None,
                    help="report language (default: report.lang in RUN_DIR/config.yaml, else zh)")
