@@ -159,10 +159,28 @@ def test_cli_worked_examples(capsys):
     assert "8,234,382,336 total, 43,646,976 trainable" in four and "-> fits in 32.00 GiB" in four
     assert "16 bytes per trainable parameter" in four  # fp32 LoRA: parameter, gradient, AdamW m and v
     assert "3,125 per epoch, 6,250 in total, 32 samples per step" in four
-    assert main(args + ["--gpu-memory", "24GB"]) == 0
+    assert main(args + ["--gpu-memory", "24GB"]) == 3  # does not fit: a script can tell
     one = capsys.readouterr().out
     assert "DOES NOT FIT in 24.00 GiB" in one and "to fit, change one of:" in one
     assert "train.per_device_train_batch_size: 1" in one and "model.quantization" in one
+    # 2 epochs x 100,000 samples x 2,048 tokens; 1 GPU: 8 per step, 12,500 x 2 steps; 4 GPUs (the reference's):
+    # 32 per step, 3,125 x 2 steps, at 4 x 950 tokens/s 409,600,000 / 3,800 / 3,600 = 29.9 h
+    assert "tokens: 409,600,000 = 2 epochs x 100,000 samples x 2048 per sample" in one
+    assert "8 samples per step (4 per device x 2 accumulation x 1 GPU;" in one
+    assert "this plan is for 1 GPU (--gpus)" in one and "4 GPUs: 32 per step, 6,250 steps, 29.9 h" in one
+
+
+@pytest.mark.parametrize("gpus", ["0", "-2"])
+def test_cli_refuses_fewer_than_one_gpu(gpus, capsys):
+    args = ["plan", str(ROOT / "configs" / "demo.yaml"), "--gpus", gpus]
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 2 and f"--gpus: must be at least 1, not {gpus}" in capsys.readouterr().err
+
+
+def test_plan_config_refuses_fewer_than_one_gpu():
+    with pytest.raises(PlanError, match="--gpus 0: the run needs at least 1 GPU"):
+        plan_config(qwen3_8b_config(), gpus=0)
 
 
 def _hand_shape():

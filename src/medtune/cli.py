@@ -108,6 +108,10 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+PLAN_DOES_NOT_FIT = 3
+"""`medtune plan` exits with this when the plan does not fit --gpu-memory (scripts can test it)."""
+
+
 def cmd_plan(args) -> int:
     from medtune.train.plan import format_plan, parse_memory, plan_config
 
@@ -116,7 +120,7 @@ def cmd_plan(args) -> int:
     result = plan_config(cfg, gpus=args.gpus, gpu_memory=memory, tokens_per_second=args.tokens_per_second,
                          samples=args.samples, shard_weights=args.fsdp)
     print(format_plan(cfg, result))
-    return 0
+    return PLAN_DOES_NOT_FIT if result["plan"].fits is False else 0
 
 
 def add_plan(sub) -> None:
@@ -124,14 +128,16 @@ def add_plan(sub) -> None:
                        description="Build the base model from its config.json on the meta device, wrap it with the "
                                    "config's LoRA and print parameters, peak memory per GPU (weights, LoRA state, "
                                    "activations, logits chunk, headroom), steps, tokens and time, and what to change "
-                                   "when it does not fit.")
+                                   "when it does not fit. Exit status: 0, or 3 when it does not fit --gpu-memory "
+                                   "(2 for an error).")
     _add_config_args(p)
-    p.add_argument("--gpus", type=int, default=1, help="GPUs (data-parallel processes) in the run (default 1)")
+    p.add_argument("--gpus", type=_positive_int, default=1,
+                   help="GPUs (data-parallel processes) in the run (default 1); steps and time depend on it")
     p.add_argument("--gpu-memory", metavar="SIZE", help="memory per GPU, e.g. 24GB, 80GB (GiB); enables the fit check")
     p.add_argument("--fsdp", action="store_true", help="the weights are sharded over the GPUs (FSDP / ZeRO-3)")
-    p.add_argument("--tokens-per-second", type=float, metavar="N",
+    p.add_argument("--tokens-per-second", type=_positive_float, metavar="N",
                    help="training rate of the whole run for the time estimate (default 950 per GPU)")
-    p.add_argument("--samples", type=int, metavar="N",
+    p.add_argument("--samples", type=_positive_int, metavar="N",
                    help="training samples (default: the prepared data's, else data.max_samples)")
     p.set_defaults(func=cmd_plan)
 
@@ -210,6 +216,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
     return value
 
 
