@@ -178,6 +178,16 @@ def test_cli_refuses_fewer_than_one_gpu(gpus, capsys):
     assert exit.value.code == 2 and f"--gpus: must be at least 1, not {gpus}" in capsys.readouterr().err
 
 
+def test_plan_names_a_lora_target_that_matches_nothing(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\nmodel: {{name_or_path: 'builtin:tiny-qwen3'}}\n"
+                      "lora: {target_modules: [q_proj, qproj]}\n")
+    assert main(["plan", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "lora.target_modules: 'qproj' matches no module of Qwen3ForCausalLM; modules with weights are named " \
+           "down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj." in err
+
+
 def test_plan_config_refuses_fewer_than_one_gpu():
     with pytest.raises(PlanError, match="--gpus 0: the run needs at least 1 GPU"):
         plan_config(qwen3_8b_config(), gpus=0)

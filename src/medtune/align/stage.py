@@ -26,7 +26,7 @@ from medtune import __version__
 from medtune.config import Config
 from medtune.data.readers import expand_inputs
 from medtune.errors import UserError
-from medtune.modeling import count_parameters, enable_cpu_hugepages, resolve_base_model
+from medtune.modeling import check_lora_targets, count_parameters, enable_cpu_hugepages, resolve_base_model
 from medtune.rundir import fingerprint, read_json, sha256_file, write_json
 from medtune.train.common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints
 
@@ -271,6 +271,8 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
     args = trl_args(cfg, precision, torch.cuda.is_available())
     callbacks = [NonFiniteGuard(), MetricsCallback(out / "metrics.jsonl", extra_keys=ALIGN_LOG_KEYS, desc="align"),
                  CompleteMarker(out)]
+    if not isinstance(model, PeftModel):
+        check_lora_targets(model, list(cfg.lora.target_modules))
     peft_config = None if isinstance(model, PeftModel) else LoraConfig(
         r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
         target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",

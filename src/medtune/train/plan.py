@@ -136,12 +136,15 @@ def count_model(config, cfg: Config, precision: str) -> ModelShape:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from medtune.modeling import check_lora_targets
+
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
         out_layer = model.get_output_embeddings()
         quantizable = sum(m.weight.numel() for m in model.modules()
                           if isinstance(m, torch.nn.Linear) and m is not out_layer)
+        check_lora_targets(model, list(cfg.lora.target_modules))
         model = get_peft_model(model, LoraConfig(
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
