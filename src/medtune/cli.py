@@ -277,7 +277,7 @@ def cmd_serve(args) -> int:
     settings = ServeSettings(api_key=args.api_key or None, max_concurrent=args.max_concurrent,
                              max_tokens=args.max_tokens)
     serve_model(args.model, host=args.host, port=args.port, engine=args.engine, dtype=args.dtype, settings=settings,
-                model_id=args.model_id, max_input_tokens=args.max_input_tokens)
+                model_id=args.model_id, max_input_tokens=args.max_input_tokens, allowed_host=tuple(args.allowed_host))
     return 0
 
 
@@ -286,14 +286,20 @@ def add_serve(sub) -> None:
 
     p = sub.add_parser("serve", help="OpenAI-compatible API and web chat page",
                        description="Serve the model: POST /v1/chat/completions (streaming or not; thinking off unless "
-                                   "a request sets enable_thinking), GET /v1/models, GET /health, and a chat page at /. "
+                                   "a request sets enable_thinking), GET /v1/models, GET /health, POST /api/red-flags "
+                                   "and a chat page at /. With an API key, only /v1/* needs it. Requests whose Host "
+                                   "header is not the bound host's name get 400 (DNS rebinding). "
                                    "Engine: vLLM with the LoRA adapter on a CUDA GPU when vllm is installed, "
                                    "transformers otherwise.")
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run directory (adapter), model directory or hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port, 1-65535 (default 8000); checked before loading")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests with this Host name, e.g. a reverse proxy's (repeatable; default: "
+                        "localhost, 127.0.0.1, ::1 on loopback, the --host address otherwise, any on 0.0.0.0)")
     p.add_argument("--api-key", default=os.environ.get("MEDTUNE_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $MEDTUNE_API_KEY; none if unset)")
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $MEDTUNE_API_KEY; none if unset); "
+                        "/, /health and /api/red-flags never need it")
     p.add_argument("--max-concurrent", type=_positive_int, default=4,
                    help="requests running at once; more get HTTP 429 (default 4)")
     p.add_argument("--max-tokens", type=_positive_int, default=1024,

@@ -4,8 +4,13 @@ Routes:
   POST /v1/chat/completions   OpenAI chat completions, streamed (SSE) or not; thinking in `reasoning_content`
   GET  /v1/models             the one served model
   GET  /health                liveness and load (no API key needed)
-  POST /api/red-flags         {"text": ...} -> the urgent-care banner decision (medtune.redflags)
-  GET  /                      the chat page
+  POST /api/red-flags         {"text": ...} -> the urgent-care banner decision (medtune.redflags; no API key
+                              needed: it never touches the model, and the banner must not fail for want of one)
+  GET  /                      the chat page (no API key needed: a browser loads it, then sends the key on /v1/*)
+
+With an API key set, only /v1/* (what runs the model) needs it. Every route checks the Host header against
+`allowed_hosts` (when set): a page on another site that reaches a loopback server through DNS rebinding
+sends its own host name, and gets 400.
 
 Every error is an OpenAI-style body {"error": {"message", "type", "param", "code"}} with a 4xx status for
 anything the client can fix; no request makes the server answer with a stack trace.
@@ -57,6 +62,8 @@ class ServeSettings:
     max_tokens: int = 1024
     """The most tokens one request may generate; also the default when a request gives none."""
     max_body_bytes: int = 4 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host header names (without the port) this server answers; None: any (see serve.allowed_hosts)."""
 
 
 class ApiError(Exception):
@@ -206,6 +213,34 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+class HostCheck:
+    """ASGI middleware: the Host header's name must be one of `allowed` (a DNS-rebinding page sends its own)."""
+
+    def __init__(self, app, allowed: tuple[str, ...]):
+        self.app = app
+        self.allowed = {h.lower().strip("[]") for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            if _host_name(host) not in self.allowed:
+                response = error_response(400, f"Host {host!r} is not one this server answers to "
+                                               f"({', '.join(sorted(self.allowed))}); behind a reverse proxy, start "
+                                               "it with --allowed-host NAME", code="invalid_host")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header: '[::1]:8000' -> '::1', 'localhost:8000' -> 'localhost'."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host  # no port, or a bare IPv6 address
+
+
 class ConcurrencyLimit:
     """How many requests may hold the model at once. Acquired without waiting: a full server answers 429.
 
@@ -249,6 +284,8 @@ def create_app(engine, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="medtune", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # added last: runs first
     limit = ConcurrencyLimit(settings.max_concurrent)
     created = int(time.time())
     page = _chat_page(engine.model_id)
