@@ -240,8 +240,7 @@ def add_merge(sub) -> None:
                                    "are checked against base+adapter on real prompts before anything is written.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding adapter_config.json")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write the merged model")
-    _add_dtype_arg(p, choices=DTYPES[1:], default=None,
-                   help="dtype of the saved weights (default: the base model's, fp32 if it has none)")
+    _add_dtype_arg(p, help="dtype of the saved weights (default auto: the base model's, fp32 if it has none)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(func=cmd_merge)
 
