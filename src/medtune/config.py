@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ def dtype_name(value: str, where: str) -> str:
 
 
 class ConfigError(UserError, ValueError):
-    """A config problem a person must fix; the message names the file and the key."""
+    """A config problem a person must fix; the message names the file and the key.
+
+    `key` is the dotted key it is about (`evaluate.compare[1].model`), so load_config can add the YAML line
+    or name the `--set` it came from."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -602,7 +610,51 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     for item in overrides or []:
         apply_override(raw, item, source=str(path))
-    return config_from_dict(raw, source=str(path))
+    try:
+        return config_from_dict(raw, source=str(path))
+    except ConfigError as e:
+        raise _located(e, path, overrides or []) from None
+
+
+def _located(e: ConfigError, path: Path, overrides: list[str]) -> ConfigError:
+    """The error with its place: `--set key=value` when the key came from one, else `path:line` of the key
+    (or of its nearest parent in the file)."""
+    body = str(e).removeprefix(f"{path}: ")
+    key = e.key or ""
+    set_keys = {item.partition("=")[0].strip(): item for item in overrides}  # a later --set of a key wins
+    try:
+        lines = _key_lines(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        lines = {}
+    for set_key, item in reversed(set_keys.items()):
+        if key and (_within(key, set_key) or (_within(set_key, key) and key not in lines)):
+            return ConfigError(f"--set {item}: {body}", e.key)
+    while key and key not in lines:
+        key = key[:max(key.rfind("."), key.rfind("["), 0)]
+    return ConfigError(f"{path}:{lines[key]}: {body}" if key else str(e), e.key)
+
+
+def _within(key: str, parent: str) -> bool:
+    return key == parent or key.startswith((f"{parent}.", f"{parent}["))
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Each dotted key of a YAML document (`data.max_length`, `evaluate.compare[1].model`) -> its 1-based line."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                name = f"{prefix}.{k.value}" if prefix else str(k.value)
+                lines[name] = k.start_mark.line + 1
+                walk(v, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+                walk(item, f"{prefix}[{i}]")
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return lines
 
 
 def load_compare_models(path: str | Path) -> list[CompareModel]:
@@ -649,9 +701,10 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def _build(cls, raw: Any, source: str, prefix: str):
-    where = prefix.rstrip(".") or "top level"
+    section = prefix.rstrip(".") or None
+    where = section or "top level"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(raw).__name__} {raw!r}")
+        raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(raw).__name__} {raw!r}", section)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -663,19 +716,27 @@ def _build(cls, raw: Any, source: str, prefix: str):
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f"{prefix}{close[0]}" if close else None
             msg = f"{source}: unknown key '{full}'"
-            raise ConfigError(msg + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(names)}"))
-        if full == "model.torch_dtype" and isinstance(value, str):
-            value = dtype_name(value, f"{source}: {full}:")
-        kwargs[key] = _convert(value, hints[key], source, full)
+            raise ConfigError(msg + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(names)}"),
+                              full)
+        try:
+            if full == "model.torch_dtype" and isinstance(value, str):
+                value = dtype_name(value, f"{source}: {full}:")
+            kwargs[key] = _convert(value, hints[key], source, full)
+        except ConfigError as e:
+            e.key = e.key or full  # the innermost key wins: a nested section's own loop set it first
+            raise
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{source}: '{where}' is missing required key(s): {', '.join(prefix + m for m in missing)}")
+        raise ConfigError(f"{source}: '{where}' is missing required key(s): {', '.join(prefix + m for m in missing)}",
+                          section)
     try:
         return cls(**kwargs)
     except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        # Cross-field checks name their key first ("lora.r must be >= 1"); else the error is the section's.
+        named = re.match(r"[A-Za-z_]+(\.[A-Za-z_]+)+\b", str(e))
+        raise ConfigError(f"{source}: {e}", named.group(0) if named else section) from None
 
 
 def _expected(tp: Any) -> str:
