@@ -233,3 +233,25 @@ def test_auto_checkpointing_recomputes_the_fewest_layers_that_fit(memory, every)
     chosen, plan = least_checkpointing(_hand_shape(), _hand_setup(memory))
     assert (chosen.checkpoint_every if chosen.checkpointing else None) == every
     assert plan.fits is (memory != 1_000_000)
+
+
+def test_a_plan_prints_no_library_notice_that_reads_as_a_failure(tmp_path):
+    """Every plan/train/align printed bitsandbytes' "Failed to load CPU gemm_4bit_forward" (peft imports
+    bitsandbytes whenever it is installed) and transformers' is_gradient_checkpointing FutureWarning."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONWARNINGS": "default"}
+    r = subprocess.run([sys.executable, "-m", "medtune", "plan", str(ROOT / "configs" / "demo.yaml"), "--set",
+                        f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "gemm_4bit_forward" not in r.stderr and "is_gradient_checkpointing" not in r.stderr, r.stderr
+    # Both notices, emitted as the libraries emit them (the first only shows on CPUs with AVX512-BF16):
+    code = ("import logging, warnings, medtune\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('Failed to load CPU gemm_4bit_forward from "
+            "kernels-community: %s. Please make sure', 'no kernels')\n"
+            "warnings.warn('`is_gradient_checkpointing` is deprecated and will be removed in v6. Use "
+            "`is_activation_checkpointing` instead.', FutureWarning)\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('another notice')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stderr == "another notice\n"  # only those two are dropped
