@@ -20,6 +20,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _report_path(rel) -> bool:
+    """A name the report writes (a record naming anything else is not trusted with it)."""
+    return isinstance(rel, str) and (rel in ("report.md", "report.html")
+                                     or (rel.startswith("plots/") and "/" not in rel[6:] and rel.endswith(".png")))
+
+
 class OwnedFiles:
     """The report's own files in out_dir: what an earlier report wrote, and what this one writes."""
 
@@ -34,10 +40,8 @@ class OwnedFiles:
         except (OSError, ValueError, TypeError, KeyError):
             raise UserError(f"{record}: exists and is not the record medtune report keeps of its files; move it "
                             "away or give another --output DIR") from None
-        path_ok = lambda rel: isinstance(rel, str) and (rel in ("report.md", "report.html") or
-                                                        (rel.startswith("plots/") and "/" not in rel[6:]))
         # Only entries whose file still has the recorded bytes are ours; an edited file is the user's now.
-        self.earlier = {rel: h for rel, h in recorded.items() if path_ok(rel) and (out_dir / rel).is_file()
+        self.earlier = {rel: h for rel, h in recorded.items() if _report_path(rel) and (out_dir / rel).is_file()
                         and _sha256(out_dir / rel) == h}
 
     def claim(self, rel: str) -> Path:
