@@ -19,6 +19,7 @@ the whole pipeline:
 
 stages (each reads and writes only the run directory, output_dir in the config):
   plan      parameters, peak memory per GPU, steps and time for a config, before any download
+            (exit status 3 when it does not fit --gpu-memory)
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
   align     DPO / KTO / GRPO on top of the SFT adapter (config section align:) -> align/ (optional)
