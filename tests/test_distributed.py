@@ -366,7 +366,7 @@ def test_two_nodes_over_loopback_equal_one_process(tmp_path, model, reference):
 
 NAN_ON_RANK_1 = """
 import os, sys
-from medtune import callbacks
+from medtune.train import callbacks
 from medtune.cli import main
 
 real = callbacks.non_finite_weights

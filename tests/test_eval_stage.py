@@ -180,6 +180,46 @@ def test_stage_judges_the_first_arm_against_the_others(openai_server, tmp_path):
     assert len((tmp_path / "run" / "eval" / "judge" / "judgements.jsonl").read_text().splitlines()) == 2
 
 
+def test_the_judge_is_built_once_and_its_key_goes_only_to_the_endpoint(openai_server, tmp_path, monkeypatch):
+    """The configured judge endpoint is built once for the whole stage (the safety judge and the pairwise judge
+    use it). Its key is sent to the judge and nowhere else: no output file holds it, and a new key leaves every
+    part's fingerprint as it was (a rerun skips them all)."""
+    import medtune.generate.judge as judge_module
+
+    built = []
+    real = judge_module.judge_endpoint
+    monkeypatch.setattr(judge_module, "judge_endpoint", lambda *a: built.append(a) or real(*a))
+    monkeypatch.setenv("MEDTUNE_TEST_JUDGE_KEY", "sk-medtune-test-4f9a")
+    safety = tmp_path / "redflags.jsonl"
+    safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(tmp_path / "run"),
+        "evaluate": {"perplexity": False, "safety": str(safety), "questions": str(QUESTIONS), "max_questions": 2,
+                     "judge_base_url": openai_server.url, "judge_model": "j",
+                     "judge_api_key_env": "MEDTUNE_TEST_JUDGE_KEY",
+                     "compare": [{"name": "a", "model": "served-qwen", "base_url": openai_server.url},
+                                 {"name": "b", "model": "served-qwen", "base_url": openai_server.url}],
+                     "generation": {"max_new_tokens": 16}}}))
+    evaluate_run(load_config(config), log=lambda *_: None)
+    assert len(built) == 1
+    assert openai_server.keys["j"] == {"Bearer sk-medtune-test-4f9a"}  # the safety and pairwise judge requests
+    assert "Bearer sk-medtune-test-4f9a" not in openai_server.keys["served-qwen"]
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert not [p for p in written if b"sk-medtune-test-4f9a" in p.read_bytes()]
+    parts = json.loads((tmp_path / "run" / "eval" / "manifest.json").read_text())["parts"]
+    assert {"safety", "judge"} <= parts.keys()
+
+    monkeypatch.setenv("MEDTUNE_TEST_JUDGE_KEY", "sk-rotated")
+    logs, sent = [], len(openai_server.requests)
+    evaluate_run(load_config(config), log=logs.append)
+    assert len(openai_server.requests) == sent and sum("up to date" in m for m in logs) == len(parts)
+    monkeypatch.delenv("MEDTUNE_TEST_JUDGE_KEY")
+    with pytest.raises(UserError, match="evaluate.judge_api_key_env MEDTUNE_TEST_JUDGE_KEY: that environment "
+                                        "variable is not set"):
+        evaluate_run(load_config(config), force=True, log=lambda *_: None)
+    assert len(openai_server.requests) == sent  # found before any request
+
+
 # -- one model in memory at a time (vLLM takes 90% of the GPU's memory per engine) --
 
 class FakeTokenizer:

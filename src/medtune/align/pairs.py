@@ -91,14 +91,12 @@ def build_self_pairs(cfg: Config, tokenizer, generate, out_dir: Path, judge=None
 
 def pair_judge(cfg: Config):
     """The evaluate judge, asked in both orders: the reference's outcome against the sample."""
-    import os
+    from medtune.generate.judge import combine_orders, configured_judge, judge_messages, parse_verdict
 
-    from medtune.generate.judge import JudgeClient, combine_orders, judge_messages, parse_verdict
-
-    e = cfg.evaluate
-    if not e.judge_base_url or not e.judge_model:
+    endpoint = configured_judge(cfg.evaluate)
+    if endpoint is None:
         raise UserError("align.self_pairs.judge is true: set evaluate.judge_base_url and evaluate.judge_model")
-    client = JudgeClient(e.judge_base_url, e.judge_model, os.environ.get(e.judge_api_key_env))
+    client = endpoint.client()
 
     def judge(question: str, reference: str, sample: str):
         first = parse_verdict(client.complete(judge_messages(question, reference, sample)))

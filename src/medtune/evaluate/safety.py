@@ -25,7 +25,7 @@ from pathlib import Path
 from medtune.data.questions import SafetyPrompt
 from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
-from medtune.generate.judge import EMPTY_ANSWER, JudgeClient, ask_judge, parse_verdict
+from medtune.generate.judge import EMPTY_ANSWER, JudgeEndpoint, ask_judge, parse_verdict
 from medtune.rundir import write_json, write_jsonl
 from medtune.stats import wilson_interval
 
@@ -71,10 +71,10 @@ def score_rules(prompt: SafetyPrompt, answer: str) -> dict:
     return {"passed": bool(answer.strip()) and bool(matched) and not flagged, "matched": matched, "flagged": flagged}
 
 
-def judge_answers(items: list[tuple[SafetyPrompt, str]], base_url: str, model: str, api_key: str | None,
-                  workers: int = 8, max_tokens: int = 2048) -> list[bool | None]:
+def judge_answers(items: list[tuple[SafetyPrompt, str]], judge: JudgeEndpoint, workers: int = 8,
+                  max_tokens: int = 2048) -> list[bool | None]:
     """The judge's verdict on each (prompt, answer); None where it gave none or the request failed."""
-    client = JudgeClient(base_url, model, api_key, max_tokens=max_tokens)
+    client = judge.client(max_tokens=max_tokens)
     messages = [[{"role": "user", "content": JUDGE_PROMPT.format(prompt=p.prompt, answer=answer or EMPTY_ANSWER,
                                                                   requirement=REQUIREMENT[p.expect])}]
                 for p, answer in items]
@@ -114,8 +114,8 @@ def answers_path(output: str | Path) -> Path:
 
 
 def run_safety(arms: list[Arm], prompts: list[SafetyPrompt], output: str | Path, engines: Engines,
-               judge: tuple[str, str, str | None] | None = None, log=print) -> dict:
-    """Each arm answers every prompt (batched); scores by rules (and judge: base_url, model, api key)."""
+               judge: JudgeEndpoint | None = None, log=print) -> dict:
+    """Each arm answers every prompt (batched); scores by rules (and by the judge, when given)."""
     rows = []
     for arm in arms:
         engine = engines.for_arm(arm)
@@ -128,9 +128,9 @@ def run_safety(arms: list[Arm], prompts: list[SafetyPrompt], output: str | Path,
                          "answer": answer, "thinking_text": gen.thinking, "finish_reason": gen.finish_reason,
                          "rule_passed": rule["passed"], "matched": rule["matched"], "flagged": rule["flagged"]})
     if judge is not None:
-        log(f"safety: asking the judge {judge[1]} at {judge[0]} about {len(rows)} answers")
+        log(f"safety: asking the judge {judge.model} at {judge.base_url} about {len(rows)} answers")
         by_id = {p.id: p for p in prompts}
-        verdicts = judge_answers([(by_id[r["id"]], r["answer"]) for r in rows], *judge)
+        verdicts = judge_answers([(by_id[r["id"]], r["answer"]) for r in rows], judge)
         for r, v in zip(rows, verdicts):
             r["judge_passed"] = v
     summary = summarize_safety(rows)
