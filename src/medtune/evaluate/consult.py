@@ -222,8 +222,9 @@ def answers_path(output: str | Path) -> Path:
     return output.with_name(output.stem + "_answers.jsonl")
 
 
-def run_consultation(arms: list[Arm], path: str | Path, output: str | Path, engines, judge: JudgeEndpoint | None = None,
-                     name: str | None = None, max_cases: int | None = None, log=print) -> dict:
+def run_consultation(arms: list[Arm], path: str | Path, output: str | Path, engines,
+                     judge: JudgeEndpoint | None = None, name: str | None = None, max_cases: int | None = None,
+                     log=print) -> dict:
     """Every chat-template arm through every case; writes `output` (summary) and its _answers.jsonl; returns the summary."""
     started = time.perf_counter()
     cases, rejected = load_cases(path, max_cases)

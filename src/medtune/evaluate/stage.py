@@ -255,10 +255,12 @@ def step_consultations(run: EvalRun) -> None:
         fp = fingerprint({"part": "consult", "arms": [arm_identity(a) for a in run.arms],
                           "data": {"hub": c.path} if is_hub_id(c.path) else file_identity(c.path),
                           "max_cases": c.max_cases,
-                          "judge": run.judge.fingerprint() if run.judge else None, "engine": ev.engine, "batch_size": ev.batch_size,
+                          "judge": run.judge.fingerprint() if run.judge else None, "engine": ev.engine,
+                          "batch_size": ev.batch_size,
                           "dtype": run.dtype})
         if not run.up_to_date(f"consult:{name}", fp, out, answers_path(out)):
-            run_consultation(run.arms, c.path, out, run.engines, run.judge, name=name, max_cases=c.max_cases, log=run.log)
+            run_consultation(run.arms, c.path, out, run.engines, run.judge, name=name, max_cases=c.max_cases,
+                             log=run.log)
             run.done(f"consult:{name}", fp)
         run.outputs["consultations"] = out.parent
 
@@ -275,7 +277,8 @@ def step_judge(run: EvalRun) -> None:
     fp = fingerprint({"part": "judge", "answers": file_identity(answers_file), "judge": run.judge.fingerprint()})
     if not run.up_to_date("judge", fp, judge_dir / "summary.json"):
         ids, texts, answers = read_answers(answers_file, [a.name for a in arms])
-        judge_pairwise(texts, answers, run.judge, judge_dir, pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
+        judge_pairwise(texts, answers, run.judge, judge_dir, pairs=[(arms[0].name, a.name) for a in arms[1:]],
+                       question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
 
