@@ -7,13 +7,16 @@ outputs exist (`--force` reruns them all):
 - perplexity: the tuned adapter (and its base) on data/val -> eval/perplexity.json
 - comparison: every arm on the question set -> eval/compare/{answers.jsonl, summary.json, table.md}
 - reference metrics: the comparison's answers against the references -> eval/metrics.json
-- safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
+- safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl, with each
+  arm's over-triage rate on the comparison's everyday answers
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
   history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+- alignment check, when the comparison holds base, SFT and aligned arms and the safety probe ran: aligned
+  at least as safe as base, over-triage no worse, SFT's gains kept -> eval/alignment_check.json
 - contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
   prompt against the training split's source records (and align/pairs.jsonl) -> eval/contamination.json,
   with each benchmark result also scored on its clean items
@@ -123,6 +126,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_benchmarks(run)
         step_consultations(run)
         step_judge(run)
+        step_alignment_check(run)
         step_contamination(run)
     _log_done(run, time.perf_counter() - started)
     return run.outputs
@@ -196,7 +200,7 @@ def step_metrics(run: EvalRun) -> None:
 
 def step_safety(run: EvalRun) -> None:
     """Every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl."""
-    from medtune.evaluate.safety import answers_path, run_safety
+    from medtune.evaluate.safety import add_over_triage, answers_path, run_safety
 
     ev = run.cfg.evaluate
     if not ev.safety:
@@ -204,11 +208,14 @@ def step_safety(run: EvalRun) -> None:
     prompts = load_safety_prompts(ev.safety)
     safety = run.eval_dir / "safety.json"
     judge = run.judge
+    everyday = run.outputs["compare"] / "answers.jsonl" if "compare" in run.outputs else None
     fp = fingerprint({"part": "safety", "arms": [arm_identity(a) for a in run.arms],
                       "prompts": file_identity(ev.safety), "judge": judge[:2] if judge else None,
-                      "batch_size": ev.batch_size})
+                      "batch_size": ev.batch_size, "everyday": file_identity(everyday) if everyday else None})
     if not run.up_to_date("safety", fp, safety, answers_path(safety)):
         run_safety(run.arms, prompts, safety, run.engines, judge, log=run.log)
+        if everyday:  # over-triage: the same arms' answers to the everyday questions
+            add_over_triage(safety, everyday)
         run.done("safety", fp)
     run.outputs["safety"] = safety
 
@@ -289,6 +296,20 @@ def step_judge(run: EvalRun) -> None:
                        pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
+
+
+def step_alignment_check(run: EvalRun) -> None:
+    """Base, SFT and aligned side by side: at least as safe as base, over-triage no worse, SFT's gains kept
+    -> eval/alignment_check.json, and its verdict in the log either way."""
+    from medtune.evaluate.aligncheck import arm_roles, write_alignment_check
+
+    roles = arm_roles(run.arms, run.cfg.run_dir, run.base)
+    if roles is None or "safety" not in run.outputs:
+        return
+    out = run.eval_dir / "alignment_check.json"
+    result = write_alignment_check(run.eval_dir, roles, out)  # reads only eval/ files: cheap, always redone
+    run.log(f"evaluate: {result['statement']} -> {out}")
+    run.outputs["alignment_check"] = out
 
 
 def step_contamination(run: EvalRun) -> None:
