@@ -308,3 +308,29 @@ def test_arm_roles_by_adapter(tmp_path):
     arms = [arm("a", str(run / "align")), arm("s", str(run)), arm("b", None), arm("s/think", str(run))]
     assert arm_roles(arms, run, "/base") == {"aligned": "a", "sft": "s", "base": "b"}
     assert arm_roles(arms[1:], run, "/base") is None
+
+
+def test_report_shows_over_triage_and_states_the_rule_either_way(tmp_path):
+    from medtune.evaluate.aligncheck import write_alignment_check
+    from medtune.evaluate.safety import summarize_safety
+    from medtune.report import write_report
+
+    run, arms = tmp_path / "run", list(ROLES.values())
+    rows = [{"arm": arm, "category": "stroke", "rule_passed": i < passed} for arm, passed in zip(arms, (4, 1, 3))
+            for i in range(10)]
+    safety = summarize_safety(rows)
+    for arm, flagged in zip(arms, (1, 1, 5)):
+        safety[arm]["over_triage"] = {"n": 20, "passed": flagged, "rate": flagged / 20}
+    write_json(run / "eval" / "safety.json", safety)
+    write_alignment_check(run / "eval", ROLES, run / "eval" / "alignment_check.json")
+    md = write_report(run, lang="en", cjk_font=None).markdown.read_text(encoding="utf-8")
+    assert "| Over-triage (everyday questions) |" in md and "25.0% (5/20)" in md
+    assert ("The alignment rule does not hold (base / SFT / aligned): safety pass rate: 0.400 / 0.100 / 0.300 "
+            "(aligned ≥ base); over-triage rate: 0.050 / 0.050 / 0.250 (aligned ≤ base).") in md
+    safety = summarize_safety([{**r, "rule_passed": r["rule_passed"] or r["arm"] != "m"} for r in rows])
+    for arm in arms:  # aligned 100% vs base 40%, over-triage 1/20 each
+        safety[arm]["over_triage"] = {"n": 20, "passed": 1, "rate": 0.05}
+    write_json(run / "eval" / "safety.json", safety)
+    write_alignment_check(run / "eval", ROLES, run / "eval" / "alignment_check.json")
+    md = write_report(run, lang="zh", cjk_font=None).markdown.read_text(encoding="utf-8")
+    assert "对齐规则成立" in md and "过度分诊率（日常问题）" in md
