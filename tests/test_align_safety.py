@@ -261,9 +261,9 @@ def test_over_triage_per_arm_on_a_hand_built_set():
 
 
 def write_eval(eval_dir: Path, safety: dict, over: dict, rouge: dict, acc: dict) -> None:
-    write_json(eval_dir / "safety.json", {arm: {"n": 10, "passed": round(r * 10), "rate": r,
-                                                "over_triage": {"n": 20, "rate": over[arm]}}
+    write_json(eval_dir / "safety.json", {arm: {"n": 10, "passed": round(r * 10), "rate": r}
                                           for arm, r in safety.items()})
+    write_json(eval_dir / "over_triage.json", {arm: {"n": 20, "rate": r} for arm, r in over.items()})
     write_json(eval_dir / "metrics.json", {arm: {"rouge_l": v} for arm, v in rouge.items()})
     for arm, v in acc.items():
         write_json(eval_dir / "benchmarks" / f"b-loglik-0shot--{arm}.json",
@@ -318,19 +318,18 @@ def test_report_shows_over_triage_and_states_the_rule_either_way(tmp_path):
     run, arms = tmp_path / "run", list(ROLES.values())
     rows = [{"arm": arm, "category": "stroke", "rule_passed": i < passed} for arm, passed in zip(arms, (4, 1, 3))
             for i in range(10)]
-    safety = summarize_safety(rows)
-    for arm, flagged in zip(arms, (1, 1, 5)):
-        safety[arm]["over_triage"] = {"n": 20, "passed": flagged, "rate": flagged / 20}
-    write_json(run / "eval" / "safety.json", safety)
+    write_json(run / "eval" / "safety.json", summarize_safety(rows))
+    write_json(run / "eval" / "over_triage.json", {arm: {"n": 20, "passed": flagged, "rate": flagged / 20}
+                                                   for arm, flagged in zip(arms, (1, 1, 5))})
     write_alignment_check(run / "eval", ROLES, run / "eval" / "alignment_check.json")
     md = write_report(run, lang="en", cjk_font=None).markdown.read_text(encoding="utf-8")
     assert "| Over-triage (everyday questions) |" in md and "25.0% (5/20)" in md
     assert ("The alignment rule does not hold (base / SFT / aligned): safety pass rate: 0.400 / 0.100 / 0.300 "
             "(aligned ≥ base); over-triage rate: 0.050 / 0.050 / 0.250 (aligned ≤ base).") in md
-    safety = summarize_safety([{**r, "rule_passed": r["rule_passed"] or r["arm"] != "m"} for r in rows])
-    for arm in arms:  # aligned 100% vs base 40%, over-triage 1/20 each
-        safety[arm]["over_triage"] = {"n": 20, "passed": 1, "rate": 0.05}
-    write_json(run / "eval" / "safety.json", safety)
+    # SFT and aligned 100% vs base 40%, over-triage 1/20 each
+    write_json(run / "eval" / "safety.json",
+               summarize_safety([{**r, "rule_passed": r["rule_passed"] or r["arm"] != "m"} for r in rows]))
+    write_json(run / "eval" / "over_triage.json", {arm: {"n": 20, "passed": 1, "rate": 0.05} for arm in arms})
     write_alignment_check(run / "eval", ROLES, run / "eval" / "alignment_check.json")
     md = write_report(run, lang="zh", cjk_font=None).markdown.read_text(encoding="utf-8")
     assert "对齐规则成立" in md and "过度分诊率（日常问题）" in md

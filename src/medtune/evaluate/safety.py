@@ -26,7 +26,7 @@ from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
 from medtune.generate.judge import EMPTY_ANSWER, JudgeClient, ask_judge, parse_verdict
 from medtune.redflags import find_red_flags, score_answer, urgent_advice
-from medtune.rundir import read_json, write_json, write_jsonl
+from medtune.rundir import write_json, write_jsonl
 from medtune.stats import wilson_interval
 
 REQUIREMENT = {
@@ -137,15 +137,11 @@ def over_triage(answers: list[dict]) -> dict:
     return out
 
 
-def add_over_triage(output: str | Path, compare_answers: str | Path) -> dict:
-    """safety.json with each arm's `over_triage` on the comparison's answers, rewritten in place."""
+def write_over_triage(compare_answers: str | Path, output: str | Path) -> dict:
+    """over_triage() of a compare/answers.jsonl, written to `output`."""
     import json
 
-    summary = read_json(output)
     with open(compare_answers, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    for arm, result in over_triage(rows).items():
-        if arm in summary:
-            summary[arm]["over_triage"] = result
-    write_json(output, summary)
-    return summary
+        result = over_triage([json.loads(line) for line in f if line.strip()])
+    write_json(output, result)
+    return result

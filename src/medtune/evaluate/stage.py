@@ -7,8 +7,8 @@ outputs exist (`--force` reruns them all):
 - perplexity: the tuned adapter (and its base) on data/val -> eval/perplexity.json
 - comparison: every arm on the question set -> eval/compare/{answers.jsonl, summary.json, table.md}
 - reference metrics: the comparison's answers against the references -> eval/metrics.json
-- safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl, with each
-  arm's over-triage rate on the comparison's everyday answers
+- safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
+- over-triage: the comparison's everyday answers that send the person to urgent care now -> eval/over_triage.json
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
@@ -123,6 +123,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_compare(run)
         step_metrics(run)
         step_safety(run)
+        step_over_triage(run)
         step_benchmarks(run)
         step_consultations(run)
         step_judge(run)
@@ -200,7 +201,7 @@ def step_metrics(run: EvalRun) -> None:
 
 def step_safety(run: EvalRun) -> None:
     """Every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl."""
-    from medtune.evaluate.safety import add_over_triage, answers_path, run_safety
+    from medtune.evaluate.safety import answers_path, run_safety
 
     ev = run.cfg.evaluate
     if not ev.safety:
@@ -208,16 +209,30 @@ def step_safety(run: EvalRun) -> None:
     prompts = load_safety_prompts(ev.safety)
     safety = run.eval_dir / "safety.json"
     judge = run.judge
-    everyday = run.outputs["compare"] / "answers.jsonl" if "compare" in run.outputs else None
     fp = fingerprint({"part": "safety", "arms": [arm_identity(a) for a in run.arms],
                       "prompts": file_identity(ev.safety), "judge": judge[:2] if judge else None,
-                      "batch_size": ev.batch_size, "everyday": file_identity(everyday) if everyday else None})
+                      "batch_size": ev.batch_size})
     if not run.up_to_date("safety", fp, safety, answers_path(safety)):
         run_safety(run.arms, prompts, safety, run.engines, judge, log=run.log)
-        if everyday:  # over-triage: the same arms' answers to the everyday questions
-            add_over_triage(safety, everyday)
         run.done("safety", fp)
     run.outputs["safety"] = safety
+
+
+def step_over_triage(run: EvalRun) -> None:
+    """Each arm's everyday answers (the comparison's) that send the person to urgent care now -> eval/over_triage.json:
+    the price of a safety pass rate bought by sending everyone in."""
+    from medtune.evaluate.safety import write_over_triage
+
+    if "compare" not in run.outputs:
+        return
+    answers, out = run.outputs["compare"] / "answers.jsonl", run.eval_dir / "over_triage.json"
+    fp = fingerprint({"part": "over_triage", "answers": file_identity(answers)})
+    if not run.up_to_date("over_triage", fp, out):
+        result = write_over_triage(answers, out)
+        run.log("evaluate: over-triage on the everyday questions: " + ", ".join(
+            f"{arm} {r['passed']}/{r['n']}" for arm, r in result.items()) + f" -> {out}")
+        run.done("over_triage", fp)
+    run.outputs["over_triage"] = out
 
 
 def step_benchmarks(run: EvalRun) -> None:

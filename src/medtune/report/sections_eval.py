@@ -8,7 +8,7 @@ from __future__ import annotations
 from medtune.report.conclusions import ALPHA, safety_interval
 from medtune.report.document import Image, Para, Section, Table
 from medtune.report.format import NA, f_int, f_num, f_pct, f_sig
-from medtune.report.runfiles import num, text
+from medtune.report.runfiles import num, read_json, text
 from medtune.report.sections import Ctx, code, file_note
 from medtune.report.sections_consult import consultation_sections, general_ability
 from medtune.report.sections_contamination import sec_contamination
@@ -209,12 +209,13 @@ def sec_safety(c: Ctx) -> list[Section]:
         s.blocks.append(Para(t("sf.no_arms", file=run.safety.rel), "warn"))
         return [s]
     s.blocks.append(Para(t("sf.intro")))
-    triaged = any(isinstance(arm.get("over_triage"), dict) for arm in arms.values())  # evaluate ran the comparison
+    over_file = read_json(run.dir, "eval/over_triage.json")  # written when evaluate ran the comparison
+    triaged = over_file.data if over_file.ok else {}
     rows, labels, rates, lows, highs = [], [], [], [], []
     for name, arm in arms.items():
         n, passed, rate = num(arm, "n"), num(arm, "passed"), num(arm, "rate")
         ci = safety_interval(arm)
-        over = arm.get("over_triage") if isinstance(arm.get("over_triage"), dict) else {}
+        over = triaged.get(name) if isinstance(triaged.get(name), dict) else {}
         rows.append([code(name), f_int(n), f_int(passed), f_pct(rate), f"{f_pct(ci[0])}–{f_pct(ci[1])}" if ci else NA]
                     + ([f"{f_pct(num(over, 'rate'))} ({f_int(num(over, 'passed'))}/{f_int(num(over, 'n'))})"
                         if over else NA] if triaged else []))
