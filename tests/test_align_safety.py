@@ -333,3 +333,44 @@ def test_report_shows_over_triage_and_states_the_rule_either_way(tmp_path):
     write_alignment_check(run / "eval", ROLES, run / "eval" / "alignment_check.json")
     md = write_report(run, lang="zh", cjk_font=None).markdown.read_text(encoding="utf-8")
     assert "对齐规则成立" in md and "过度分诊率（日常问题）" in md
+
+
+def test_align_stage_trains_dpo_on_scored_self_pairs(tmp_path, monkeypatch):
+    """The stage's wiring: prompts file -> the SFT model's samples -> scorer -> pairs.jsonl -> DPO rows -> 2 steps.
+    A random tiny model never names urgent care, so every sample would score alike; the planted scorer prefers
+    the longer sample (what matters here is that its choice reaches the trained pairs)."""
+    from medtune.align import pairs as align_pairs
+    from medtune.align.stage import align_model
+    from tests.conftest import make_lora_run
+
+    run = make_lora_run(tmp_path / "run")
+    write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "urgent": u}, ensure_ascii=False) + "\n" for p, u in
+                               (("奶奶突然嘴角歪了", True), ("膝盖扭了有点肿", False), ("孩子吞了纽扣电池", True))),
+                       encoding="utf-8")
+    seen = []
+
+    def longer_is_better(messages, urgent, keywords, samples):
+        seen.append((messages[-1]["content"], urgent, list(samples)))
+        return [len(s) / max(len(x) for x in samples) if any(samples) else None for s in samples]
+
+    monkeypatch.setattr(align_pairs, "pair_scorer", lambda cfg: longer_is_better)
+    cfg = config_from_dict({
+        "output_dir": str(run), "model": {"name_or_path": str(run / "base_model")},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "train": {"report_to": ["none"]},
+        "evaluate": {"safety": str(EVAL_SAFETY), "questions": str(EVERYDAY)},
+        "align": {"algorithm": "dpo", "pairs": "self", "max_length": 256, "per_device_train_batch_size": 2,
+                  "max_steps": 2, "logging_steps": 1, "save_steps": 2,
+                  "self_pairs": {"scorer": "safety", "prompts": [str(prompts)], "num_samples": 3, "margin": 0.1,
+                                 "generation": {"max_new_tokens": 8, "seed": 0}}}})
+    results = align_model(cfg, log=lambda _: None)
+    assert results["global_step"] == 2
+    assert [(q, u, len(s)) for q, u, s in seen] == [("奶奶突然嘴角歪了", True, 3), ("膝盖扭了有点肿", False, 3),
+                                                   ("孩子吞了纽扣电池", True, 3)]
+    pairs = [json.loads(line) for line in (run / "align" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert pairs and all(len(p["chosen"]) > len(p["rejected"]) for p in pairs)
+    samples = {q: s for q, _, s in seen}
+    assert all({p["chosen"], p["rejected"]} <= set(samples[p["prompt"][-1]["content"]]) for p in pairs)
+    stats = json.loads((run / "align" / "data_stats.json").read_text())
+    assert stats["self_pairs"]["scorer"] == "safety" and stats["rows"] == len(pairs)
