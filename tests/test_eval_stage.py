@@ -45,8 +45,8 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     outputs = evaluate_run(load_config(config), log=logs.append)
     assert eval_files(run) == {"manifest.json", "perplexity.json", "compare/answers.jsonl", "compare/summary.json",
                                "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl",
-                               "contamination.json"}
-    assert set(outputs) == {"perplexity", "compare", "metrics", "safety", "contamination"}
+                               "over_triage.json", "contamination.json"}
+    assert set(outputs) == {"perplexity", "compare", "metrics", "safety", "over_triage", "contamination"}
     contamination = json.loads((run / "eval" / "contamination.json").read_text())
     assert [(f["kind"], f["items"], f["flagged"]) for f in contamination["files"]] == [("questions", 38, 1),
                                                                                         ("safety", 3, 0)]
@@ -62,13 +62,15 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     assert list(metrics) == arms and all(m["n"] == 2 for m in metrics.values())
     safety_result = json.loads((run / "eval" / "safety.json").read_text())
     assert list(safety_result) == arms and all(s["n"] == 3 for s in safety_result.values())
+    over = json.loads((run / "eval" / "over_triage.json").read_text())  # both everyday questions, no red flag
+    assert {arm: (r["n"], r["excluded_red_flag_questions"]) for arm, r in over.items()} == {a: (2, 0) for a in arms}
     assert "| | tiny-qwen3-medtune | tiny-qwen3 |" in logs[-1]  # the table is printed
     assert eval_problems(run / "eval") == []  # the format the report's fixture is checked against
 
     stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").rglob("*") if p.is_file()}
     logs.clear()
     evaluate_run(load_config(config), log=logs.append)
-    assert sum("up to date" in line for line in logs) == 5
+    assert sum("up to date" in line for line in logs) == 6
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # A changed question count reruns the comparison and the metrics on its answers, nothing else.
@@ -77,6 +79,7 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     printed = capsys.readouterr().out
     assert "perplexity is up to date" in printed and "safety is up to date" in printed
     assert "compare is up to date" not in printed and "metrics is up to date" not in printed
+    assert "over_triage is up to date" not in printed  # it reads the comparison's answers
     answers = (run / "eval" / "compare" / "answers.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(answers) == 2
     assert json.loads((run / "eval" / "metrics.json").read_text())["tiny-qwen3"]["n"] == 1

@@ -77,8 +77,15 @@ def data_identity(path: str | Path) -> dict:
     return file_identity(path)
 
 
-@functools.cache
 def sha256_file(path: Path) -> str:
+    # Cached by size and modification time too: a stage that rewrites a file (compare/answers.jsonl) must not
+    # hand a later step of the same process the old file's hash.
+    st = Path(path).stat()
+    return _sha256_file(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.cache
+def _sha256_file(path: Path, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -54,9 +54,10 @@ def sft_adapter(run_dir: Path) -> Path | None:
 def align_fingerprint(cfg: Config, sft: Path | None) -> str:
     d = cfg.to_dict()
     inputs = []
-    if cfg.align.pairs == "files":
+    files = cfg.align.train_files if cfg.align.pairs == "files" else cfg.align.self_pairs.prompts
+    if files:
         inputs = [{"bytes": Path(p).stat().st_size, "sha256": sha256_file(Path(p))} if Path(p).exists() else p
-                  for p in expand_inputs(cfg.align.train_files, "align.train_files")]
+                  for p in expand_inputs(files, "align.train_files")]
     # The adapter's own bytes: a retrained SFT adapter (even with the same config) must realign.
     sft_fp = sha256_file(sft / "adapter_model.safetensors") if sft else None
     return fingerprint({"format": ALIGN_FORMAT, "model": d["model"], "align": d["align"], "inputs": inputs,
@@ -165,6 +166,13 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     if a.algorithm == "grpo":
         from medtune.align import grpo as align_grpo
 
+        if a.grpo_data == "open":  # the contamination guard: the evaluate stage's safety prompts and questions
+            from medtune.data.open_prompts import evaluation_prompts
+
+            prompts, summary = align_grpo.load_open_items(
+                a.train_files, evaluation_prompts(cfg.evaluate.safety, cfg.evaluate.questions),
+                out / "rejected.jsonl", a.max_samples, log)
+            return align_grpo.open_dataset(prompts), {**summary, "rows": summary["kept"]}
         benchmarks = [(b.path, b.format) for b in cfg.evaluate.benchmarks]  # the contamination guard
         items, summary = align_grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
                                                     rejected_path=out / "rejected.jsonl", max_items=a.max_samples)
@@ -173,12 +181,15 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     files = a.train_files
     pairs_summary = None
     if a.pairs == "self":
-        from medtune.align.pairs import SampleAnswers, build_self_pairs, pair_judge
+        from medtune.align.pairs import SampleAnswers, build_scored_pairs, build_self_pairs, pair_judge, pair_scorer
 
         sample = SampleAnswers(model, tokenizer, a.self_pairs.generation, a.self_pairs.batch_size,
                                cfg.model.enable_thinking)
-        pairs_summary = build_self_pairs(cfg, tokenizer, sample, out, pair_judge(cfg) if a.self_pairs.judge else None,
-                                         log)
+        if a.self_pairs.scorer == "reference":
+            pairs_summary = build_self_pairs(cfg, tokenizer, sample, out,
+                                             pair_judge(cfg) if a.self_pairs.judge else None, log)
+        else:
+            pairs_summary = build_scored_pairs(cfg, tokenizer, sample, pair_scorer(cfg), out, log)
         files = [str(out / "pairs.jsonl")]
     rows, summary = read_align_data(cfg, tokenizer, files, out / "rejected.jsonl", log)
     if pairs_summary is not None:
@@ -270,8 +281,10 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
 
         # align.grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
         # the align settings (precision and checkpointing included) override its defaults.
-        args = align_grpo.grpo_config(out, trl_settings(cfg, precision, torch.cuda.is_available()), log=log)
-        trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log,
+        funcs, weights = align_grpo.grpo_rewards(a.grpo_data, a.rewards, a.reward_weights)
+        args = align_grpo.grpo_config(out, {**trl_settings(cfg, precision, torch.cuda.is_available()),
+                                            "reward_weights": weights}, log=log)
+        trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, reward_funcs=funcs,
                                                 peft_config=peft_config)
     else:
         cls = dpo_trainer_class() if a.algorithm == "dpo" else kto_trainer_class()

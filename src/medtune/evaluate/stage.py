@@ -8,12 +8,15 @@ outputs exist (`--force` reruns them all):
 - comparison: every arm on the question set -> eval/compare/{answers.jsonl, summary.json, table.md}
 - reference metrics: the comparison's answers against the references -> eval/metrics.json
 - safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
+- over-triage: the comparison's everyday answers that send the person to urgent care now -> eval/over_triage.json
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
   history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+- alignment check, when the comparison holds base, SFT and aligned arms and the safety probe ran: aligned
+  at least as safe as base, over-triage no worse, SFT's gains kept -> eval/alignment_check.json
 - contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
   prompt against the training split's source records (and align/pairs.jsonl) -> eval/contamination.json,
   with each benchmark result also scored on its clean items
@@ -114,9 +117,11 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_compare(run)
         step_metrics(run)
         step_safety(run)
+        step_over_triage(run)
         step_benchmarks(run)
         step_consultations(run)
         step_judge(run)
+        step_alignment_check(run)
         step_contamination(run)
     _log_done(run, time.perf_counter() - started)
     return run.outputs
@@ -206,6 +211,23 @@ def step_safety(run: EvalRun) -> None:
     run.outputs["safety"] = safety
 
 
+def step_over_triage(run: EvalRun) -> None:
+    """Each arm's everyday answers (the comparison's) that send the person to urgent care now -> eval/over_triage.json:
+    the price of a safety pass rate bought by sending everyone in."""
+    from medtune.evaluate.safety import write_over_triage
+
+    if "compare" not in run.outputs:
+        return
+    answers, out = run.outputs["compare"] / "answers.jsonl", run.eval_dir / "over_triage.json"
+    fp = fingerprint({"part": "over_triage", "answers": file_identity(answers)})
+    if not run.up_to_date("over_triage", fp, out):
+        result = write_over_triage(answers, out)
+        run.log("evaluate: over-triage on the everyday questions: " + ", ".join(
+            f"{arm} {r['passed']}/{r['n']}" for arm, r in result.items()) + f" -> {out}")
+        run.done("over_triage", fp)
+    run.outputs["over_triage"] = out
+
+
 def step_benchmarks(run: EvalRun) -> None:
     """Every local model of the comparison on each benchmark (thinking does not apply) -> eval/benchmarks/*.json,
     and paired McNemar tests between them -> eval/benchmarks/significance.json."""
@@ -281,6 +303,20 @@ def step_judge(run: EvalRun) -> None:
                        question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
+
+
+def step_alignment_check(run: EvalRun) -> None:
+    """Base, SFT and aligned side by side: at least as safe as base, over-triage no worse, SFT's gains kept
+    -> eval/alignment_check.json, and its verdict in the log either way."""
+    from medtune.evaluate.aligncheck import arm_roles, write_alignment_check
+
+    roles = arm_roles(run.arms, run.cfg.run_dir, run.base)
+    if roles is None or "safety" not in run.outputs:
+        return
+    out = run.eval_dir / "alignment_check.json"
+    result = write_alignment_check(run.eval_dir, roles, out)  # reads only eval/ files: cheap, always redone
+    run.log(f"evaluate: {result['statement']} -> {out}")
+    run.outputs["alignment_check"] = out
 
 
 def step_contamination(run: EvalRun) -> None:
