@@ -47,29 +47,6 @@ from medtune.train.plan import plan_steps
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
 
 
-# --- choices made before training, each logged with its reason ---------------------------------------
-
-
-
-
-
-
-
-
-# --- the loss: only positions that predict a trained token are projected to the vocabulary ------------
-
-
-
-
-
-
-
-
-
-
-# --- the stage ---------------------------------------------------------------------------------------
-
-
 def load_prepared(run_dir: Path):
     import datasets
 
