@@ -138,7 +138,7 @@ def test_host_header_must_name_this_server(server):
 
 
 def test_allowed_hosts_follow_the_bound_address():
-    from medtune.serve import allowed_hosts
+    from medtune.listen import allowed_hosts
 
     loopback = ("localhost", "127.0.0.1", "::1")
     assert allowed_hosts("127.0.0.1") == allowed_hosts("localhost") == allowed_hosts("::1") == loopback

@@ -348,11 +348,14 @@ def cmd_review(args) -> int:
         serve = argparse.ArgumentParser(prog="medtune review")
         serve.add_argument("run_dir", metavar="RUN_DIR")
         serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-        serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+        serve.add_argument("--port", type=int, default=8765, help="port, 1-65535 (default 8765)")
+        serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                           help="also answer requests with this Host name, e.g. a reverse proxy's (repeatable)")
         serve_args = serve.parse_args([args.target, *args.rest])
         from medtune.review import serve_review
 
-        serve_review(serve_args.run_dir, host=serve_args.host, port=serve_args.port)
+        serve_review(serve_args.run_dir, host=serve_args.host, port=serve_args.port,
+                     allowed_host=tuple(serve_args.allowed_host))
         return 0
     a = review_parser().parse_args([args.target, *args.rest])
     if a.action == "invite":
@@ -379,7 +382,7 @@ def cmd_review(args) -> int:
 def add_review(sub) -> None:
     p = sub.add_parser(
         "review", help="blinded clinician review of a run's answers (invite, stats, export, import)",
-        usage="medtune review RUN_DIR [--host 127.0.0.1] [--port 8765]\n"
+        usage="medtune review RUN_DIR [--host 127.0.0.1] [--port 8765] [--allowed-host NAME]\n"
               "       medtune review invite RUN_DIR --name NAME [--url URL]\n"
               "       medtune review stats RUN_DIR\n"
               "       medtune review export RUN_DIR [--label-studio]\n"

@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medtune import __version__
 from medtune.errors import UserError
 from medtune.generate.sampling import sampling_for
+from medtune.listen import HostCheck
 from medtune.redflags import DISCLAIMER, triage
 from medtune.text import ThinkSplitter
 
@@ -63,7 +64,7 @@ class ServeSettings:
     """The most tokens one request may generate; also the default when a request gives none."""
     max_body_bytes: int = 4 * 1024 * 1024
     allowed_hosts: tuple[str, ...] | None = None
-    """Host header names (without the port) this server answers; None: any (see serve.allowed_hosts)."""
+    """Host header names (without the port) this server answers; None: any (see medtune.listen.allowed_hosts)."""
 
 
 class ApiError(Exception):
@@ -211,34 +212,6 @@ class BearerAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-class HostCheck:
-    """ASGI middleware: the Host header's name must be one of `allowed` (a DNS-rebinding page sends its own)."""
-
-    def __init__(self, app, allowed: tuple[str, ...]):
-        self.app = app
-        self.allowed = {h.lower().strip("[]") for h in allowed}
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
-            if _host_name(host) not in self.allowed:
-                response = error_response(400, f"Host {host!r} is not one this server answers to "
-                                               f"({', '.join(sorted(self.allowed))}); behind a reverse proxy, start "
-                                               "it with --allowed-host NAME", code="invalid_host")
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def _host_name(host: str) -> str:
-    """The name in a Host header: '[::1]:8000' -> '::1', 'localhost:8000' -> 'localhost'."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    if host.count(":") == 1:
-        return host.partition(":")[0]
-    return host  # no port, or a bare IPv6 address
 
 
 class ConcurrencyLimit:
