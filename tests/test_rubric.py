@@ -23,6 +23,7 @@ from medtune.generate.grader import (
     make_rubric_reward,
     parse_grade,
 )
+from medtune.generate.judge import JudgeEndpoint
 from medtune.generate.rule_grader import RULES_MODEL, RuleGrader
 from medtune.generate.sampling import Generation
 from tests.eval_fixtures import openai_server  # noqa: F401
@@ -65,7 +66,7 @@ def grader():
 
 
 def endpoint(server, retries=0):
-    return GraderEndpoint(server.url, RULES_MODEL, None, workers=2, retries=retries)
+    return GraderEndpoint(JudgeEndpoint(server.url, RULES_MODEL), workers=2, retries=retries)
 
 
 def test_example_score_by_hand_with_negative_criteria_and_the_clip():
@@ -267,6 +268,11 @@ def test_report_section_shows_scores_ceiling_grader_agreement_and_worst_examples
     run = tmp_path / "run"
     run_rubric([arm("good"), arm("bad")], path, run / "eval" / "rubric" / "hand", engine, endpoint(grader),
                meta=meta, log=lambda *_: None)
+    # what the evaluate stage leaves besides: the resolved config and eval/manifest.json
+    from medtune.config import config_from_dict, save_config
+
+    save_config(config_from_dict({"output_dir": str(run)}), run / "config.yaml")
+    (run / "eval" / "manifest.json").write_text(json.dumps({"parts": {"rubric:hand": "x"}}), encoding="utf-8")
     write_report(run, lang="en", cjk_font=None, generated_at="now")
     part = (run / "report.md").read_text(encoding="utf-8").split("Rubric-graded consultations", 1)[1]
     assert "### hand" in part and "2 examples, 6 criteria" in part and "decides by fixed rules" in part

@@ -7,7 +7,7 @@ import json
 import shutil
 from collections import Counter
 
-from medtune.config import load_config
+from medtune.config import load_config, save_config
 from medtune.data.rubrics import load_rubric_set
 from medtune.evaluate.stage import evaluate_run
 from medtune.generate.rule_grader import QUOTED
@@ -54,6 +54,7 @@ def test_stage_grades_a_rubric_set_with_the_builtin_rule_grader_and_the_report_s
     evaluate_run(load_config(config), log=logs.append)  # unchanged inputs: the part is skipped
     assert any("rubric:zh_consultations is up to date" in line for line in logs)
 
+    save_config(load_config(config), run / "config.yaml")  # as `medtune run` leaves it
     write_report(run, lang="en", cjk_font=None, generated_at="now")
     report = (run / "report.md").read_text(encoding="utf-8")
     part = report.split("Rubric-graded consultations", 1)[1]

@@ -3,7 +3,7 @@ decides every criterion separately, and the scores come with bootstrap intervals
 each negative criterion hit, a ceiling from the ideal completions and the grader's agreement with physicians.
 
 Run as: medtune evaluate rubric --rubrics FILE.jsonl --model M [--adapter A] --grader-base-url URL
-        --grader-model NAME --output DIR
+        --grader-model NAME --output DIR   (the arguments are parsed in medtune.evaluate.cli)
 
 - Answers: every chat-template arm answers every example's conversation with its own chat template,
   system prompt, thinking setting and decoding (an example's own system message replaces the arm's).
@@ -42,6 +42,8 @@ from medtune.generate.grader import (
     grade_jobs,
     make_job,
 )
+from medtune.generate.judge import JudgeEndpoint, judge_endpoint
+from medtune.generate.rule_grader import RULES_MODEL, RuleGrader
 from medtune.rundir import write_json, write_jsonl
 from medtune.stats import bootstrap_interval, wilson_interval
 
@@ -292,52 +294,21 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def grader_settings(base_url: str | None, model: str | None, api_key_env: str,
+                    names: tuple[str, str, str]) -> JudgeEndpoint | None:
+    """The grader the settings name (judge_endpoint's checks; `names` are the settings' names, for errors), None
+    when neither URL nor model is given. builtin:rules needs no model: the rule grader names its own."""
+    if base_url == BUILTIN_RULES:
+        return JudgeEndpoint(BUILTIN_RULES, RULES_MODEL)
+    return judge_endpoint(base_url, model, api_key_env, names)
+
+
 @contextmanager
-def grader_endpoint(base_url: str, model: str, api_key: str | None, **settings):
-    """The grader at base_url; `builtin:rules` starts the rule-based loopback grader for the block and stops it."""
-    if base_url != BUILTIN_RULES:
-        yield GraderEndpoint(base_url, model, api_key, **settings)
+def grader_endpoint(endpoint: JudgeEndpoint, **settings):
+    """The grader for the block; builtin:rules starts the rule-based loopback grader for it and stops it after."""
+    if endpoint.base_url != BUILTIN_RULES:
+        yield GraderEndpoint(endpoint, **settings)
         return
-    from medtune.generate.rule_grader import RuleGrader
-
     with RuleGrader() as server:
-        yield GraderEndpoint(server.url, server.model, None, **settings)
-
-
-# -- command line (the model and generation arguments are the evaluate command group's) --
-
-def add_rubric_arguments(p) -> None:
-    p.add_argument("--rubrics", required=True, metavar="FILE.jsonl",
-                   help="rubric set in HealthBench's JSONL layout (prompt, rubrics, example_tags, optional "
-                        "ideal_completions_data, prompt_id), e.g. data/rubrics/zh_consultations.jsonl")
-    p.add_argument("--max-examples", type=int, metavar="N", help="use the first N usable examples")
-    p.add_argument("--grader-base-url", required=True, metavar="URL",
-                   help="OpenAI-compatible endpoint of the grader model (medtune serve, vLLM, a hosted API); "
-                        f"{BUILTIN_RULES} = a loopback grader deciding by fixed rules (quoted phrases), for trials")
-    p.add_argument("--grader-model", metavar="NAME", help="model name sent to the grader endpoint (required unless "
-                   f"the endpoint is {BUILTIN_RULES})")
-    p.add_argument("--grader-api-key-env", default="OPENAI_API_KEY", metavar="VAR",
-                   help="environment variable holding the grader's key (default OPENAI_API_KEY; unset = no key)")
-    p.add_argument("--grader-workers", type=int, default=4, help="concurrent grader requests (default 4)")
-    p.add_argument("--grader-retries", type=int, default=4, help="retries of a transient grader failure (default 4)")
-    p.add_argument("--meta", metavar="FILE.jsonl", help="physician-labelled criteria (HealthBench's meta-evaluation "
-                   "layout): report the grader's macro F1 against them")
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="writes DIR/summary.json, grades.jsonl, answers.jsonl; grader calls cached in "
-                        f"DIR/{CACHE_FILE}")
-
-
-def cmd_rubric(args, arms: list[Arm], engines) -> int:
-    """`medtune evaluate rubric ...`, with the arms and entered engines the command group built from the args."""
-    import os
-
-    if not args.grader_model and args.grader_base_url != BUILTIN_RULES:
-        raise UserError(f"--grader-model NAME is required with --grader-base-url {args.grader_base_url}")
-    with grader_endpoint(args.grader_base_url, args.grader_model, os.environ.get(args.grader_api_key_env),
-                         workers=args.grader_workers, retries=args.grader_retries) as grader:
-        summary = run_rubric(arms, args.rubrics, args.output, engines, grader, max_examples=args.max_examples,
-                             meta=args.meta)
-    print(format_summary(summary))
-    print(f"wrote {Path(args.output) / 'summary.json'}, grades.jsonl, answers.jsonl")
-    return 0
+        yield GraderEndpoint(JudgeEndpoint(server.url, server.model), **settings)
 

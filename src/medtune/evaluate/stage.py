@@ -292,13 +292,15 @@ def step_consultations(run: EvalRun) -> None:
 
 def step_rubrics(run: EvalRun) -> None:
     """Every chat-template arm on each rubric set, graded criterion by criterion -> eval/rubric/<name>/."""
-    from medtune.evaluate.rubric import BUILTIN_RULES, grader_endpoint, run_rubric
+    from medtune.evaluate.rubric import grader_endpoint, grader_settings, run_rubric
 
     ev = run.cfg.evaluate
     if not ev.rubrics:
         return
-    url, model = ev.grader_base_url or ev.judge_base_url, ev.grader_model or ev.judge_model
-    if not (url and (model or url == BUILTIN_RULES)):
+    grader = grader_settings(ev.grader_base_url, ev.grader_model, ev.grader_api_key_env,
+                             ("evaluate.grader_base_url", "evaluate.grader_model", "evaluate.grader_api_key_env")) \
+        or run.judge
+    if grader is None:
         run.log("evaluate: evaluate.rubrics is set but no grader is: set evaluate.grader_base_url and grader_model "
                 "(or the judge's); rubric sets skipped")
         return
@@ -307,12 +309,11 @@ def step_rubrics(run: EvalRun) -> None:
         out = run.eval_dir / "rubric" / name
         fp = fingerprint({"part": "rubric", "arms": [arm_identity(a) for a in run.arms],
                           "data": file_identity(r.path), "max_examples": r.max_examples,
-                          "meta": file_identity(r.meta) if r.meta else None, "grader": [url, model],
+                          "meta": file_identity(r.meta) if r.meta else None, "grader": grader.fingerprint(),
                           "engine": ev.engine, "batch_size": ev.batch_size, "dtype": run.dtype})
         if not run.up_to_date(f"rubric:{name}", fp, out / "summary.json"):
-            key_env = ev.grader_api_key_env if ev.grader_base_url else ev.judge_api_key_env
-            with grader_endpoint(url, model, os.environ.get(key_env)) as grader:
-                run_rubric(run.arms, r.path, out, run.engines, grader, name=name, max_examples=r.max_examples,
+            with grader_endpoint(grader) as endpoint:
+                run_rubric(run.arms, r.path, out, run.engines, endpoint, name=name, max_examples=r.max_examples,
                            meta=r.meta, log=run.log)
             run.done(f"rubric:{name}", fp)
         run.outputs["rubric"] = out.parent

@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtune.generate.judge import JudgeEndpoint
 from medtune.text import answer_only
 
 GRADER_SYSTEM = "你是一名严谨的临床医学专家，负责按评分标准逐条评估AI助手在医疗对话中的回答。"
@@ -53,15 +54,22 @@ ROLE_NAMES = {"system": "系统", "developer": "系统", "user": "用户", "assi
 
 @dataclass(frozen=True)
 class GraderEndpoint:
-    """A grader model behind an OpenAI-compatible endpoint (`medtune serve`, vLLM, a hosted API)."""
+    """A grader model (where it is: medtune's one judge endpoint, medtune serve, vLLM, a hosted API) and how to
+    call it."""
 
-    base_url: str
-    model: str
-    api_key: str | None = None
+    endpoint: JudgeEndpoint
     workers: int = 4
     timeout: float = 120.0
     retries: int = 4
     max_tokens: int = 2048
+
+    @property
+    def model(self) -> str:
+        return self.endpoint.model
+
+    @property
+    def base_url(self) -> str:
+        return self.endpoint.base_url
 
 
 @dataclass(frozen=True)
@@ -161,10 +169,9 @@ class GradeCache:
 
 def _ask(grader: GraderEndpoint, message_lists: list[list[dict]]) -> list[tuple[str | None, str | None]]:
     """Every grader request goes through medtune's one judge client, here."""
-    from medtune.generate.judge import JudgeClient, ask_judge
+    from medtune.generate.judge import ask_judge
 
-    client = JudgeClient(grader.base_url, grader.model, grader.api_key, timeout=grader.timeout,
-                         max_retries=grader.retries, max_tokens=grader.max_tokens)
+    client = grader.endpoint.client(timeout=grader.timeout, max_retries=grader.retries, max_tokens=grader.max_tokens)
     return ask_judge(client, message_lists, grader.workers)
 
 
