@@ -10,11 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from medtune.generate import loading, sampling, source, transformers_engine, vllm_engine
+from medtune.generate import loading, transformers_engine, vllm_engine
+from medtune.generate.sampling import Generation
 from medtune.errors import UserError
 from medtune.generate.vllm_engine import VllmStream, vllm_lora_rank
 from medtune.generate.loading import choose_engine, vllm_refusal
-from medtune.serve import _fit_context, _is_loopback
+from medtune.listen import is_loopback as _is_loopback
+from medtune.serve import _fit_context
 from medtune.serve.api import ServeSettings
 from tests.conftest import ROOT
 
@@ -152,7 +154,7 @@ class FakeGenerator:
         if self.fail:
             raise RuntimeError("CUDA out of memory")
         streamer.end()
-        return sampling.Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
+        return Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
 
 
 @pytest.mark.parametrize("fail", [False, True])
