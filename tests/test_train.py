@@ -419,13 +419,13 @@ def test_demo_data_loss_falls_with_real_tokenizer(tmp_path):
         "data": {"train_files": [str(ROOT / "data" / "demo" / "huatuo_style_dialogues.jsonl")], "val_size": 8,
                  "max_length": 256, "max_samples": 96},
         "lora": {"modules_to_save": ["lm_head"]},  # as configs/demo.yaml: the random base's head must learn too
-        "train": {"max_steps": 24, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 4,
+        "train": {"max_steps": 12, "per_device_train_batch_size": 4, "learning_rate": 1e-2, "logging_steps": 2,
                   "save_steps": 100, "report_to": ["none"], "gradient_checkpointing": False},
     })
     prepare_dataset(cfg, log=lambda *a: None)
     results = train_model(cfg, log=lambda *a: None)
     assert results["first_logged_loss"] > 11.5  # ln(151936) = 11.93 at random init
-    assert results["last_logged_loss"] < results["first_logged_loss"] - 2.0  # seen: 11.96 -> 7.47
+    assert results["last_logged_loss"] < results["first_logged_loss"] - 2.0  # seen: 11.96 -> 8.94 (12 steps)
     assert (tmp_path / "run" / "base_model" / "config.json").exists()
     assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
         (tmp_path / "run" / "base_model").resolve())
