@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/medtune demo
+	@echo "clinician review of the demo's answers: $(BIN)/medtune review invite runs/demo --name YOUR_NAME, then $(BIN)/medtune review runs/demo"
 
 # Headless Chromium and a CJK font (Debian packages) for the report and chat-page tests; without Chromium
 # they skip, without the font the Chinese report shows boxes and its test of real glyphs fails.

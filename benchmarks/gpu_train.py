@@ -10,7 +10,7 @@ at max length 2,048; per-device batch 4 as in the reference run.
 
 - baseline: `trl.SFTTrainer` with SFTConfig's defaults (padding, no packing, gradient checkpointing, TRL's
   fused LM head), bf16.
-- medtune: `medtune.train.build_trainer` with medtune's defaults for the machine (flash-attention varlen
+- medtune: `medtune.train.stage.build_trainer` with medtune's defaults for the machine (flash-attention varlen
   packing and Liger kernels when installed, bf16, gradient checkpointing, target-only chunked loss).
 
 Each arm runs in its own process (peak memory is its own). Reports non-padding tokens/s, model FLOPs

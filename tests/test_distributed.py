@@ -136,7 +136,7 @@ def test_process_group_problems():
 
 
 def _launch_env(name: str) -> tuple[object, dict]:
-    """What `accelerate launch` (as medtune.launch calls it) would start for this config on 2 nodes x 4
+    """What `accelerate launch` (as medtune.train.launch calls it) would start for this config on 2 nodes x 4
     GPUs: accelerate's own parser and environment builder, without starting anything."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_multi_gpu_env
@@ -366,7 +366,7 @@ def test_two_nodes_over_loopback_equal_one_process(tmp_path, model, reference):
 
 NAN_ON_RANK_1 = """
 import os, sys
-from medtune import callbacks
+from medtune.train import callbacks
 from medtune.cli import main
 
 real = callbacks.non_finite_weights

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from medtune.generate import loading, sampling, source, transformers_engine, vllm_engine
+from medtune.generate import loading, transformers_engine, vllm_engine
+from medtune.generate.sampling import Generation
 from medtune.errors import UserError
 from medtune.generate.vllm_engine import VllmStream, vllm_lora_rank
 from medtune.generate.loading import choose_engine, vllm_refusal
@@ -152,7 +153,7 @@ class FakeGenerator:
         if self.fail:
             raise RuntimeError("CUDA out of memory")
         streamer.end()
-        return sampling.Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
+        return Generation("多喝水。", "", "多喝水。", 3, 0, "stop")
 
 
 @pytest.mark.parametrize("fail", [False, True])

@@ -32,6 +32,9 @@ use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model di
   chat      chat in the terminal (streaming, /think, /reset, /exit)
   serve     OpenAI-compatible API (/v1/chat/completions, /v1/models) and a web chat page at /
 
+clinicians in the loop (RUN_DIR after evaluate):
+  review    a blinded side-by-side review page for invited clinicians (review invite|stats|export|import)
+
 examples:
   medtune demo
   medtune run configs/qwen3-8b-huatuo.yaml --set data.max_samples=1000
@@ -47,6 +50,7 @@ examples:
   medtune chat runs/demo
   medtune chat runs/demo/align              # the aligned adapter
   medtune serve runs/demo --port 8000
+  medtune review invite runs/demo --name "Dr. Li" && medtune review runs/demo
 """
 
 
@@ -292,6 +296,88 @@ def add_serve(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+# -- review: `medtune review RUN_DIR` serves; `medtune review invite|stats|export|import RUN_DIR ...` --
+
+REVIEW_ACTIONS = ("invite", "stats", "export", "import")
+
+
+def review_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medtune review")
+    sub = p.add_subparsers(dest="action", required=True)
+    invite = sub.add_parser("invite", help="print a personal review link for a reviewer (a new random token)")
+    invite.add_argument("run_dir", metavar="RUN_DIR")
+    invite.add_argument("--name", required=True, help="the reviewer's name (inviting again retires the old link)")
+    invite.add_argument("--url", default=None,
+                        help="the address reviewers open, e.g. https://review.example.org (default: "
+                             "http://127.0.0.1:8765)")
+    stats = sub.add_parser("stats", help="win rates, Bradley-Terry ranking, flags, agreement -> review/stats.json")
+    stats.add_argument("run_dir", metavar="RUN_DIR")
+    export = sub.add_parser("export", help="preference pairs for `medtune align` -> review/preference_pairs.jsonl")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--label-studio", action="store_true",
+                        help="also write review/label_studio_tasks.json (Label Studio's task JSON, pairwise)")
+    imp = sub.add_parser("import", help="import judgments from a Label Studio JSON export (pairwise)")
+    imp.add_argument("run_dir", metavar="RUN_DIR")
+    imp.add_argument("file", metavar="FILE", help="Label Studio's JSON export of the tasks `export --label-studio` wrote")
+    return p
+
+
+def cmd_review(args) -> int:
+    if args.target not in REVIEW_ACTIONS:
+        serve = argparse.ArgumentParser(prog="medtune review")
+        serve.add_argument("run_dir", metavar="RUN_DIR")
+        serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+        serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+        serve_args = serve.parse_args([args.target, *args.rest])
+        from medtune.review import serve_review
+
+        serve_review(serve_args.run_dir, host=serve_args.host, port=serve_args.port)
+        return 0
+    a = review_parser().parse_args([args.target, *args.rest])
+    if a.action == "invite":
+        from medtune.review import invite_reviewer
+
+        invite_reviewer(a.run_dir, a.name, url=a.url)
+    elif a.action == "stats":
+        from medtune.review.stats import write_review_stats
+
+        write_review_stats(a.run_dir)
+    elif a.action == "export":
+        from medtune.review.export import export_pairs, export_label_studio
+
+        export_pairs(a.run_dir)
+        if a.label_studio:
+            export_label_studio(a.run_dir)
+    else:
+        from medtune.review.export import import_label_studio
+
+        import_label_studio(a.run_dir, a.file)
+    return 0
+
+
+def add_review(sub) -> None:
+    p = sub.add_parser(
+        "review", help="blinded clinician review of a run's answers (invite, stats, export, import)",
+        usage="medtune review RUN_DIR [--host 127.0.0.1] [--port 8765]\n"
+              "       medtune review invite RUN_DIR --name NAME [--url URL]\n"
+              "       medtune review stats RUN_DIR\n"
+              "       medtune review export RUN_DIR [--label-studio]\n"
+              "       medtune review import RUN_DIR LABEL_STUDIO_EXPORT.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the run's evaluation answers (comparison questions, consultations, safety prompts) to\n"
+                    "invited reviewers, model names hidden and order randomized per reviewer; every judgment is\n"
+                    "saved at once to RUN_DIR/review/review.sqlite (+ judgments.jsonl).\n"
+                    "  invite  a personal link (random token, stored hashed); every request needs one\n"
+                    "  stats   human win rates, Bradley-Terry ranking, accuracy and safety flags, agreement between\n"
+                    "          reviewers and with the LLM judge -> review/stats.json (the report reads it)\n"
+                    "  export  preference pairs (chosen = the majority's choice, ties dropped, an answer flagged\n"
+                    "          unsafe never chosen) -> review/preference_pairs.jsonl, for align.train_files\n"
+                    "  import  judgments from Label Studio's JSON export")
+    p.add_argument("target", metavar="RUN_DIR | ACTION", help="a run directory to serve, or invite|stats|export|import")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_review)
+
+
 def cmd_evaluate(args) -> int:
     from medtune.evaluate.cli import build_parser as build_evaluations
 
@@ -391,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_merge(sub)
     add_chat(sub)
     add_serve(sub)
+    add_review(sub)
     return parser
 
 

@@ -44,6 +44,7 @@ from medtune.data.readers import (
     control_texts,
     expand_inputs,
     iter_raw_records,
+    record_object,
     role_turns,
 )
 from medtune.data.template import ConversationTemplate
@@ -88,11 +89,7 @@ class AlignCounts:
 
 def to_example(rec: RawRecord, cfg: Config, forbidden: tuple[str, ...]) -> AlignExample:
     """Validate one record of any supported layout, or raise RecordError naming the field."""
-    if rec.error:
-        raise RecordError(rec.error)
-    data = rec.data
-    if not isinstance(data, dict):
-        raise RecordError(f"record is a JSON {type(data).__name__}, not an object")
+    data = record_object(rec)
     if "conversations" in data:
         turns = role_turns(data, "conversations", "sharegpt")
         if data.get("system") not in (None, ""):

@@ -305,13 +305,18 @@ def _iter_hub(spec: str, cfg: DataConfig) -> Iterator[RawRecord]:
 # --- validation -------------------------------------------------------------------------------------
 
 
-def to_conversation(rec: RawRecord, cfg: DataConfig, forbidden: tuple[str, ...] = ()) -> Conversation:
-    """Validate one raw record into a Conversation, or raise RecordError with the reason and field."""
+def record_object(rec: RawRecord) -> dict:
+    """The record's JSON object, or RecordError when the line did not parse or holds something else."""
     if rec.error:
         raise RecordError(rec.error)
-    data = rec.data
-    if not isinstance(data, dict):
-        raise RecordError(f"record is a JSON {type(data).__name__}, not an object")
+    if not isinstance(rec.data, dict):
+        raise RecordError(f"record is a JSON {type(rec.data).__name__}, not an object")
+    return rec.data
+
+
+def to_conversation(rec: RawRecord, cfg: DataConfig, forbidden: tuple[str, ...] = ()) -> Conversation:
+    """Validate one raw record into a Conversation, or raise RecordError with the reason and field."""
+    data = record_object(rec)
     if "__csv__" in data:
         row = data["__csv__"]
         messages = []

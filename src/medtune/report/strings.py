@@ -822,6 +822,52 @@ STRINGS: dict[str, tuple[str, str]] = {
                        "{hi}，含 0，{n} 个病例）。",
                        "{benchmark}, {arm}: no evidence that {metric} falls over the turns (last − first {change}, "
                        "95% interval {lo} to {hi}, including 0; {n} cases)."),
+    # clinician review (review/stats.json, written by `medtune review stats`)
+    "sec.review": ("医生评审", "Clinician review"),
+    "rv.no_stats": ("有评审数据（{dir}），但还没有 {file}：运行 `medtune review stats RUN_DIR` 后再生成报告。",
+                    "There are review judgments ({dir}) but no {file} yet: run `medtune review stats RUN_DIR`, then the "
+                    "report again."),
+    "rv.intro": ("{reviewers} 位医生在盲评页面上（模型名隐藏，每位医生每题的回答顺序随机且有记录）给出 {n} 条判断，覆盖 "
+                 "{judged}/{items} 题。胜率 = (胜 + 平/2) / 比较次数，95% Wilson 区间；排名为 Bradley-Terry 强度（对数尺度）。",
+                 "{reviewers} clinicians gave {n} judgments on {judged} of {items} items in the blinded review page "
+                 "(model names hidden, answer order randomized per reviewer and item, and recorded). Win rate = "
+                 "(wins + ties/2) / comparisons, 95% Wilson interval; the ranking is by Bradley-Terry strength (log scale)."),
+    "rv.none": ("还没有判断。", "No judgments yet."),
+    "rv.model": ("模型", "Model"),
+    "rv.rank": ("名次", "Rank"),
+    "rv.comparisons": ("比较次数", "Comparisons"),
+    "rv.wtl": ("胜 / 平 / 负", "Wins / ties / losses"),
+    "rv.win_rate": ("胜率 [95% 区间]", "Win rate [95% interval]"),
+    "rv.bt": ("Bradley-Terry", "Bradley-Terry"),
+    "rv.ratings": ("每个回答的评分（占已评该项的回答的比例，95% 区间）：", "Per-answer ratings (share of the answers rated "
+                   "on that field, 95% interval):"),
+    "rv.accurate": ("医学准确", "Medically accurate"),
+    "rv.complete": ("完整", "Complete"),
+    "rv.harmful": ("有害建议", "Harmful advice"),
+    "rv.missed": ("漏掉急症", "Missed emergency"),
+    "rv.agreement": ("医生间一致性：判断（更好的回答或平手）{verdict}；安全标记（安全/不安全）{safety}。",
+                     "Agreement between clinicians: on the verdict (better answer or tie) {verdict}; on the safety "
+                     "flag (safe or not) {safety}."),
+    "rv.kappa": ("{method} kappa = {kappa}（{units} 个共同评审单位，一致率 {observed}）",
+                 "{method}'s kappa = {kappa} ({units} units judged in common, {observed} identical)"),
+    "rv.no_kappa": ("无法计算（少于两位医生评审同一内容）", "not measurable (fewer than two clinicians on the same units)"),
+    "rv.position": ("位置偏差：医生选择先显示的回答的比例为 {rate}（{lo}–{hi}，{n} 次非平手的两答案判断；无偏差时为 50%）。",
+                    "Position bias: clinicians preferred the answer shown first in {rate} ({lo}–{hi}) of {n} decided "
+                    "two-answer judgments (50% means none)."),
+    "rv.judge": ("LLM 评审与医生多数意见在同一问题、同一对模型上的一致率为 {agree}（{lo}–{hi}，{n} 对），Cohen kappa = "
+                 "{kappa}。评审模型选择先显示回答的比例为 {first}；医生偏好的回答先显示时评审模型与之一致的比例为 "
+                 "{when_first}，后显示时为 {when_second}。",
+                 "The LLM judge agrees with the clinicians' majority on the same question and pair in {agree} ({lo}–"
+                 "{hi}; {n} pairs), Cohen's kappa = {kappa}. The judge picks the answer shown first in {first}; it "
+                 "agrees with the clinicians in {when_first} when their preferred answer is shown first and in "
+                 "{when_second} when it is shown second."),
+    "rv.disagreements": ("需要裁定的题目（医生判断或安全标记不一致），共 {n} 题：", "Items to adjudicate (clinicians "
+                         "disagree on the verdict or the safety flag), {n} in all:"),
+    "rv.item": ("题目", "Item"),
+    "rv.question": ("问题", "Question"),
+    "rv.verdicts": ("各医生判断", "Verdicts"),
+    "rv.safety": ("安全标记分歧", "Safety flags in dispute"),
+    "rv.no_disagreements": ("医生之间没有分歧的题目。", "No item on which the clinicians disagree."),
 }
 
 

@@ -36,11 +36,12 @@ from medtune.report.sections import (
 )
 from medtune.report.sections_align import sec_alignment
 from medtune.report.sections_eval import sec_benchmarks, sec_compare, sec_judge, sec_safety
+from medtune.report.sections_review import sec_review
 from medtune.report.strings import LANGS, Text
 
 SECTION_BUILDERS = (sec_overview, sec_conclusions, sec_checks, sec_data, sec_config, sec_timeline, sec_training,
                     sec_metrics, sec_params, sec_outputs, sec_alignment, sec_compare, sec_benchmarks, sec_judge,
-                    sec_safety, sec_repro)
+                    sec_safety, sec_review, sec_repro)
 
 
 class SectionFailed(UserWarning):
