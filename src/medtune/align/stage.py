@@ -29,7 +29,14 @@ from medtune.errors import UserError
 from medtune.modeling import count_parameters, load_causal_lm, resolve_base_model, torch_dtype
 from medtune.rundir import fingerprint, read_json, sha256_file, write_json
 from medtune.train.backends import Backends, align_backends, align_plan_config, choose_checkpointing
-from medtune.train.common import NonFiniteLoss, Timeline, choose_checkpoint, complete_checkpoints, lora_config, world_size
+from medtune.train.common import (
+    NonFiniteLoss,
+    Timeline,
+    choose_checkpoint,
+    complete_checkpoints,
+    lora_config,
+    world_size,
+)
 
 ALIGN_FORMAT = 1  # bump when the same inputs would align differently
 TESTED_TRL = "1.16.0"
@@ -236,7 +243,7 @@ def trl_settings(cfg: Config, backends: Backends) -> dict:
         gradient_accumulation_steps=a.gradient_accumulation_steps, lr_scheduler_type=a.lr_scheduler_type,
         warmup_steps=a.warmup_steps, max_grad_norm=a.max_grad_norm, bf16=backends.precision == "bf16",
         use_cpu=backends.device == "cpu", activation_checkpointing=every is not None,
-        activation_checkpointing_kwargs={"use_reentrant": False, "every_n_layers": every} if every is not None else None,
+        activation_checkpointing_kwargs=None if every is None else {"use_reentrant": False, "every_n_layers": every},
         logging_steps=a.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit, seed=a.seed,
         data_seed=a.seed, report_to=[r for r in cfg.train.report_to if r != "none"], disable_tqdm=True,
