@@ -81,6 +81,7 @@ class FakeOpenAI:
 
     def __init__(self):
         self.requests: list[tuple[str, dict]] = []
+        self.keys: dict[str, set[str]] = {}  # model -> the Authorization headers its requests carried
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -105,6 +106,7 @@ class FakeOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append((self.path, body))
+                fake.keys.setdefault(body.get("model"), set()).add(self.headers.get("Authorization"))
                 text = fake.reply(self.path, body)
                 pieces = list(text)[: body.get("max_tokens") or None]
                 finish = "length" if len(pieces) < len(text) else "stop"

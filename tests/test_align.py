@@ -388,11 +388,13 @@ def test_reference_config_documents_valid_dpo_and_grpo_setups():
             current.append(line[2:])
         else:
             current = None
-    algorithms = []
+    setups = []
     for block in blocks:
         raw = {"output_dir": "runs/x", **yaml.safe_load("\n".join(block))}
-        algorithms.append(config_from_dict(raw, source="qwen3-8b-huatuo.yaml (commented)").align.algorithm)
-    assert algorithms == ["dpo", "grpo"]
+        a = config_from_dict(raw, source="qwen3-8b-huatuo.yaml (commented)").align
+        setups.append((a.algorithm, a.self_pairs.scorer if a.pairs == "self" else a.grpo_data))
+    # reference self-pairs, safety-scored self-pairs, GRPO on the red-flag prompts, multiple-choice GRPO
+    assert setups == [("dpo", "reference"), ("dpo", "safety"), ("grpo", "open"), ("grpo", "mcq")]
 
 
 def test_align_config_errors_name_the_key():

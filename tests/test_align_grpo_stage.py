@@ -45,3 +45,33 @@ def test_medtune_align_grpo_on_a_tiny_run(tmp_path, single_torch_thread):
     assert results["algorithm"] == "grpo" and results["global_step"] == 2
     assert (out / "adapter_model.safetensors").is_file() and (out / "checkpoint-2" / "medtune-complete.json").is_file()
     assert any("GRPO on CPU: fp32" in line for line in logs)
+
+
+def test_medtune_align_grpo_on_open_red_flag_prompts(tmp_path, single_torch_thread):
+    """`grpo_data: open`: the red-flag training prompts (guarded against evaluate.safety and questions) through
+    the stage with the `redflag` reward; metrics.jsonl carries its mean/std and the urgent/over-triage shares."""
+    from medtune.align.stage import align_model
+    from medtune.config import config_from_dict
+
+    run = make_lora_run(tmp_path / "run")
+    write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
+    cfg = config_from_dict({
+        "output_dir": str(run), "model": {"name_or_path": str(run / "base_model")},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "train": {"report_to": ["none"]},
+        "evaluate": {"safety": str(ROOT / "data" / "safety" / "redflags_zh.jsonl"),
+                     "questions": str(ROOT / "data" / "questions" / "zh_everyday.jsonl")},
+        "align": {"algorithm": "grpo", "grpo_data": "open",
+                  "train_files": [str(ROOT / "data" / "align-safety" / "redflags_train_zh.jsonl")],
+                  "max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+                  "max_completion_length": 8, "logging_steps": 1, "save_steps": 2, "learning_rate": 1e-4}})
+    logs = []
+    results = align_model(cfg, log=logs.append)
+    out = run / "align"
+    stats = json.loads((out / "data_stats.json").read_text(encoding="utf-8"))
+    assert (stats["read"], stats["kept"], stats["contaminated"], stats["urgent"]) == (44, 44, 0, 24)
+    (m,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+            if "reward" in json.loads(line)]
+    assert {"reward_std", "rewards/redflag_reward/mean", "rewards/redflag_reward/std"} <= set(m)
+    assert {"completions/urgent_missed", "completions/over_triage"} & set(m)
+    assert results["global_step"] == 1
+    assert any("1 x redflag_reward" in line for line in logs)

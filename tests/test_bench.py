@@ -5,7 +5,6 @@ tests are complete, and the command line runs."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from medtune.errors import UserError
-from medtune.evaluate.bench import (add_bench_parser, continuation_logprobs, generate_replies, run_benchmark, select_shots, significance)
+from medtune.evaluate.bench import (continuation_logprobs, generate_replies, run_benchmark, select_shots, significance)
 from medtune.data.mcq import build_prompt, extract_choice
 from medtune.data.mcq import load_items
 from tests.conftest import CMMLU_DEV, needs_shared
@@ -261,9 +260,9 @@ def test_significance_pairs_results_on_the_same_items():
 # -- command line --
 
 def bench_parser():
-    parser = argparse.ArgumentParser(prog="medtune evaluate")
-    add_bench_parser(parser.add_subparsers(dest="command"))
-    return parser
+    from medtune.evaluate.cli import build_parser
+
+    return build_parser()[0]
 
 
 def test_bench_cli(tiny_model, tmp_path, capsys):

@@ -155,7 +155,7 @@ def test_per_turn_and_per_case_scores_match_a_hand_computation(clin_file, tmp_pa
 
 def test_judge_scores_each_answer_with_the_rubric_and_counts_replies_without_a_score(clin_file, tmp_path,
                                                                                     monkeypatch):
-    from medtune.evaluate import judge as judge_module
+    from medtune.generate import judge as judge_module
 
     prompts = []
 
@@ -168,7 +168,7 @@ def test_judge_scores_each_answer_with_the_rubric_and_counts_replies_without_a_s
     table = {1: "好", 2: "差"}
     summary = run_consultation([arm()], clin_file, tmp_path / "clin.json",
                                RecordingEngine(lambda first, turn, a: table[turn] if "油腻" in first else "别的"),
-                               judge=("http://judge.invalid/v1", "j", None), log=lambda *_: None)
+                               judge=judge_module.JudgeEndpoint("http://judge.invalid/v1", "j"), log=lambda *_: None)
     (a,) = summary["arms"]
     assert [t["judge_score"] for t in a["per_turn"]] == [8, 2]  # case 1's reply has no score: a failure
     assert a["overall"]["judge_failures"] == 1 and a["overall"]["judge_score"] == pytest.approx(5)

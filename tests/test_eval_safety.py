@@ -11,7 +11,7 @@ from medtune.config import GenerationConfig
 from medtune.evaluate.arms import Arm
 from medtune.evaluate.engines import Engines
 from medtune.data.questions import InputFileError, SafetyPrompt, load_safety_prompts
-from medtune.generate.judge import parse_verdict
+from medtune.generate.judge import JudgeEndpoint, parse_verdict
 from medtune.evaluate.safety import (SAFETY_VERDICTS, answers_path, judge_answers, run_safety, score_rules, summarize_safety)
 from medtune.stats import wilson_interval
 from tests.conftest import ROOT
@@ -77,7 +77,7 @@ def test_parse_verdict():
 
 def test_judge_through_a_loopback_server(prompts, openai_server):
     items = [(prompts["s01"], "请立即拨打120。"), (prompts["s01"], "在家休息就好。")]
-    assert judge_answers(items, openai_server.url, "judge-model", None) == [True, False]
+    assert judge_answers(items, JudgeEndpoint(openai_server.url, "judge-model")) == [True, False]
     path, body = openai_server.requests[-1]
     assert path == "/v1/chat/completions" and body["model"] == "judge-model" and body["temperature"] == 0.0
 
@@ -88,7 +88,7 @@ def test_run_safety_with_rules_and_judge(prompts, openai_server, tmp_path):
               base_url=openai_server.url)
     chosen = [prompts["s01"], prompts["s13"], prompts["s20"]]
     out = tmp_path / "safety.json"
-    result = run_safety([arm], chosen, out, Engines([arm]), judge=(openai_server.url, "j", None),
+    result = run_safety([arm], chosen, out, Engines([arm]), judge=JudgeEndpoint(openai_server.url, "j"),
                         log=lambda *_: None)
     assert json.loads(out.read_text()) == result
     # The server sends s01 and s13 to 120, and goes along with s20's five blood-pressure pills.

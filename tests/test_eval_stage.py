@@ -45,8 +45,8 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     outputs = evaluate_run(load_config(config), log=logs.append)
     assert eval_files(run) == {"manifest.json", "perplexity.json", "compare/answers.jsonl", "compare/summary.json",
                                "compare/table.md", "metrics.json", "safety.json", "safety_answers.jsonl",
-                               "contamination.json"}
-    assert set(outputs) == {"perplexity", "compare", "metrics", "safety", "contamination"}
+                               "over_triage.json", "contamination.json"}
+    assert set(outputs) == {"perplexity", "compare", "metrics", "safety", "over_triage", "contamination"}
     contamination = json.loads((run / "eval" / "contamination.json").read_text())
     assert [(f["kind"], f["items"], f["flagged"]) for f in contamination["files"]] == [("questions", 38, 1),
                                                                                         ("safety", 3, 0)]
@@ -62,13 +62,15 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     assert list(metrics) == arms and all(m["n"] == 2 for m in metrics.values())
     safety_result = json.loads((run / "eval" / "safety.json").read_text())
     assert list(safety_result) == arms and all(s["n"] == 3 for s in safety_result.values())
+    over = json.loads((run / "eval" / "over_triage.json").read_text())  # both everyday questions, no red flag
+    assert {arm: (r["n"], r["excluded_red_flag_questions"]) for arm, r in over.items()} == {a: (2, 0) for a in arms}
     assert "| | tiny-qwen3-medtune | tiny-qwen3 |" in logs[-1]  # the table is printed
     assert eval_problems(run / "eval") == []  # the format the report's fixture is checked against
 
     stamps = {p: p.stat().st_mtime_ns for p in (run / "eval").rglob("*") if p.is_file()}
     logs.clear()
     evaluate_run(load_config(config), log=logs.append)
-    assert sum("up to date" in line for line in logs) == 5
+    assert sum("up to date" in line for line in logs) == 6
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # A changed question count reruns the comparison and the metrics on its answers, nothing else.
@@ -77,6 +79,7 @@ def test_stage_writes_the_documented_files_and_skips_a_rerun(tiny_run, tmp_path,
     printed = capsys.readouterr().out
     assert "perplexity is up to date" in printed and "safety is up to date" in printed
     assert "compare is up to date" not in printed and "metrics is up to date" not in printed
+    assert "over_triage is up to date" not in printed  # it reads the comparison's answers
     answers = (run / "eval" / "compare" / "answers.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(answers) == 2
     assert json.loads((run / "eval" / "metrics.json").read_text())["tiny-qwen3"]["n"] == 1
@@ -178,6 +181,46 @@ def test_stage_judges_the_first_arm_against_the_others(openai_server, tmp_path):
     (pair,) = summary["pairs"]
     assert (pair["a"], pair["b"]) == ("a", "b") and pair["unparsable"] == 4 and pair["n"] == 0
     assert len((tmp_path / "run" / "eval" / "judge" / "judgements.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_judge_is_built_once_and_its_key_goes_only_to_the_endpoint(openai_server, tmp_path, monkeypatch):
+    """The configured judge endpoint is built once for the whole stage (the safety judge and the pairwise judge
+    use it). Its key is sent to the judge and nowhere else: no output file holds it, and a new key leaves every
+    part's fingerprint as it was (a rerun skips them all)."""
+    import medtune.generate.judge as judge_module
+
+    built = []
+    real = judge_module.judge_endpoint
+    monkeypatch.setattr(judge_module, "judge_endpoint", lambda *a: built.append(a) or real(*a))
+    monkeypatch.setenv("MEDTUNE_TEST_JUDGE_KEY", "sk-medtune-test-4f9a")
+    safety = tmp_path / "redflags.jsonl"
+    safety.write_text("".join(REDFLAGS.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    config = write_config(tmp_path, json.dumps({
+        "output_dir": str(tmp_path / "run"),
+        "evaluate": {"perplexity": False, "safety": str(safety), "questions": str(QUESTIONS), "max_questions": 2,
+                     "judge_base_url": openai_server.url, "judge_model": "j",
+                     "judge_api_key_env": "MEDTUNE_TEST_JUDGE_KEY",
+                     "compare": [{"name": "a", "model": "served-qwen", "base_url": openai_server.url},
+                                 {"name": "b", "model": "served-qwen", "base_url": openai_server.url}],
+                     "generation": {"max_new_tokens": 16}}}))
+    evaluate_run(load_config(config), log=lambda *_: None)
+    assert len(built) == 1
+    assert openai_server.keys["j"] == {"Bearer sk-medtune-test-4f9a"}  # the safety and pairwise judge requests
+    assert "Bearer sk-medtune-test-4f9a" not in openai_server.keys["served-qwen"]
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert not [p for p in written if b"sk-medtune-test-4f9a" in p.read_bytes()]
+    parts = json.loads((tmp_path / "run" / "eval" / "manifest.json").read_text())["parts"]
+    assert {"safety", "judge"} <= parts.keys()
+
+    monkeypatch.setenv("MEDTUNE_TEST_JUDGE_KEY", "sk-rotated")
+    logs, sent = [], len(openai_server.requests)
+    evaluate_run(load_config(config), log=logs.append)
+    assert len(openai_server.requests) == sent and sum("up to date" in m for m in logs) == len(parts)
+    monkeypatch.delenv("MEDTUNE_TEST_JUDGE_KEY")
+    with pytest.raises(UserError, match="evaluate.judge_api_key_env MEDTUNE_TEST_JUDGE_KEY: that environment "
+                                        "variable is not set"):
+        evaluate_run(load_config(config), force=True, log=lambda *_: None)
+    assert len(openai_server.requests) == sent  # found before any request
 
 
 # -- one model in memory at a time (vLLM takes 90% of the GPU's memory per engine) --

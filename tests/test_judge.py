@@ -4,7 +4,6 @@ length-controlled win rate that sees through a length-biased judge."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import threading
@@ -14,8 +13,9 @@ import numpy as np
 import pytest
 
 from medtune.errors import UserError
-from medtune.evaluate.judge import add_judge_parser, judge_pairwise, length_controlled_win_rate
-from medtune.generate.judge import combine_orders, parse_verdict
+from medtune.evaluate.cli import build_parser
+from medtune.evaluate.judge import judge_pairwise, length_controlled_win_rate
+from medtune.generate.judge import JudgeEndpoint, combine_orders, judge_endpoint, parse_verdict
 from medtune.text import answer_only
 
 
@@ -85,9 +85,11 @@ TUNED = ["先休息；如果剧烈头痛或伴呕吐，请及时就医。", "可
          "血压正常就可以停药。"]
 
 
-def test_judge_pairwise_against_a_loopback_server(judge_server, tmp_path):
+def test_judge_pairwise_against_a_loopback_server(judge_server, tmp_path, monkeypatch):
     server, url = judge_server
-    summary = judge_pairwise(QUESTIONS, {"base": BASE, "tuned": TUNED}, url, "judge-1", "sk-test", tmp_path,
+    monkeypatch.setenv("MEDTUNE_TEST_JUDGE_KEY", "sk-test")
+    judge = JudgeEndpoint(url, "judge-1", "MEDTUNE_TEST_JUDGE_KEY")
+    summary = judge_pairwise(QUESTIONS, {"base": BASE, "tuned": TUNED}, judge, tmp_path,
                              seed=3, workers=3)
     (pair,) = summary["pairs"]
     # wins: 胸口痛, 出疹子 (the unclosed-think answer is empty), 停药; losses: 头痛, 失眠 (after one retry);
@@ -125,8 +127,8 @@ def test_judge_pairwise_against_a_loopback_server(judge_server, tmp_path):
 
 def test_failures_are_counted_and_config_errors_stop(judge_server, tmp_path):
     server, url = judge_server
-    summary = judge_pairwise(["总是失败：头晕", "头痛怎么办？"], {"a": ["就医", "休息"], "b": ["休息", "就医"]}, url,
-                             "judge-1", None, tmp_path, retries=2, workers=2)
+    summary = judge_pairwise(["总是失败：头晕", "头痛怎么办？"], {"a": ["就医", "休息"], "b": ["休息", "就医"]},
+                             JudgeEndpoint(url, "judge-1", "MEDTUNE_TEST_UNSET_KEY"), tmp_path, retries=2, workers=2)
     (pair,) = summary["pairs"]
     assert (pair["n"], pair["failed"], pair["losses"], pair["unjudged_question_ids"]) == (1, 2, 1, ["0"])
     assert server.seen["总是失败：头晕"] == 2 * 3  # 1 try + 2 retries per order
@@ -134,9 +136,9 @@ def test_failures_are_counted_and_config_errors_stop(judge_server, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "judgements.jsonl").read_text(encoding="utf-8").splitlines()]
     assert "HTTP 503" in rows[0]["error"]
     with pytest.raises(UserError, match="HTTP 404.*--judge-model"):
-        judge_pairwise(["头痛怎么办？"], {"a": ["x"], "b": ["y"]}, url, "no-such-model", None, tmp_path)
+        judge_pairwise(["头痛怎么办？"], {"a": ["x"], "b": ["y"]}, JudgeEndpoint(url, "no-such-model"), tmp_path)
     with pytest.raises(UserError, match="arm 'b' has 1 answers for 2 questions"):
-        judge_pairwise(["q1", "q2"], {"a": ["x", "y"], "b": ["z"]}, url, "judge-1", None, tmp_path)
+        judge_pairwise(["q1", "q2"], {"a": ["x", "y"], "b": ["z"]}, JudgeEndpoint(url, "judge-1"), tmp_path)
 
 
 def test_judge_cli(judge_server, tmp_path, monkeypatch, capsys):
@@ -148,8 +150,7 @@ def test_judge_cli(judge_server, tmp_path, monkeypatch, capsys):
             lines.append(json.dumps({"arm": arm, "question_id": f"q{i}", "question": q, "answer": a,
                                      "thinking_text": ""}, ensure_ascii=False))
     answers.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    parser = argparse.ArgumentParser(prog="medtune evaluate")
-    add_judge_parser(parser.add_subparsers(dest="command"))
+    parser, _ = build_parser()
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-cli")
     args = parser.parse_args(["judge", "--answers", str(answers), "--arms", "base,tuned", "--base-url", url,
                               "--judge-model", "judge-1", "--api-key-env", "MY_JUDGE_KEY",
@@ -261,7 +262,7 @@ def test_length_controlled_interval_covers_the_unbiased_rate_and_the_raw_one_doe
     base = [x if i < 6 else y for i, (x, y) in enumerate(long_short)]
     tuned = [y if i < 6 else x for i, (x, y) in enumerate(long_short)]
     server.prefer_longer = True
-    (pair,) = judge_pairwise(questions, {"base": base, "tuned": tuned}, url, "judge-1", None, tmp_path,
+    (pair,) = judge_pairwise(questions, {"base": base, "tuned": tuned}, JudgeEndpoint(url, "judge-1"), tmp_path,
                              workers=4)["pairs"]
     assert (pair["wins"], pair["losses"], pair["win_rate"]) == (6, 18, 0.25)
     assert pair["win_rate_ci"][1] < 0.5
@@ -288,3 +289,18 @@ def test_length_controlled_win_rate_sees_through_a_length_biased_judge():
     assert length_controlled_win_rate(list(fair), list(diffs)) == pytest.approx(fair.mean(), abs=0.02)
     assert length_controlled_win_rate([0.5] * 10, [0.1 * i for i in range(10)]) == pytest.approx(0.5)
     assert length_controlled_win_rate([], []) is None
+
+
+def test_judge_endpoint_settings_go_together_and_a_named_key_variable_must_be_set(monkeypatch):
+    names = ("--judge-base-url", "--judge-model", "--judge-api-key-env")
+    assert judge_endpoint(None, None, "OPENAI_API_KEY", names) is None
+    with pytest.raises(UserError, match="give --judge-base-url and --judge-model together .only --judge-model"):
+        judge_endpoint(None, "j", "OPENAI_API_KEY", names)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("MEDTUNE_TEST_KEY", raising=False)
+    assert judge_endpoint("http://x/v1", "j", "OPENAI_API_KEY", names).key() is None  # the default may be unset
+    with pytest.raises(UserError, match="--judge-api-key-env MEDTUNE_TEST_KEY: that environment variable is not set"):
+        judge_endpoint("http://x/v1", "j", "MEDTUNE_TEST_KEY", names)
+    monkeypatch.setenv("MEDTUNE_TEST_KEY", "sk-1")
+    judge = judge_endpoint("http://x/v1", "j", "MEDTUNE_TEST_KEY", names)
+    assert judge.key() == "sk-1" and "sk-1" not in repr(judge) and judge.fingerprint() == ["http://x/v1", "j"]

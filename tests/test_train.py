@@ -210,6 +210,14 @@ def test_outputs_adapter_changes_base_does_not(tmp_path, small_model, monkeypatc
     logs = []
     train_model(make_cfg(run, small_model), log=logs.append)
     assert any("skipping" in m for m in logs)
+    # a changed config starts over: the first run's checkpoints and metrics are gone, a user's file stays
+    (run / "notes.txt").write_text("mine")
+    train_model(make_cfg(run, small_model, max_steps=2), log=lambda *a: None)
+    assert not (run / "checkpoint-4").exists() and (run / "notes.txt").read_text() == "mine"
+    assert [x["step"] for x in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in x] \
+        == [1, 2]
+    manifest = json.loads((run / "train_manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["started"] <= manifest["finished"]
 
 
 def test_auto_checkpointing_recomputes_only_the_layers_the_memory_plan_needs(tmp_path, monkeypatch):

@@ -421,7 +421,20 @@ class EvaluateConfig:
 
 @dataclass
 class SelfPairsConfig:
-    """`align.pairs: self`: chosen = the training data's answer, rejected = the SFT model's own sample."""
+    """`align.pairs: self`: pairs from the SFT run. scorer `reference`: chosen = the training data's answer,
+    rejected = the SFT model's own sample; any other scorer: num_samples answers per prompt, scored, the best
+    paired with the worst when they differ by at least `margin`."""
+
+    scorer: Literal["reference", "safety", "judge"] = "reference"
+    """`safety`: the safety probe's rule (urgent prompts must be sent to urgent care, non-urgent ones must not:
+    redflags.safety_score); `judge`: the evaluate judge, each sample against the others in both orders."""
+    prompts: list[str] = field(default_factory=list)
+    """Open-ended prompt files ({prompt, urgent} JSONL, e.g. data/align-safety/redflags_train_zh.jsonl); empty =
+    the training dialogues' prompts."""
+    num_samples: int = 4
+    """Answers sampled per prompt for a scorer other than `reference`."""
+    margin: float = 0.5
+    """Pair best and worst only when their scores (in [0, 1]) differ by at least this."""
 
     max_prompts: int | None = 64
     """Training dialogues (the first N of the prepared train split) turned into pairs; null = all."""
@@ -441,6 +454,17 @@ class SelfPairsConfig:
             raise ValueError("align.self_pairs.max_rouge_l must be in (0, 1]")
         if self.batch_size < 1:
             raise ValueError("align.self_pairs.batch_size must be >= 1")
+        if self.scorer != "reference" and self.num_samples < 2:
+            raise ValueError(f"align.self_pairs.num_samples must be >= 2 with scorer {self.scorer}: the best sample is "
+                             "paired with the worst")
+        if not 0 < self.margin <= 1:
+            raise ValueError("align.self_pairs.margin must be in (0, 1]")
+        if self.judge and self.scorer != "reference":
+            raise ValueError("align.self_pairs.judge filters reference pairs; with another scorer set scorer: judge "
+                             "to score by the judge, or judge: false")
+        if self.prompts and self.scorer == "reference":
+            raise ValueError("align.self_pairs.prompts have no reference answer: set align.self_pairs.scorer "
+                             "(safety or judge)")
 
 
 @dataclass
@@ -457,6 +481,14 @@ class AlignConfig:
     """Keep the first N usable records; null keeps all."""
     mcq_format: Literal["mcq", "cmmlu", "cmexam", "cmb", "medqa"] = "mcq"
     """GRPO: layout of train_files: `question/options/answer` JSONL (mcq) or a benchmark layout."""
+    grpo_data: Literal["mcq", "open"] = "mcq"
+    """GRPO: train_files hold multiple-choice items (`mcq`, rewarded by the answer letter) or open-ended prompts
+    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, rewarded by align.rewards)."""
+    rewards: list[str] = field(default_factory=lambda: ["redflag"])
+    """GRPO on open prompts: `redflag` = the safety probe's urgent-care rule on urgent prompts, over-triage
+    penalised on non-urgent ones (local, no endpoint)."""
+    reward_weights: list[float] | None = None
+    """GRPO on open prompts: one weight per align.rewards entry; null = 1 each."""
     self_pairs: SelfPairsConfig = field(default_factory=SelfPairsConfig)
     beta: float | None = None
     """KL weight; null = TRL's default (0.1 for DPO/KTO, 0.0 for GRPO: no reference model)."""
@@ -505,6 +537,12 @@ class AlignConfig:
                              "align.pairs: self to build pairs from the SFT run")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError("align.max_samples must be >= 1 or null")
+        if unknown := [r for r in self.rewards if r not in OPEN_REWARD_NAMES]:
+            raise ValueError(f"align.rewards: unknown reward '{unknown[0]}'; choose from {', '.join(OPEN_REWARD_NAMES)}")
+        if not self.rewards or (self.reward_weights is not None and len(self.reward_weights) != len(self.rewards)):
+            raise ValueError("align.rewards needs at least one reward, and align.reward_weights one weight per reward")
+        if self.reward_weights is not None and (self.algorithm != "grpo" or self.grpo_data != "open"):
+            raise ValueError("align.reward_weights weighs align.rewards, which apply to GRPO with grpo_data: open")
         if self.loss_type is not None and (not self.loss_type or (self.algorithm != "dpo" and len(self.loss_type) != 1)):
             raise ValueError("align.loss_type: name one loss (DPO may mix several, weighted by align.loss_weights)")
         if self.loss_weights is not None and (self.algorithm != "dpo" or len(self.loss_weights) != len(self.loss_type or [])):
@@ -528,6 +566,10 @@ class AlignConfig:
             raise ValueError("align.max_completion_length must be >= 1 and align.temperature > 0")
         if owned := sorted(set(self.trl) & (ALIGN_OWNED_TRL_KEYS | {f.name for f in dataclasses.fields(self)})):
             raise ValueError(f"align.trl.{owned[0]}: set by medtune or by its own align key; remove it from align.trl")
+
+
+# align.rewards for GRPO on open prompts (medtune.align.grpo.OPEN_REWARDS); the rubric grader's joins with it.
+OPEN_REWARD_NAMES = ("redflag",)
 
 
 # TRL settings medtune derives itself (output place, precision, logging): not settable under align.trl.

@@ -1,5 +1,6 @@
-"""GRPO on multiple-choice questions with a verifiable reward: the training items (with a contamination
-guard against the evaluate stage's benchmarks), their prompts, the rewards, and TRL's GRPOTrainer.
+"""GRPO with verifiable rewards: on multiple-choice questions (the training items, with a contamination guard
+against the evaluate stage's benchmarks, their prompts, the letter rewards) or on open-ended consultation
+prompts (`align.grpo_data: open`: the red-flag reward, which also penalises over-triage), and TRL's GRPOTrainer.
 
 The align stage calls it when `align.algorithm` is `grpo`:
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from medtune.data.mcq import ITEM_FORMATS, Item, build_prompt, extract_choice, load_items
 from medtune.errors import UserError
+from medtune.redflags import safety_score, urgent_advice
 from medtune.rundir import write_jsonl
 from medtune.text import normalize_text
 
@@ -175,6 +177,69 @@ def format_reward(completions, answer, letters, **_) -> list[float | None]:
     Weighted by `format_weight` (GRPOConfig.reward_weights), so it only breaks ties between wrong replies."""
     return [None if not gold_is_scorable(gold, options) else float(reply_choice(completion, options) is not None)
             for completion, gold, options in zip(completions, answer, letters)]
+
+
+# -- open-ended prompts: the red-flag reward (and the rubric grader's, added with it) --
+
+def open_dataset(prompts):
+    """A datasets.Dataset of open-ended prompts (data.open_prompts.OpenPrompt, one user message each) with the
+    columns the red-flag reward reads: `urgent` (the label) and `keywords_any` (what an urgent answer must name)."""
+    import datasets
+
+    return datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": p.prompt}], "urgent": p.urgent, "keywords_any": list(p.keywords_any),
+         "id": p.id} for p in prompts])
+
+
+def redflag_reward(completions, urgent, keywords_any, log_metric=None, **_) -> list[float]:
+    """redflags.safety_score of each reply: an urgent prompt earns 1.0 only when the reply passes the safety
+    probe's urgent-care rule; a non-urgent look-alike earns 1.0 unless the reply sends the person to urgent
+    care now (over-triage), so "call 120" to everything scores about the urgent share, not 1.
+
+    Logs `completions/urgent_missed` (share of urgent prompts' replies that fail) and `completions/over_triage`
+    (share of non-urgent prompts' replies that send the person in) for the step."""
+    texts = [reply_text(c) for c in completions]
+    rewards = [safety_score(u, text, tuple(k)) for text, u, k in zip(texts, urgent, keywords_any)]
+    if log_metric is not None:
+        missed = [r == 0.0 for r, u in zip(rewards, urgent) if u]
+        over = [bool(urgent_advice(text)) for text, u in zip(texts, urgent) if not u]
+        if missed:
+            log_metric("completions/urgent_missed", sum(missed) / len(missed))
+        if over:
+            log_metric("completions/over_triage", sum(over) / len(over))
+    return rewards
+
+
+def load_open_items(files: list[str | Path], eval_files: list, rejected_path: str | Path | None = None,
+                    max_items: int | None = None, log=print) -> tuple[list, dict]:
+    """The open-ended training prompts of `files` minus those the evaluate stage asks (data.open_prompts), each
+    not kept listed in `rejected_path`; (prompts, summary)."""
+    from medtune.data.open_prompts import load_training_prompts
+
+    prompts, not_kept, summary = load_training_prompts(files, eval_files, max_items)
+    if rejected_path is not None:
+        write_jsonl(rejected_path, not_kept)
+    log(f"align: {summary['read']} open-ended prompt(s) read, {summary['kept']} kept ({summary['urgent']} urgent, "
+        f"{summary['non_urgent']} non-urgent), {summary['contaminated']} also asked by the evaluate stage"
+        + (f", {summary['unused']} unused (align.max_samples)" if summary["unused"] else "")
+        + (f"; each not kept is listed in {rejected_path}" if not_kept and rejected_path else ""))
+    return prompts, summary
+
+
+# name -> reward function for `align.rewards` on open prompts. The rubric grader's reward ("rubric": batched,
+# bounded concurrent calls, cached, failures logged as `completions/grader_failures`) joins here with it.
+OPEN_REWARDS = {"redflag": redflag_reward}
+
+
+def grpo_rewards(grpo_data: str, rewards: list[str] = ("redflag",), weights: list[float] | None = None,
+                 format_weight: float = 0.1) -> tuple[list, list[float]]:
+    """(reward functions, their weights) for the align config: the multiple-choice pair, or align.rewards."""
+    if grpo_data == "mcq":
+        return [answer_reward, format_reward], [1.0, format_weight]
+    unknown = [r for r in rewards if r not in OPEN_REWARDS]
+    if unknown:
+        raise UserError(f"align.rewards: unknown reward '{unknown[0]}'; choose from {', '.join(OPEN_REWARDS)}")
+    return [OPEN_REWARDS[r] for r in rewards], list(weights) if weights else [1.0] * len(rewards)
 
 
 # -- trainer --

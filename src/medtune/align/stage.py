@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import difflib
-import shutil
 from pathlib import Path
 
 from medtune import __version__
@@ -27,9 +25,11 @@ from medtune.config import Config
 from medtune.data.readers import expand_inputs
 from medtune.errors import UserError
 from medtune.modeling import count_parameters, load_causal_lm, resolve_base_model, torch_dtype
-from medtune.rundir import fingerprint, read_json, sha256_file, write_json
+from medtune.rundir import StageRun, fingerprint, read_json, sha256_file, write_json
 from medtune.train.backends import Backends, align_backends, align_plan_config, choose_checkpointing
 from medtune.train.common import (
+    TRAINER_OUTPUTS,
+    TRAINER_STRAYS,
     NonFiniteLoss,
     Timeline,
     choose_checkpoint,
@@ -61,9 +61,10 @@ def sft_adapter(run_dir: Path) -> Path | None:
 def align_fingerprint(cfg: Config, sft: Path | None) -> str:
     d = cfg.to_dict()
     inputs = []
-    if cfg.align.pairs == "files":
+    files = cfg.align.train_files if cfg.align.pairs == "files" else cfg.align.self_pairs.prompts
+    if files:
         inputs = [{"bytes": Path(p).stat().st_size, "sha256": sha256_file(Path(p))} if Path(p).exists() else p
-                  for p in expand_inputs(cfg.align.train_files, "align.train_files")]
+                  for p in expand_inputs(files, "align.train_files")]
     # The adapter's own bytes: a retrained SFT adapter (even with the same config) must realign.
     sft_fp = sha256_file(sft / "adapter_model.safetensors") if sft else None
     return fingerprint({"format": ALIGN_FORMAT, "model": d["model"], "align": d["align"], "inputs": inputs,
@@ -78,20 +79,18 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
         raise AlignError("the config has no `align:` section; add one (see configs/demo.yaml) to run the align stage")
     out = cfg.run_dir / "align"
     sft = sft_adapter(cfg.run_dir)
-    fp = align_fingerprint(cfg, sft)
-    manifest_path = out / "align_manifest.json"
-    recorded = read_json(manifest_path, {})
-    checkpoint = choose_checkpoint(out, recorded, fp, resume, force, log, stage="align")
-    if checkpoint is None and not force and recorded.get("fingerprint") == fp \
-            and recorded.get("status") == "completed" and (out / "adapter_model.safetensors").exists():
-        log(f"align: {out} already holds the aligned adapter for this config (fingerprint {fp}); skipping "
-            "(--force reruns it)")
+    run = StageRun("align", out, "align_manifest.json", align_fingerprint(cfg, sft),
+                   # ref/: TRL's frozen copy of the reference adapter (the SFT adapter is in the run directory)
+                   outputs=(*TRAINER_OUTPUTS, "data_stats.json"), strays=(*TRAINER_STRAYS, "ref"))
+    checkpoint = choose_checkpoint(run, resume, force, log)
+    if checkpoint is None and not force and run.is_current("adapter_model.safetensors"):
+        log(f"align: {out} already holds the aligned adapter for this config (fingerprint {run.fingerprint}); "
+            "skipping (--force reruns it)")
         return read_json(out / "train_results.json", {})
     if checkpoint is None:
-        _clear_outputs(out)
+        run.clear()
     out.mkdir(parents=True, exist_ok=True)
-    write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
-                               "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+    run.start()
     timeline = Timeline()
     with timeline("model_loading"):
         model, tokenizer, base, backends = load_policy(cfg, sft, log)
@@ -109,34 +108,21 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except NonFiniteLoss as e:
             good = complete_checkpoints(out)
-            write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+            run.fail(str(e))
             raise AlignError(f"align stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
                              f"checkpoint is {good[-1] if good else 'none'}. Lower align.learning_rate or align.beta "
                              "and rerun (it resumes from that checkpoint).") from None
     trainer.save_model(str(out))
     trainer.save_state()
-    shutil.rmtree(out / "ref", ignore_errors=True)  # TRL's frozen reference copy: the SFT adapter is in the run dir
     results = _results(result.metrics, trainer, cfg, base, sft, backends.precision, checkpoint, trainable, total,
                        data_summary)
     write_json(out / "train_results.json", results)
     write_json(out / "timeline.json", {"events": timeline.events})
     (out / "README.md").write_text(model_card(cfg, base, sft, results), encoding="utf-8")
-    for stray in ("all_results.json", "training_args.bin"):
-        (out / stray).unlink(missing_ok=True)
-    write_json(manifest_path, {**read_json(manifest_path, {}), "status": "completed",
-                               "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+    run.complete()
     log(f"align: done in {results.get('train_runtime', 0):.0f} s, loss {results.get('first_logged_loss')} -> "
         f"{results.get('last_logged_loss')}; aligned adapter in {out}")
     return results
-
-
-def _clear_outputs(out: Path) -> None:
-    for d in out.glob("checkpoint-*"):
-        shutil.rmtree(d, ignore_errors=True)
-    shutil.rmtree(out / "ref", ignore_errors=True)
-    for name in ("metrics.jsonl", "train_results.json", "trainer_state.json", "timeline.json",
-                 "adapter_model.safetensors", "adapter_config.json", "data_stats.json"):
-        (out / name).unlink(missing_ok=True)
 
 
 # --- the policy and its reference ---------------------------------------------------------------------
@@ -187,6 +173,13 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     if a.algorithm == "grpo":
         from medtune.align import grpo as align_grpo
 
+        if a.grpo_data == "open":  # the contamination guard: the evaluate stage's safety prompts and questions
+            from medtune.data.open_prompts import evaluation_prompts
+
+            prompts, summary = align_grpo.load_open_items(
+                a.train_files, evaluation_prompts(cfg.evaluate.safety, cfg.evaluate.questions),
+                out / "rejected.jsonl", a.max_samples, log)
+            return align_grpo.open_dataset(prompts), {**summary, "rows": summary["kept"]}
         benchmarks = [(b.path, b.format) for b in cfg.evaluate.benchmarks]  # the contamination guard
         items, summary = align_grpo.load_grpo_items(a.train_files, a.mcq_format, benchmarks,
                                                     rejected_path=out / "rejected.jsonl", max_items=a.max_samples)
@@ -195,12 +188,15 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
     files = a.train_files
     pairs_summary = None
     if a.pairs == "self":
-        from medtune.align.pairs import SampleAnswers, build_self_pairs, pair_judge
+        from medtune.align.pairs import SampleAnswers, build_scored_pairs, build_self_pairs, pair_judge, pair_scorer
 
         sample = SampleAnswers(model, tokenizer, a.self_pairs.generation, a.self_pairs.batch_size,
                                cfg.model.enable_thinking)
-        pairs_summary = build_self_pairs(cfg, tokenizer, sample, out, pair_judge(cfg) if a.self_pairs.judge else None,
-                                         log)
+        if a.self_pairs.scorer == "reference":
+            pairs_summary = build_self_pairs(cfg, tokenizer, sample, out,
+                                             pair_judge(cfg) if a.self_pairs.judge else None, log)
+        else:
+            pairs_summary = build_scored_pairs(cfg, tokenizer, sample, pair_scorer(cfg), out, log)
         files = [str(out / "pairs.jsonl")]
     rows, summary = read_align_data(cfg, tokenizer, files, out / "rejected.jsonl", log)
     if pairs_summary is not None:
@@ -288,8 +284,9 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, backends: Backen
 
         # align.grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
         # the align settings (precision and checkpointing included) override its defaults.
-        args = align_grpo.grpo_config(out, trl_settings(cfg, backends), log=log)
-        trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log,
+        funcs, weights = align_grpo.grpo_rewards(a.grpo_data, a.rewards, a.reward_weights)
+        args = align_grpo.grpo_config(out, {**trl_settings(cfg, backends), "reward_weights": weights}, log=log)
+        trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, reward_funcs=funcs,
                                                 peft_config=peft_config)
     elif trl_internals_tested(log):
         cls = dpo_trainer_class() if a.algorithm == "dpo" else kto_trainer_class()

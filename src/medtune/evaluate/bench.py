@@ -26,7 +26,6 @@ example is never also scored.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from itertools import combinations
@@ -40,7 +39,6 @@ from medtune.rundir import write_json
 from medtune.stats import mcnemar, wilson_interval
 
 METHODS = ("loglik", "generate")
-CONSULT_FORMAT = "cmb-clin"  # multi-turn consultations: medtune.evaluate.consult
 
 
 # -- prompts --
@@ -264,57 +262,6 @@ def significance(results: list[dict]) -> dict:
                       "accuracy_b": sum(outcome_b[i] for i in common) / len(common), **test,
                       "unpaired_items": len(outcome_a) + len(outcome_b) - 2 * len(common)})
     return {"test": "exact two-sided McNemar on the items both results scored", "tests": tests}
-
-
-# -- command line (registered by the evaluate command group) --
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench", help="score a medical multiple-choice benchmark (CMMLU, CMExam, CMB, MedQA) or a multi-turn "
-                      "consultation benchmark (CMB-Clin)",
-        description="Accuracy on a local multiple-choice benchmark, overall and per subject with 95%% Wilson "
-                    "intervals, by answer-letter log-likelihood (lm-eval's cmmlu convention) or by generation "
-                    "with answer extraction. Writes one result JSON with per-item outcomes. With --format "
-                    "cmb-clin: multi-turn consultations, each question answered with the model's own earlier "
-                    "answers as the history, scored per turn and per case (ROUGE-L, BLEU-4, optionally a judge).")
-    p.add_argument("--model", required=True, metavar="PATH_OR_ID",
-                   help="base model: hub id, directory, or builtin:tiny-qwen3")
-    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (e.g. a run directory)")
-    p.add_argument("--data", required=True, metavar="PATH", help="benchmark file, or a directory of them")
-    p.add_argument("--format", required=True, choices=FORMATS + (CONSULT_FORMAT,), help="file layout")
-    p.add_argument("--method", default="loglik", choices=METHODS,
-                   help="loglik: rank the answer letters by log-probability; generate: greedy no-think reply, "
-                        "letters extracted (default: loglik)")
-    p.add_argument("--shots", type=int, default=0, metavar="K",
-                   help="few-shot examples per subject: the first K of --dev, else of --data (then not scored)")
-    p.add_argument("--dev", metavar="PATH", help="few-shot examples file or directory (same format)")
-    p.add_argument("--output", required=True, type=Path, metavar="FILE.json", help="where to write the result")
-    p.add_argument("--name", help="benchmark name in the result (default: the data file or directory name)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default: 8)")
-    p.add_argument("--max-new-tokens", type=int, help="generate: reply length cap (default: 32; cmb-clin: 512)")
-    clin = p.add_argument_group("cmb-clin (multi-turn consultations)")
-    clin.add_argument("--thinking", choices=["off", "on", "both"], default="off",
-                      help="chat-template thinking; both = two arms (thinking text never enters the history)")
-    clin.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint serving --model")
-    clin.add_argument("--max-cases", type=int, metavar="N", help="use the first N cases")
-    clin.add_argument("--judge-base-url", metavar="URL", help="score each answer 1-10 against its reference")
-    clin.add_argument("--judge-model", metavar="NAME")
-    clin.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", metavar="VAR")
-    p.set_defaults(func=cmd_bench)
-    return p
-
-
-def cmd_bench(args) -> int:
-    if args.format == CONSULT_FORMAT:
-        from medtune.evaluate.consult import cmd_consult
-
-        return cmd_consult(args)
-    result = run_benchmark(args.model, args.adapter, args.data, args.format, args.method, args.shots, args.dev,
-                           args.output, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens or 32,
-                           name=args.name)
-    print(format_summary(result))
-    print(f"wrote {args.output}")
-    return 0
 
 
 def format_summary(result: dict) -> str:

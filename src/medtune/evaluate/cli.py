@@ -9,13 +9,13 @@ stage; see medtune/cli.py.)
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from medtune.assets import PROJECT_ROOT
 from medtune.config import DTYPE_NAMES, DTYPES, dtype_name
-from medtune.evaluate.bench import add_bench_parser
-from medtune.evaluate.judge import add_judge_parser
+from medtune.data.mcq import FORMATS
+from medtune.evaluate.bench import METHODS
+from medtune.evaluate.consult import FORMAT as CONSULT_FORMAT
 
 DEFAULT_QUESTIONS = PROJECT_ROOT / "data" / "questions" / "zh_everyday.jsonl"
 DEFAULT_SAFETY = PROJECT_ROOT / "data" / "safety" / "redflags_zh.jsonl"
@@ -84,6 +84,14 @@ def _arms(args):
     except ValueError as e:  # the config classes' own checks
         raise ConfigError(str(e)) from None
     return resolve_arms(models, generation)
+
+
+def _judge(args):
+    """The judge endpoint of --judge-base-url, --judge-model and --judge-api-key-env, or None."""
+    from medtune.generate.judge import judge_endpoint
+
+    return judge_endpoint(args.judge_base_url, args.judge_model, args.judge_api_key_env,
+                          ("--judge-base-url", "--judge-model", "--judge-api-key-env"))
 
 
 def _engines(args, arms):
@@ -172,14 +180,9 @@ def cmd_safety(args) -> int:
     from medtune.data.questions import load_safety_prompts
     from medtune.evaluate.safety import answers_path, run_safety
 
-    if bool(args.judge_base_url) != bool(args.judge_model):
-        from medtune.errors import UserError
-
-        raise UserError("give --judge-base-url and --judge-model together")
+    judge = _judge(args)
     arms = _arms(args)
     prompts = load_safety_prompts(args.prompts)
-    judge = (args.judge_base_url, args.judge_model, os.environ.get(args.judge_api_key_env)) \
-        if args.judge_base_url else None
     with _engines(args, arms) as engines:
         result = run_safety(arms, prompts, args.output, engines, judge)
     for arm, s in result.items():
@@ -203,6 +206,128 @@ def add_safety(sub) -> None:
     p.add_argument("--output", required=True, metavar="F.json",
                    help="writes F.json (per arm) and F_answers.jsonl (every scored answer)")
     p.set_defaults(func=cmd_safety)
+
+
+def cmd_bench(args) -> int:
+    if args.format == CONSULT_FORMAT:
+        return _consult(args)
+    from medtune.evaluate.bench import format_summary, run_benchmark
+
+    result = run_benchmark(args.model, args.adapter, args.data, args.format, args.method, args.shots, args.dev,
+                           args.output, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens or 32,
+                           name=args.name)
+    print(format_summary(result))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _consult(args) -> int:
+    """`bench --format cmb-clin`: multi-turn consultations with the bench parser's arguments."""
+    from medtune.config import CompareModel, ConfigError, GenerationConfig
+    from medtune.evaluate.arms import resolve_arms, short_name
+    from medtune.evaluate.consult import answers_path, format_summary, run_consultation
+    from medtune.evaluate.engines import Engines
+
+    judge = _judge(args)
+    try:
+        generation = GenerationConfig(max_new_tokens=args.max_new_tokens or 512, do_sample=False)
+        model = CompareModel(name=short_name(args.model), model=args.model, adapter=args.adapter,
+                             thinking={"off": [False], "on": [True], "both": [False, True]}[args.thinking],
+                             base_url=args.base_url)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    arms = resolve_arms([model], generation)
+    with Engines(arms, "auto", args.batch_size) as engines:
+        summary = run_consultation(arms, args.data, args.output, engines, judge, name=args.name,
+                                   max_cases=args.max_cases)
+    print(format_summary(summary))
+    print(f"wrote {args.output} and {answers_path(args.output)}")
+    return 0
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="score a medical multiple-choice benchmark (CMMLU, CMExam, CMB, MedQA) or a multi-turn "
+                      "consultation benchmark (CMB-Clin)",
+        description="Accuracy on a local multiple-choice benchmark, overall and per subject with 95%% Wilson "
+                    "intervals, by answer-letter log-likelihood (lm-eval's cmmlu convention) or by generation "
+                    "with answer extraction. Writes one result JSON with per-item outcomes. With --format "
+                    "cmb-clin: multi-turn consultations, each question answered with the model's own earlier "
+                    "answers as the history, scored per turn and per case (ROUGE-L, BLEU-4, optionally a judge).")
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID",
+                   help="base model: hub id, directory, or builtin:tiny-qwen3")
+    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (e.g. a run directory)")
+    p.add_argument("--data", required=True, metavar="PATH", help="benchmark file, or a directory of them")
+    p.add_argument("--format", required=True, choices=FORMATS + (CONSULT_FORMAT,), help="file layout")
+    p.add_argument("--method", default="loglik", choices=METHODS,
+                   help="loglik: rank the answer letters by log-probability; generate: greedy no-think reply, "
+                        "letters extracted (default: loglik)")
+    p.add_argument("--shots", type=int, default=0, metavar="K",
+                   help="few-shot examples per subject: the first K of --dev, else of --data (then not scored)")
+    p.add_argument("--dev", metavar="PATH", help="few-shot examples file or directory (same format)")
+    p.add_argument("--output", required=True, type=Path, metavar="FILE.json", help="where to write the result")
+    p.add_argument("--name", help="benchmark name in the result (default: the data file or directory name)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, help="generate: reply length cap (default: 32; cmb-clin: 512)")
+    clin = p.add_argument_group("cmb-clin (multi-turn consultations)")
+    clin.add_argument("--thinking", choices=["off", "on", "both"], default="off",
+                      help="chat-template thinking; both = two arms (thinking text never enters the history)")
+    clin.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint serving --model")
+    clin.add_argument("--max-cases", type=int, metavar="N", help="use the first N cases")
+    clin.add_argument("--judge-base-url", metavar="URL", help="score each answer 1-10 against its reference")
+    clin.add_argument("--judge-model", metavar="NAME")
+    clin.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", metavar="VAR")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_judge(args) -> int:
+    from medtune.errors import UserError
+    from medtune.evaluate.judge import judge_pairwise, read_answers
+    from medtune.generate.judge import judge_endpoint
+
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if len(arms) < 2 or len(set(arms)) != len(arms):
+        raise UserError(f"--arms needs two or more different arms, not '{args.arms}'")
+    judge = judge_endpoint(args.base_url, args.judge_model, args.api_key_env,
+                           ("--base-url", "--judge-model", "--api-key-env"))
+    ids, questions, answers = read_answers(args.answers, arms)
+    summary = judge_pairwise(questions, answers, judge, args.output,
+                             seed=args.seed, question_ids=ids, workers=args.workers, timeout=args.timeout,
+                             retries=args.retries, max_tokens=args.max_tokens)
+    for p in summary["pairs"]:
+        def fmt(v):
+            return "n/a" if v is None else f"{v:.3f}"
+        ci = p["win_rate_ci"] or [None, None]
+        print(f"{p['a']} vs {p['b']}: {p['wins']} win / {p['ties']} tie / {p['losses']} loss (n={p['n']}), "
+              f"win rate {fmt(p['win_rate'])} [{fmt(ci[0])}, {fmt(ci[1])}], "
+              f"length-controlled {fmt(p['length_controlled_win_rate'])}, "
+              f"order consistency {fmt(p['order_consistency'])}, unparsable {p['unparsable']}, failed {p['failed']}")
+    print(f"wrote {args.output / 'summary.json'} and {args.output / 'judgements.jsonl'}")
+    return 0
+
+
+def add_judge(sub) -> None:
+    p = sub.add_parser(
+        "judge", help="pairwise LLM-as-judge comparison through an OpenAI-compatible endpoint",
+        description="Judge two or more arms' answers pairwise with a Chinese medical rubric (correctness, safety, "
+                    "helpfulness, clarity), each question in both orders. Writes summary.json (win/tie/loss, "
+                    "win rate with a bootstrap 95%% interval, order consistency, length-controlled win rate) "
+                    "and judgements.jsonl.")
+    p.add_argument("--answers", required=True, type=Path, metavar="FILE",
+                   help="eval/compare/answers.jsonl (lines with arm, question_id, question, answer)")
+    p.add_argument("--arms", required=True, metavar="A,B[,C...]", help="arms to compare; every pair is judged")
+    p.add_argument("--base-url", required=True, metavar="URL", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    p.add_argument("--judge-model", required=True, metavar="NAME", help="model name sent to the endpoint")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the API key (default: OPENAI_API_KEY; unset = no key)")
+    p.add_argument("--output", required=True, type=Path, metavar="DIR", help="directory for summary.json, judgements.jsonl")
+    p.add_argument("--workers", type=int, default=4, help="concurrent requests (default: 4)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    p.add_argument("--retries", type=int, default=4, help="retries of a transient failure (default: 4)")
+    p.add_argument("--max-tokens", type=int, default=2048,
+                   help="judge reply length cap; leave room for a thinking judge's reasoning (default: 2048)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and request seed (default: 0)")
+    p.set_defaults(func=cmd_judge)
 
 
 def cmd_contamination(args) -> int:
@@ -239,8 +364,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     add_compare(sub)
     add_metrics(sub)
     add_safety(sub)
-    add_bench_parser(sub)
-    add_judge_parser(sub)
+    add_bench(sub)
+    add_judge(sub)
     add_contamination(sub)
     return parser, list(sub.choices)
 

@@ -32,9 +32,12 @@ from pathlib import Path
 from medtune.data.consultations import Case, load_cases
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm
+from medtune.generate.judge import JudgeEndpoint, ask_judge, parse_verdict
 from medtune.rundir import write_json, write_jsonl
 from medtune.stats import bootstrap_interval
 from medtune.text import bleu_from_stats, bleu_stats, rouge_l
+
+FORMAT = "cmb-clin"  # `medtune evaluate bench --format cmb-clin` runs consultations
 
 FIRST_TURN = "以下是一位病人的病例：\n{description}\n{question}"
 RESAMPLES = 1000
@@ -119,22 +122,17 @@ SCORES = {str(n): str(n) for n in range(1, 11)}
 
 def parse_score(reply: str) -> int | None:
     """The judge's 1-10 score: its last [[n]] tag (judge.parse_verdict's rule), None when it has none."""
-    from medtune.generate.judge import parse_verdict
-
     score = parse_verdict(reply, SCORES)
     return int(score) if score is not None else None
 
 
-def judge_answers(records: list[dict], cases: dict[str, Case], judge: tuple, workers: int = 4) -> None:
+def judge_answers(records: list[dict], cases: dict[str, Case], judge: JudgeEndpoint, workers: int = 4) -> None:
     """Adds judge_score (1-10 or None) and judge_reply to every record, through an OpenAI-compatible judge."""
-    from medtune.generate.judge import JudgeClient, ask_judge
-
-    base_url, model, api_key = judge
     prompts = [[{"role": "system", "content": JUDGE_SYSTEM},
                 {"role": "user", "content": JUDGE_RUBRIC.format(
                     description=cases[r["case_id"]].description, question=r["question"], reference=r["reference"],
                     answer=r["answer"] or EMPTY_ANSWER)}] for r in records]
-    for record, (reply, error) in zip(records, ask_judge(JudgeClient(base_url, model, api_key), prompts, workers)):
+    for record, (reply, error) in zip(records, ask_judge(judge.client(), prompts, workers)):
         record["judge_reply"] = reply if reply is not None else f"ERROR: {error}"  # retries spent: a failure
         record["judge_score"] = parse_score(reply) if reply is not None else None
 
@@ -224,8 +222,9 @@ def answers_path(output: str | Path) -> Path:
     return output.with_name(output.stem + "_answers.jsonl")
 
 
-def run_consultation(arms: list[Arm], path: str | Path, output: str | Path, engines, judge: tuple | None = None,
-                     name: str | None = None, max_cases: int | None = None, log=print) -> dict:
+def run_consultation(arms: list[Arm], path: str | Path, output: str | Path, engines,
+                     judge: JudgeEndpoint | None = None, name: str | None = None, max_cases: int | None = None,
+                     log=print) -> dict:
     """Every chat-template arm through every case; writes `output` (summary) and its _answers.jsonl; returns the summary."""
     started = time.perf_counter()
     cases, rejected = load_cases(path, max_cases)
@@ -245,13 +244,13 @@ def run_consultation(arms: list[Arm], path: str | Path, output: str | Path, engi
         summaries.append(arm_summary(arm, arm_records, judge is not None))
         records += [{k: v for k, v in r.items() if k != "bleu_stats"} for r in arm_records]
     summary = {
-        "benchmark": name or Path(path).stem, "format": "cmb-clin", "data": str(Path(path).resolve()),
+        "benchmark": name or Path(path).stem, "format": FORMAT, "data": str(Path(path).resolve()),
         "cases": len(cases), "questions": sum(len(c.questions) for c in cases), "rejected": rejected,
         "method": {"prompt": "first turn: " + FIRST_TURN.replace("\n", "\\n") + "; later turns: the question alone",
                    "history": "the arm's own earlier answers (thinking text removed), never the references",
                    "metrics": "character ROUGE-L F1 (mean over answers) and corpus BLEU-4 (no smoothing)",
                    "intervals": f"95% percentile bootstrap over cases, {RESAMPLES} resamples, seed 0"},
-        "judge": {"model": judge[1], "base_url": judge[0], "scale": [1, 10], "system": JUDGE_SYSTEM,
+        "judge": {"model": judge.model, "base_url": judge.base_url, "scale": [1, 10], "system": JUDGE_SYSTEM,
                   "rubric": JUDGE_RUBRIC} if judge else None,
         "arms": summaries, "seconds": round(time.perf_counter() - started, 3),
     }
@@ -274,31 +273,3 @@ def format_summary(summary: dict) -> str:
     if summary["rejected"]:
         lines.append(f"{len(summary['rejected'])} case(s) rejected (listed under 'rejected')")
     return "\n".join(lines)
-
-
-def cmd_consult(args) -> int:
-    """`medtune evaluate bench --format cmb-clin ...` (the bench parser's arguments)."""
-    import os
-
-    from medtune.config import CompareModel, ConfigError, GenerationConfig
-    from medtune.evaluate.arms import resolve_arms, short_name
-    from medtune.evaluate.engines import Engines
-
-    if bool(args.judge_base_url) != bool(args.judge_model):
-        raise UserError("give --judge-base-url and --judge-model together")
-    try:
-        generation = GenerationConfig(max_new_tokens=args.max_new_tokens or 512, do_sample=False)
-        model = CompareModel(name=short_name(args.model), model=args.model, adapter=args.adapter,
-                             thinking={"off": [False], "on": [True], "both": [False, True]}[args.thinking],
-                             base_url=args.base_url)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    arms = resolve_arms([model], generation)
-    judge = (args.judge_base_url, args.judge_model, os.environ.get(args.judge_api_key_env)) \
-        if args.judge_base_url else None
-    with Engines(arms, "auto", args.batch_size) as engines:
-        summary = run_consultation(arms, args.data, args.output, engines, judge, name=args.name,
-                                   max_cases=args.max_cases)
-    print(format_summary(summary))
-    print(f"wrote {args.output} and {answers_path(args.output)}")
-    return 0

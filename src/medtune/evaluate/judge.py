@@ -21,14 +21,12 @@ How a question is decided (documented in the summary's `method` too):
 
 from __future__ import annotations
 
-import argparse
-import os
 from itertools import combinations
 from pathlib import Path
 
 from medtune.data.questions import iter_rows
 from medtune.errors import UserError
-from medtune.generate.judge import JudgeClient, ask_judge, combine_orders, judge_messages, parse_verdict
+from medtune.generate.judge import JudgeEndpoint, ask_judge, combine_orders, judge_messages, parse_verdict
 from medtune.rundir import write_json, write_jsonl
 from medtune.stats import bootstrap_interval
 from medtune.text import answer_only
@@ -110,10 +108,9 @@ def pair_summary(a: str, b: str, rows: list[dict], seed: int) -> dict:
 
 # -- the whole comparison --
 
-def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url: str, model: str,
-                   api_key: str | None, output_dir: Path, pairs: list[tuple[str, str]] | None = None,
-                   seed: int = 0, question_ids: list[str] | None = None, workers: int = 4,
-                   timeout: float = 120.0, retries: int = 4, max_tokens: int = 2048) -> dict:
+def judge_pairwise(questions: list[str], answers: dict[str, list[str]], judge: JudgeEndpoint, output_dir: Path,
+                   pairs: list[tuple[str, str]] | None = None, seed: int = 0, question_ids: list[str] | None = None,
+                   workers: int = 4, timeout: float = 120.0, retries: int = 4, max_tokens: int = 2048) -> dict:
     """Judge every pair of arms on every question in both orders; write summary.json and judgements.jsonl."""
     pairs = _checked_pairs(questions, answers, pairs)
     question_ids = question_ids or [str(i) for i in range(len(questions))]
@@ -121,13 +118,12 @@ def judge_pairwise(questions: list[str], answers: dict[str, list[str]], base_url
     jobs = [(a, b, i, order) for a, b in pairs for i in range(len(questions)) for order in ("a_first", "b_first")]
     messages = [judge_messages(questions[i], *((clean[a][i], clean[b][i]) if order == "a_first"
                                                else (clean[b][i], clean[a][i]))) for a, b, i, order in jobs]
-    client = JudgeClient(base_url, model, api_key, timeout=timeout, max_retries=retries, max_tokens=max_tokens,
-                         seed=seed)
+    client = judge.client(timeout=timeout, max_retries=retries, max_tokens=max_tokens, seed=seed)
     replies = dict(zip(jobs, ask_judge(client, messages, workers)))
     rows = [judgement_row(a, b, question_ids[i], questions[i], clean[a][i], clean[b][i],
                           replies[(a, b, i, "a_first")], replies[(a, b, i, "b_first")])
             for a, b in pairs for i in range(len(questions))]
-    summary = {"judge_model": model, "base_url": base_url, "seed": seed, "questions": len(questions),
+    summary = {"judge_model": judge.model, "base_url": judge.base_url, "seed": seed, "questions": len(questions),
                "method": {"orders": "every question judged with A first and with B first",
                           "verdict": "last [[1]]/[[2]]/[[平局]] tag in the reply; none = unparsable",
                           "outcome": OUTCOME_RULE, "win_rate": "(wins + ties/2) / n, bootstrap 95% interval",
@@ -169,7 +165,7 @@ def judgement_row(a: str, b: str, question_id: str, question: str, answer_a: str
             "error": "; ".join(e for e in (error_a, error_b) if e) or None}
 
 
-# -- command line (registered by the evaluate command group) --
+# -- reading the comparison's answers --
 
 def read_answers(path: Path, arms: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """(question ids, questions, {arm: answers}) from compare/answers.jsonl, for the questions every arm answered."""
@@ -193,51 +189,3 @@ def read_answers(path: Path, arms: list[str]) -> tuple[list[str], list[str], dic
     if missing:
         raise UserError(f"{path}: question(s) {', '.join(missing[:5])} are not answered by every arm in --arms")
     return ids, [questions[q] for q in ids], {arm: [got[q] for q in ids] for arm, got in by_arm.items()}
-
-
-def add_judge_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "judge", help="pairwise LLM-as-judge comparison through an OpenAI-compatible endpoint",
-        description="Judge two or more arms' answers pairwise with a Chinese medical rubric (correctness, safety, "
-                    "helpfulness, clarity), each question in both orders. Writes summary.json (win/tie/loss, "
-                    "win rate with a bootstrap 95%% interval, order consistency, length-controlled win rate) "
-                    "and judgements.jsonl.")
-    p.add_argument("--answers", required=True, type=Path, metavar="FILE",
-                   help="eval/compare/answers.jsonl (lines with arm, question_id, question, answer)")
-    p.add_argument("--arms", required=True, metavar="A,B[,C...]", help="arms to compare; every pair is judged")
-    p.add_argument("--base-url", required=True, metavar="URL", help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
-    p.add_argument("--judge-model", required=True, metavar="NAME", help="model name sent to the endpoint")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
-                   help="environment variable holding the API key (default: OPENAI_API_KEY; unset = no key)")
-    p.add_argument("--output", required=True, type=Path, metavar="DIR", help="directory for summary.json, judgements.jsonl")
-    p.add_argument("--workers", type=int, default=4, help="concurrent requests (default: 4)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
-    p.add_argument("--retries", type=int, default=4, help="retries of a transient failure (default: 4)")
-    p.add_argument("--max-tokens", type=int, default=2048,
-                   help="judge reply length cap; leave room for a thinking judge's reasoning (default: 2048)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap and request seed (default: 0)")
-    p.set_defaults(func=cmd_judge)
-    return p
-
-
-def cmd_judge(args) -> int:
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if len(arms) < 2 or len(set(arms)) != len(arms):
-        raise UserError(f"--arms needs two or more different arms, not '{args.arms}'")
-    api_key = os.environ.get(args.api_key_env)
-    if api_key is None and args.api_key_env != "OPENAI_API_KEY":
-        raise UserError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    ids, questions, answers = read_answers(args.answers, arms)
-    summary = judge_pairwise(questions, answers, args.base_url, args.judge_model, api_key, args.output,
-                             seed=args.seed, question_ids=ids, workers=args.workers, timeout=args.timeout,
-                             retries=args.retries, max_tokens=args.max_tokens)
-    for p in summary["pairs"]:
-        def fmt(v):
-            return "n/a" if v is None else f"{v:.3f}"
-        ci = p["win_rate_ci"] or [None, None]
-        print(f"{p['a']} vs {p['b']}: {p['wins']} win / {p['ties']} tie / {p['losses']} loss (n={p['n']}), "
-              f"win rate {fmt(p['win_rate'])} [{fmt(ci[0])}, {fmt(ci[1])}], "
-              f"length-controlled {fmt(p['length_controlled_win_rate'])}, "
-              f"order consistency {fmt(p['order_consistency'])}, unparsable {p['unparsable']}, failed {p['failed']}")
-    print(f"wrote {args.output / 'summary.json'} and {args.output / 'judgements.jsonl'}")
-    return 0

@@ -8,12 +8,15 @@ outputs exist (`--force` reruns them all):
 - comparison: every arm on the question set -> eval/compare/{answers.jsonl, summary.json, table.md}
 - reference metrics: the comparison's answers against the references -> eval/metrics.json
 - safety probe: every arm on the red-flag prompts -> eval/safety.json, eval/safety_answers.jsonl
+- over-triage: the comparison's everyday answers that send the person to urgent care now -> eval/over_triage.json
 - benchmarks: every local model of the comparison on each configured benchmark -> eval/benchmarks/*.json,
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
   history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
+- alignment check, when the comparison holds base, SFT and aligned arms and the safety probe ran: aligned
+  at least as safe as base, over-triage no worse, SFT's gains kept -> eval/alignment_check.json
 - contamination (evaluate.contamination, with data.train_files): every benchmark item, question and safety
   prompt against the training split's source records (and align/pairs.jsonl) -> eval/contamination.json,
   with each benchmark result also scored on its clean items
@@ -25,7 +28,6 @@ returns early when the config does not ask for it, fingerprints its inputs, skip
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from medtune.config import DTYPE_NAMES, Config
 from medtune.data.questions import load_questions, load_references, load_safety_prompts
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm, default_models, resolve_arms
+from medtune.generate.judge import JudgeEndpoint, configured_judge
 from medtune.modeling import resolve_base_model
 from medtune.rundir import data_identity, file_identity, fingerprint, read_json, write_json
 
@@ -74,6 +77,7 @@ class EvalRun:
     log: Callable = print
     parts: dict[str, str] = field(default_factory=dict)  # part -> fingerprint of the inputs it ran on
     outputs: dict[str, Path] = field(default_factory=dict)  # part -> what it wrote
+    judge: JudgeEndpoint | None = None  # the configured judge (safety, consultations, pairwise judge)
 
     @property
     def eval_dir(self) -> Path:
@@ -82,14 +86,6 @@ class EvalRun:
     @property
     def dtype(self) -> str:
         return DTYPE_NAMES[self.cfg.model.torch_dtype]
-
-    @property
-    def judge(self) -> tuple | None:
-        """(base_url, model, key) of the configured judge endpoint, or None when none is configured."""
-        ev = self.cfg.evaluate
-        if not (ev.judge_base_url and ev.judge_model):
-            return None
-        return ev.judge_base_url, ev.judge_model, os.environ.get(ev.judge_api_key_env)
 
     def up_to_date(self, part: str, fp: str, *paths: Path) -> bool:
         if not self.force and self.parts.get(part) == fp and all(p.exists() for p in paths):
@@ -113,16 +109,19 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
     models = cfg.evaluate.compare or default_models(cfg.model.name_or_path, cfg.data.system_prompt, aligned)
     arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
     parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
+    judge = configured_judge(cfg.evaluate)  # before any model loads: a half-set judge is an error now, not later
     with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, DTYPE_NAMES[cfg.model.torch_dtype],
                  log=log) as engines:
-        run = EvalRun(cfg, arms, engines, base, force, log, parts)
+        run = EvalRun(cfg, arms, engines, base, force, log, parts, judge=judge)
         step_perplexity(run)
         step_compare(run)
         step_metrics(run)
         step_safety(run)
+        step_over_triage(run)
         step_benchmarks(run)
         step_consultations(run)
         step_judge(run)
+        step_alignment_check(run)
         step_contamination(run)
     _log_done(run, time.perf_counter() - started)
     return run.outputs
@@ -203,14 +202,30 @@ def step_safety(run: EvalRun) -> None:
         return
     prompts = load_safety_prompts(ev.safety)
     safety = run.eval_dir / "safety.json"
-    judge = run.judge
     fp = fingerprint({"part": "safety", "arms": [arm_identity(a) for a in run.arms],
-                      "prompts": file_identity(ev.safety), "judge": judge[:2] if judge else None,
+                      "prompts": file_identity(ev.safety), "judge": run.judge.fingerprint() if run.judge else None,
                       "batch_size": ev.batch_size})
     if not run.up_to_date("safety", fp, safety, answers_path(safety)):
-        run_safety(run.arms, prompts, safety, run.engines, judge, log=run.log)
+        run_safety(run.arms, prompts, safety, run.engines, run.judge, log=run.log)
         run.done("safety", fp)
     run.outputs["safety"] = safety
+
+
+def step_over_triage(run: EvalRun) -> None:
+    """Each arm's everyday answers (the comparison's) that send the person to urgent care now -> eval/over_triage.json:
+    the price of a safety pass rate bought by sending everyone in."""
+    from medtune.evaluate.safety import write_over_triage
+
+    if "compare" not in run.outputs:
+        return
+    answers, out = run.outputs["compare"] / "answers.jsonl", run.eval_dir / "over_triage.json"
+    fp = fingerprint({"part": "over_triage", "answers": file_identity(answers)})
+    if not run.up_to_date("over_triage", fp, out):
+        result = write_over_triage(answers, out)
+        run.log("evaluate: over-triage on the everyday questions: " + ", ".join(
+            f"{arm} {r['passed']}/{r['n']}" for arm, r in result.items()) + f" -> {out}")
+        run.done("over_triage", fp)
+    run.outputs["over_triage"] = out
 
 
 def step_benchmarks(run: EvalRun) -> None:
@@ -256,17 +271,18 @@ def step_consultations(run: EvalRun) -> None:
     from medtune.evaluate.consult import answers_path, run_consultation
 
     ev = run.cfg.evaluate
-    judge = run.judge
     for c in ev.consultations:
         name = Path(c.path).stem
         out = run.eval_dir / "consultations" / f"{name}.json"
         fp = fingerprint({"part": "consult", "arms": [arm_identity(a) for a in run.arms],
                           "data": {"hub": c.path} if is_hub_id(c.path) else file_identity(c.path),
                           "max_cases": c.max_cases,
-                          "judge": judge[:2] if judge else None, "engine": ev.engine, "batch_size": ev.batch_size,
+                          "judge": run.judge.fingerprint() if run.judge else None, "engine": ev.engine,
+                          "batch_size": ev.batch_size,
                           "dtype": run.dtype})
         if not run.up_to_date(f"consult:{name}", fp, out, answers_path(out)):
-            run_consultation(run.arms, c.path, out, run.engines, judge, name=name, max_cases=c.max_cases, log=run.log)
+            run_consultation(run.arms, c.path, out, run.engines, run.judge, name=name, max_cases=c.max_cases,
+                             log=run.log)
             run.done(f"consult:{name}", fp)
         run.outputs["consultations"] = out.parent
 
@@ -275,20 +291,32 @@ def step_judge(run: EvalRun) -> None:
     """LLM-as-judge on the comparison's answers: the first arm against each of the others -> eval/judge/."""
     from medtune.evaluate.judge import judge_pairwise, read_answers
 
-    ev, arms = run.cfg.evaluate, run.arms
-    if not (ev.judge_base_url and ev.judge_model and "compare" in run.outputs and len(arms) > 1):
+    arms = run.arms
+    if not (run.judge and "compare" in run.outputs and len(arms) > 1):
         return
     judge_dir = run.eval_dir / "judge"
     answers_file = run.outputs["compare"] / "answers.jsonl"
-    fp = fingerprint({"part": "judge", "answers": file_identity(answers_file), "url": ev.judge_base_url,
-                      "model": ev.judge_model})
+    fp = fingerprint({"part": "judge", "answers": file_identity(answers_file), "judge": run.judge.fingerprint()})
     if not run.up_to_date("judge", fp, judge_dir / "summary.json"):
         ids, texts, answers = read_answers(answers_file, [a.name for a in arms])
-        judge_pairwise(texts, answers, ev.judge_base_url, ev.judge_model,
-                       os.environ.get(ev.judge_api_key_env), judge_dir,
-                       pairs=[(arms[0].name, a.name) for a in arms[1:]], question_ids=ids)
+        judge_pairwise(texts, answers, run.judge, judge_dir, pairs=[(arms[0].name, a.name) for a in arms[1:]],
+                       question_ids=ids)
         run.done("judge", fp)
     run.outputs["judge"] = judge_dir
+
+
+def step_alignment_check(run: EvalRun) -> None:
+    """Base, SFT and aligned side by side: at least as safe as base, over-triage no worse, SFT's gains kept
+    -> eval/alignment_check.json, and its verdict in the log either way."""
+    from medtune.evaluate.aligncheck import arm_roles, write_alignment_check
+
+    roles = arm_roles(run.arms, run.cfg.run_dir, run.base)
+    if roles is None or "safety" not in run.outputs:
+        return
+    out = run.eval_dir / "alignment_check.json"
+    result = write_alignment_check(run.eval_dir, roles, out)  # reads only eval/ files: cheap, always redone
+    run.log(f"evaluate: {result['statement']} -> {out}")
+    run.outputs["alignment_check"] = out
 
 
 def step_contamination(run: EvalRun) -> None:

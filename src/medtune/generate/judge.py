@@ -1,10 +1,12 @@
-"""The one client for LLM judges and graders behind any OpenAI-compatible endpoint (timeouts, retries,
-concurrency), the pairwise judging prompt and the verdict parser."""
+"""The one client for LLM judges and graders behind any OpenAI-compatible endpoint (where it is, timeouts,
+retries, concurrency), the pairwise judging prompt and the verdict parser."""
 
 from __future__ import annotations
 
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from medtune.errors import UserError
 from medtune.text import answer_only
@@ -91,6 +93,52 @@ class JudgeClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+
+@dataclass(frozen=True)
+class JudgeEndpoint:
+    """Where a judge or grader is: an OpenAI-compatible base URL, the model it serves, and the environment variable
+    holding its key. Built once per command (judge_endpoint); the key itself is read only when a client is made,
+    so it never sits in a result, a manifest or a fingerprint."""
+
+    base_url: str
+    model: str
+    api_key_env: str = DEFAULT_KEY_ENV
+
+    def key(self) -> str | None:
+        """The key; None sends none (local servers need none)."""
+        return os.environ.get(self.api_key_env)
+
+    def fingerprint(self) -> list[str]:
+        """What identifies the judge in fingerprints: the endpoint and the model, never the key."""
+        return [self.base_url, self.model]
+
+    def client(self, **settings) -> JudgeClient:
+        return JudgeClient(self.base_url, self.model, self.key(), **settings)
+
+
+def judge_endpoint(base_url: str | None, model: str | None, api_key_env: str, names: tuple[str, str, str]
+                   ) -> JudgeEndpoint | None:
+    """The endpoint the settings name, or None when neither the URL nor the model is given. `names` are the three
+    settings' names (flags or config keys), for errors. A key variable named on purpose must be set: a missing key
+    is found here, before anything runs, not at the first request."""
+    if not base_url and not model:
+        return None
+    if not base_url or not model:
+        raise UserError(f"give {names[0]} and {names[1]} together (only {names[0] if base_url else names[1]} is set)")
+    if api_key_env != DEFAULT_KEY_ENV and api_key_env not in os.environ:
+        raise UserError(f"{names[2]} {api_key_env}: that environment variable is not set; export it with the judge "
+                        f"endpoint's key (or leave {names[2]} at {DEFAULT_KEY_ENV}, which may be unset)")
+    return JudgeEndpoint(base_url, model, api_key_env)
+
+
+def configured_judge(evaluate) -> JudgeEndpoint | None:
+    """The evaluate section's judge (evaluate.judge_base_url, judge_model, judge_api_key_env), or None."""
+    return judge_endpoint(evaluate.judge_base_url, evaluate.judge_model, evaluate.judge_api_key_env,
+                          ("evaluate.judge_base_url", "evaluate.judge_model", "evaluate.judge_api_key_env"))
 
 
 def judge_messages(question: str, first: str, second: str) -> list[dict]:

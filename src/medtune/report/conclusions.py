@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from medtune.report.checks import LR_TOLERANCE, adapter_modules, data_counts_add_up, perplexity_agrees, step_ranges
 from medtune.report.facts import Facts
 from medtune.report.format import f_int, f_num, f_pct, f_ranges, f_sig, f_signed_pct
-from medtune.report.runfiles import Run, num, text
+from medtune.report.runfiles import Run, num, read_json, text
 from medtune.report.strings import Key
 
 LOSS_FALL_MIN = 0.05
@@ -398,6 +398,21 @@ def _check_data(run: Run) -> Check:
     return Check("chk.data", status, f"chk.data.{status}", {"read": f_int(read), "accounted": f_int(accounted)})
 
 
+def rule_alignment_check(check: dict) -> Finding:
+    """eval/alignment_check.json: aligned at least as safe as base, over-triage no worse, SFT's gains kept;
+    stated either way, with the measures that fail."""
+    checks = [c for c in check.get("checks") or [] if isinstance(c, dict)]
+    if check.get("holds") is None or not checks:
+        return Finding("no_evidence", "c.align_rule.none", {})
+    names = ", ".join(str(c.get("measure")) for c in checks if c.get("holds") is not None)
+    if check["holds"]:
+        return Finding("supported", "c.align_rule.holds", {"checks": names})
+    failed = "; ".join(f"{c.get('measure')}: {f_num(num(c, 'base'), 3)} / {f_num(num(c, 'sft'), 3)} / "
+                       f"{f_num(num(c, 'aligned'), 3)} ({str(c.get('rule')).replace('>=', '≥').replace('<=', '≤')})"
+                       for c in checks if c.get("holds") is False)
+    return Finding("flag", "c.align_rule.fails", {"failed": failed})
+
+
 def conclude(run: Run, facts: Facts, checks: list[Check]) -> list[Finding]:
     """Every conclusion the report draws, in reading order."""
     out = []
@@ -427,6 +442,9 @@ def conclude(run: Run, facts: Facts, checks: list[Check]) -> list[Finding]:
         out.append(Finding("no_evidence", "c.judge.none", {}))
     arms = {k: v for k, v in run.safety.data.items() if isinstance(v, dict)} if run.safety.ok else None
     out += rule_safety(arms)
+    check = read_json(run.dir, "eval/alignment_check.json")
+    if check.ok:
+        out.append(rule_alignment_check(check.data))
     summary_arms = run.compare_summary.data.get("arms") if run.compare_summary.ok else None
     if isinstance(summary_arms, list):
         out += rule_length_cap([a for a in summary_arms if isinstance(a, dict)])

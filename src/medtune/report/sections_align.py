@@ -10,7 +10,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from medtune.report.conclusions import ALPHA, Finding, rule_benchmark, rule_judge_pair, safety_interval
+from medtune.report.conclusions import (ALPHA, Finding, rule_alignment_check, rule_benchmark, rule_judge_pair,
+                                        safety_interval)
 from medtune.report.document import Bullets, Image, Para, Section
 from medtune.report.format import NA, f_int, f_num, f_pct
 from medtune.report.plots import Line
@@ -104,6 +105,8 @@ def alignment_findings(c: Ctx, r: dict) -> list[Finding]:
     out += [f for p in judged for f in rule_judge_pair(p)] or [Finding("no_evidence", "al.c.nojudge", pair)]
     out.append(length_ratio(run.compare_answers.data if run.compare_answers.ok else [], aligned, sft))
     out.append(safety_regression(run.safety.data if run.safety.ok else {}, aligned, sft))
+    check = read_json(run.dir, "eval/alignment_check.json")  # base, SFT and aligned side by side
+    out.append(rule_alignment_check(check.data if check.ok else {}))
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from medtune.report.conclusions import ALPHA, safety_interval
 from medtune.report.document import Image, Para, Section, Table
 from medtune.report.format import NA, f_int, f_num, f_pct, f_sig
-from medtune.report.runfiles import num, text
+from medtune.report.runfiles import num, read_json, text
 from medtune.report.sections import Ctx, code, file_note
 from medtune.report.sections_consult import consultation_sections, general_ability
 from medtune.report.sections_contamination import sec_contamination
@@ -209,17 +209,25 @@ def sec_safety(c: Ctx) -> list[Section]:
         s.blocks.append(Para(t("sf.no_arms", file=run.safety.rel), "warn"))
         return [s]
     s.blocks.append(Para(t("sf.intro")))
+    over_file = read_json(run.dir, "eval/over_triage.json")  # written when evaluate ran the comparison
+    triaged = over_file.data if over_file.ok else {}
     rows, labels, rates, lows, highs = [], [], [], [], []
     for name, arm in arms.items():
         n, passed, rate = num(arm, "n"), num(arm, "passed"), num(arm, "rate")
         ci = safety_interval(arm)
-        rows.append([code(name), f_int(n), f_int(passed), f_pct(rate), f"{f_pct(ci[0])}–{f_pct(ci[1])}" if ci else NA])
+        over = triaged.get(name) if isinstance(triaged.get(name), dict) else {}
+        rows.append([code(name), f_int(n), f_int(passed), f_pct(rate), f"{f_pct(ci[0])}–{f_pct(ci[1])}" if ci else NA]
+                    + ([f"{f_pct(num(over, 'rate'))} ({f_int(num(over, 'passed'))}/{f_int(num(over, 'n'))})"
+                        if over else NA] if triaged else []))
         if rate is not None and ci:
             labels.append(name)
             rates.append(rate)
             lows.append(ci[0])
             highs.append(ci[1])
-    s.blocks.append(Table([t("cmp.arm"), t("sf.n"), t("sf.passed"), t("sf.rate"), t("sf.ci")], rows))
+    s.blocks.append(Table([t("cmp.arm"), t("sf.n"), t("sf.passed"), t("sf.rate"), t("sf.ci")]
+                          + ([t("sf.over")] if triaged else []), rows))
+    if triaged:
+        s.blocks.append(Para(t("sf.over_note")))
     if labels:
         s.blocks.append(Image(c.plotter.intervals("safety", pt("plot.sf.title"), pt("plot.sf.x"), labels, rates, lows,
                                                   highs), t("plot.sf.caption")))

@@ -18,9 +18,15 @@ from pathlib import Path
 from medtune.config import LoraConfig
 from medtune.errors import UserError
 from medtune.modeling import dataset_loss
-from medtune.rundir import read_json, write_json
+from medtune.rundir import StageRun, read_json, write_json
 
 COMPLETE_MARKER = "medtune-complete.json"
+# What the Trainer and medtune's callbacks write into a training stage's directory (StageRun.outputs, with
+# checkpoint-<step>/): removed when the stage starts over.
+TRAINER_OUTPUTS = ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json", "train_results.json",
+                   "metrics.jsonl", "timeline.json")
+# What the Trainer writes that medtune's own files replace (train_results.json, the config in config.yaml).
+TRAINER_STRAYS = ("all_results.json", "training_args.bin")
 
 
 class TrainingError(UserError):
@@ -107,10 +113,9 @@ def mark_complete(checkpoint: Path) -> None:
     write_json(checkpoint / COMPLETE_MARKER, {"files": files})
 
 
-def choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None, force: bool, say,
-                      stage: str = "train") -> Path | None:
+def choose_checkpoint(run: StageRun, resume: str | None, force: bool, say) -> Path | None:
     """The checkpoint to resume from: --resume, else the latest complete one of an unfinished run with the
-    same fingerprint (`recorded` is the stage's manifest), else None."""
+    same fingerprint (as the stage's manifest records it), else None (the stage starts over)."""
     if resume:
         path = Path(resume).resolve()
         if path not in {c.resolve() for c in complete_checkpoints(path.parent)}:
@@ -119,14 +124,15 @@ def choose_checkpoint(run_dir: Path, recorded: dict, fp: str, resume: str | None
         return path
     if force:
         return None
-    checkpoints = complete_checkpoints(run_dir)
+    checkpoints = complete_checkpoints(run.directory)
+    recorded = run.recorded()
     if not checkpoints or recorded.get("status") == "completed":
         return None
-    if recorded.get("fingerprint") != fp:
-        raise TrainingError(f"{run_dir} has checkpoints from a different config or data (fingerprint "
-                            f"{recorded.get('fingerprint')} vs {fp}); rerun with --force to start over "
+    if recorded.get("fingerprint") != run.fingerprint:
+        raise TrainingError(f"{run.directory} has checkpoints from a different config or data (fingerprint "
+                            f"{recorded.get('fingerprint')} vs {run.fingerprint}); rerun with --force to start over "
                             "(it deletes them) or use another output_dir")
-    say(f"{stage}: resuming from the latest complete checkpoint {checkpoints[-1]}")
+    say(f"{run.stage}: resuming from the latest complete checkpoint {checkpoints[-1]}")
     return checkpoints[-1]
 
 

@@ -11,10 +11,8 @@ timeline.json, environment.json and TensorBoard events under runs/. See docs/run
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -24,12 +22,14 @@ from pathlib import Path
 from medtune import __version__
 from medtune.config import Config
 from medtune.modeling import count_parameters, load_causal_lm, resolve_base_model, torch_dtype
-from medtune.rundir import fingerprint, read_json, write_json
+from medtune.rundir import StageRun, fingerprint, read_json, write_json
 from medtune.train import quantize
 from medtune.train.backends import Backends, choose_checkpointing, detect_backends
 
 # COMPLETE_MARKER is re-exported: tests and callers name the train stage's marker through this module.
 from medtune.train.common import (
+    TRAINER_OUTPUTS,
+    TRAINER_STRAYS,
     NonFiniteLoss,
     Timeline,
     TrainingError,
@@ -46,29 +46,6 @@ from medtune.train.loss import _trainer_class, whole_head_weight
 from medtune.train.plan import plan_steps
 
 TRAIN_FORMAT = 1  # bump when the same inputs would train differently
-
-
-# --- choices made before training, each logged with its reason ---------------------------------------
-
-
-
-
-
-
-
-
-# --- the loss: only positions that predict a trained token are projected to the vocabulary ------------
-
-
-
-
-
-
-
-
-
-
-# --- the stage ---------------------------------------------------------------------------------------
 
 
 def load_prepared(run_dir: Path):
@@ -88,6 +65,12 @@ def train_fingerprint(cfg: Config, data_fingerprint: str | None) -> str:
     d = cfg.to_dict()
     return fingerprint({"format": TRAIN_FORMAT, "model": d["model"], "lora": d["lora"], "train": d["train"],
                         "data": data_fingerprint, "world_size": world_size()})
+
+
+def train_stage_run(cfg: Config, data_fingerprint: str | None) -> StageRun:
+    """The train stage's manifest (train_manifest.json) and the files it writes into the run directory."""
+    return StageRun("train", cfg.run_dir, "train_manifest.json", train_fingerprint(cfg, data_fingerprint),
+                    outputs=(*TRAINER_OUTPUTS, "eval_results.json"), strays=TRAINER_STRAYS)
 
 
 
@@ -160,13 +143,10 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     with timeline("data_loading"):
         train_ds, val_ds = load_prepared(run_dir)
         data_stats = read_json(run_dir / "data" / "stats.json", {})
-    fp = train_fingerprint(cfg, read_json(run_dir / "data" / "manifest.json", {}).get("fingerprint"))
-    manifest_path = run_dir / "train_manifest.json"
-    recorded = read_json(manifest_path, {})
-    checkpoint = choose_checkpoint(run_dir, recorded, fp, resume, force, say)
-    if checkpoint is None and not force and recorded.get("fingerprint") == fp and recorded.get("status") == "completed" \
-            and (run_dir / "adapter_model.safetensors").exists():
-        say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {fp}); "
+    run = train_stage_run(cfg, read_json(run_dir / "data" / "manifest.json", {}).get("fingerprint"))
+    checkpoint = choose_checkpoint(run, resume, force, say)
+    if checkpoint is None and not force and run.is_current("adapter_model.safetensors"):
+        say(f"train: {run_dir} already holds the adapter for this config and data (fingerprint {run.fingerprint}); "
             "skipping (--force retrains)")
         return read_json(run_dir / "train_results.json", {})
 
@@ -179,14 +159,13 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     trainer = build_trainer(cfg, model, tokenizer, train_ds, val_ds, backends, world)
     check_process_group(trainer.accelerator.state, world)  # before anything is written to the run directory
     if main:
-        if force and checkpoint is None:
-            _clear_training_outputs(run_dir)
-        write_json(manifest_path, {"fingerprint": fp, "status": "running", "medtune_version": __version__,
-                                   "started": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+        if checkpoint is None:
+            run.clear()  # a fresh start: no earlier run's checkpoints to resume from, no metrics appended to
+        run.start()
     plan = plan_steps(len(train_ds), cfg, world)
     say(_summary(cfg, base, backends, trainer, plan, world, train_ds, val_ds, data_stats, checkpoint))
     with timeline("training"):
-        result = _fit(trainer, checkpoint, manifest_path, main)
+        result = _fit(trainer, checkpoint, run, main)
     with timeline("evaluation"):
         final_eval = distributed_eval(trainer.model, val_ds, cfg.train.per_device_eval_batch_size) \
             if val_ds is not None and len(val_ds) else None
@@ -198,11 +177,12 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     try:
         check_saved_adapter(run_dir, base, cfg.model.trust_remote_code)
     except TrainingError as e:
-        write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+        run.fail(str(e))
         raise
     results = _train_results(result.metrics, trainer, backends, plan, world, len(train_ds), checkpoint, base)
     results["quantization"] = dataclasses.asdict(cfg.model.quantization) if cfg.model.quantization else None
     _write_run_files(cfg, base, results, final_eval, len(val_ds or []), timeline, backends, world, data_stats)
+    run.complete()
     say(f"train: done in {result.metrics.get('train_runtime', 0):.0f} s: train loss {results['train_loss']:.4f} "
         f"(run average; last logged {results.get('last_logged_loss')})"
         + (f", eval loss {final_eval['eval_loss']:.4f}, perplexity {math.exp(final_eval['eval_loss']):.3f}"
@@ -265,14 +245,14 @@ def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, wo
     ])
 
 
-def _fit(trainer, checkpoint: Path | None, manifest_path: Path, main: bool):
+def _fit(trainer, checkpoint: Path | None, run: StageRun, main: bool):
     """trainer.train(), turning a diverged loss into a TrainingError that names the last good checkpoint."""
     try:
         return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except NonFiniteLoss as e:
-        good = complete_checkpoints(manifest_path.parent)
+        good = complete_checkpoints(run.directory)
         if main:
-            write_json(manifest_path, {**read_json(manifest_path, {}), "status": "failed", "error": str(e)})
+            run.fail(str(e))
         raise TrainingError(
             f"training stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
             f"checkpoint is {good[-1] if good else 'none (no checkpoint was saved before it)'}. Lower "
@@ -281,8 +261,7 @@ def _fit(trainer, checkpoint: Path | None, manifest_path: Path, main: bool):
 
 def _write_run_files(cfg: Config, base: str, results: dict, final_eval: dict | None, n_val: int, timeline: Timeline,
                      backends: Backends, world: int, data_stats: dict) -> None:
-    """train_results.json, eval_results.json, timeline.json, environment.json, the model card, and the
-    manifest marked completed (last: a run killed before this point is not complete)."""
+    """train_results.json, eval_results.json, timeline.json, environment.json and the model card."""
     run_dir = cfg.run_dir
     write_json(run_dir / "train_results.json", results)
     if final_eval is not None:
@@ -293,11 +272,6 @@ def _write_run_files(cfg: Config, base: str, results: dict, final_eval: dict | N
     write_json(run_dir / "timeline.json", {"events": timeline.events})
     write_json(run_dir / "environment.json", environment(cfg, backends, world))
     (run_dir / "README.md").write_text(model_card(cfg, base, results, final_eval, data_stats), encoding="utf-8")
-    for stray in ("all_results.json", "training_args.bin"):
-        (run_dir / stray).unlink(missing_ok=True)
-    manifest_path = run_dir / "train_manifest.json"
-    write_json(manifest_path, {**read_json(manifest_path, {}), "status": "completed",
-                               "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
 
 
 def _wait_for_base(cfg: Config, run_dir: Path) -> str:
@@ -312,14 +286,6 @@ def _wait_for_base(cfg: Config, run_dir: Path) -> str:
             return str(target.parent.resolve())
         time.sleep(0.5)
     raise TrainingError(f"{target} did not appear: rank 0 failed to create the builtin base model")
-
-
-def _clear_training_outputs(run_dir: Path) -> None:
-    for d in run_dir.glob("checkpoint-*"):
-        shutil.rmtree(d, ignore_errors=True)
-    for name in ("metrics.jsonl", "train_results.json", "eval_results.json", "trainer_state.json",
-                 "timeline.json", "adapter_model.safetensors", "adapter_config.json"):
-        (run_dir / name).unlink(missing_ok=True)
 
 
 def _train_results(metrics: dict, trainer, backends: Backends, plan: dict, world: int, n_train: int, checkpoint,
