@@ -519,10 +519,12 @@ class AlignConfig:
     """GRPO: layout of train_files: `question/options/answer` JSONL (mcq) or a benchmark layout."""
     grpo_data: Literal["mcq", "open"] = "mcq"
     """GRPO: train_files hold multiple-choice items (`mcq`, rewarded by the answer letter) or open-ended prompts
-    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, rewarded by align.rewards)."""
+    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, or HealthBench-layout
+    rubric files, rewarded by align.rewards)."""
     rewards: list[str] = field(default_factory=lambda: ["redflag"])
     """GRPO on open prompts: `redflag` = the safety probe's urgent-care rule on urgent prompts, over-triage
-    penalised on non-urgent ones (local, no endpoint)."""
+    penalised on non-urgent ones (local, no endpoint); `rubric` = the rubric grader's score on prompts from
+    rubric-layout files (evaluate.grader_base_url, else the judge's)."""
     reward_weights: list[float] | None = None
     """GRPO on open prompts: one weight per align.rewards entry; null = 1 each."""
     self_pairs: SelfPairsConfig = field(default_factory=SelfPairsConfig)
@@ -603,8 +605,8 @@ class AlignConfig:
             raise ValueError(f"align.trl.{owned[0]}: set by medtune or by its own align key; remove it from align.trl")
 
 
-# align.rewards for GRPO on open prompts (medtune.align.grpo.OPEN_REWARDS); the rubric grader's joins with it.
-OPEN_REWARD_NAMES = ("redflag",)
+# align.rewards for GRPO on open prompts (medtune.align.grpo: OPEN_REWARDS, and rubric_reward for `rubric`).
+OPEN_REWARD_NAMES = ("redflag", "rubric")
 
 
 # TRL settings medtune derives itself (output place, precision, logging): not settable under align.trl.

@@ -358,7 +358,8 @@ def add_contamination(sub) -> None:
 
 def cmd_rubric(args) -> int:
     from medtune.errors import UserError
-    from medtune.evaluate.rubric import format_summary, grader_endpoint, grader_settings, run_rubric
+    from medtune.evaluate.rubric import format_summary, run_rubric
+    from medtune.generate.grader import grader_endpoint, grader_settings
 
     grader = grader_settings(args.grader_base_url, args.grader_model, args.grader_api_key_env,
                              ("--grader-base-url", "--grader-model", "--grader-api-key-env"))

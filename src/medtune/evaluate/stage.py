@@ -292,7 +292,8 @@ def step_consultations(run: EvalRun) -> None:
 
 def step_rubrics(run: EvalRun) -> None:
     """Every chat-template arm on each rubric set, graded criterion by criterion -> eval/rubric/<name>/."""
-    from medtune.evaluate.rubric import grader_endpoint, grader_settings, run_rubric
+    from medtune.evaluate.rubric import run_rubric
+    from medtune.generate.grader import grader_endpoint, grader_settings
 
     ev = run.cfg.evaluate
     if not ev.rubrics:
