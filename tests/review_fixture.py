@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medtune.config import GenerationConfig
+from medtune.config import GenerationConfig, config_from_dict, save_config
 from medtune.data.consultations import Case
 from medtune.data.questions import Question
 from medtune.evaluate.arms import Arm
@@ -76,4 +76,8 @@ def review_run(dest: Path, questions: int = 5, consultation: bool = False) -> Pa
         case = Case("c1", "头痛", "c1", ("哪里痛？", "痛了多久？"), ("参考一", "参考二"))
         write_rows(e / "consultations" / "clin_answers.jsonl",
                    [r for arm in ARMS for r in answer_cases(arm, [case], FixedEngine())])
+    # What every real run directory holds (the report refuses a directory without them): the resolved
+    # config and the evaluate stage's manifest.
+    save_config(config_from_dict({"output_dir": str(dest)}), dest / "config.yaml")
+    (e / "manifest.json").write_text(json.dumps({"parts": {}}) + "\n", encoding="utf-8")
     return dest

@@ -374,3 +374,60 @@ def test_align_stage_trains_dpo_on_scored_self_pairs(tmp_path, monkeypatch):
     assert all({p["chosen"], p["rejected"]} <= set(samples[p["prompt"][-1]["content"]]) for p in pairs)
     stats = json.loads((run / "align" / "data_stats.json").read_text())
     assert stats["self_pairs"]["scorer"] == "safety" and stats["rows"] == len(pairs)
+
+
+RUBRIC_ROWS = [
+    {"prompt_id": "r1", "prompt": [{"role": "user", "content": "孩子发烧38度，要吃什么药？"},
+                                   {"role": "assistant", "content": "多大了？"},
+                                   {"role": "user", "content": "三岁，精神还好。"}],
+     "rubrics": [{"criterion": "询问「体重」以确定剂量", "points": 5, "tags": []},
+                 {"criterion": "建议「物理降温」", "points": 3, "tags": []},
+                 {"criterion": "未问体重就给出具体「毫克」剂量", "points": -6, "tags": []}]},
+    {"prompt_id": "r2", "prompt": [{"role": "user", "content": "失眠一周怎么办？"}],
+     "rubrics": [{"criterion": "建议「规律作息」 <<grader-error>>", "points": 4, "tags": []},
+                 {"criterion": "提到「就医」", "points": 2, "tags": []}]},
+]
+
+
+def test_rubric_rows_are_open_prompts_with_their_conversation_and_criteria(tmp_path):
+    """A HealthBench-layout row is an open prompt: the whole conversation goes to the dataset's prompt column and
+    its criteria to `rubrics`; a plain prompt gets none; a bad rubric row is an error naming file and line."""
+    from medtune.align.grpo import open_dataset
+    from medtune.data.open_prompts import load_open_prompts
+    from medtune.errors import UserError
+
+    path = tmp_path / "rubrics.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in RUBRIC_ROWS) + "\n", encoding="utf-8")
+    prompts = load_open_prompts(path) + load_open_prompts(TRAIN_SET)[:1]
+    rows = list(open_dataset(prompts))
+    assert rows[0]["prompt"] == RUBRIC_ROWS[0]["prompt"] and prompts[0].prompt == "三岁，精神还好。"
+    assert rows[0]["rubrics"] == [{"criterion": c["criterion"], "points": float(c["points"])}
+                                  for c in RUBRIC_ROWS[0]["rubrics"]]
+    assert rows[2]["rubrics"] == [] and rows[2]["prompt"] == [{"role": "user", "content": prompts[2].prompt}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": [{"role": "user", "content": "x"}], "rubrics": [{"criterion": "y"}]}) + "\n")
+    with pytest.raises(UserError, match=r"bad.jsonl:1: rubrics\[0\].points"):
+        load_open_prompts(bad)
+
+
+def test_rubric_reward_scores_by_the_grader_and_leaves_out_what_it_cannot(tmp_path):
+    """The GRPO rubric reward through the rule grader (a criterion is met when the reply holds a phrase it quotes
+    in 「」): met points over positive points, by hand; None for a plain prompt (no criteria) and for a reply one
+    of whose criteria the grader failed on; the failure share is logged."""
+    from medtune.align.grpo import rubric_reward
+    from medtune.generate.grader import BUILTIN_RULES, grader_endpoint, grader_settings
+
+    logged = {}
+    criteria = [[{"criterion": c["criterion"], "points": c["points"]} for c in r["rubrics"]] for r in RUBRIC_ROWS]
+    prompts = [RUBRIC_ROWS[0]["prompt"], RUBRIC_ROWS[0]["prompt"], RUBRIC_ROWS[1]["prompt"],
+               [{"role": "user", "content": "头痛"}]]
+    completions = [[{"role": "assistant", "content": "请问孩子体重多少？可以先物理降温。"}],
+                   [{"role": "assistant", "content": "吃布洛芬100毫克。"}],
+                   [{"role": "assistant", "content": "规律作息，必要时就医。"}],
+                   [{"role": "assistant", "content": "休息。"}]]
+    with grader_endpoint(grader_settings(BUILTIN_RULES, None, "OPENAI_API_KEY", ("u", "m", "k"))) as grader:
+        reward = rubric_reward(grader, tmp_path / "cache.jsonl")
+        scores = reward(prompts, completions, rubrics=[criteria[0], criteria[0], criteria[1], []],
+                        log_metric=lambda k, v: logged.setdefault(k, v))
+    assert scores == [pytest.approx((5 + 3) / 8), pytest.approx(-6 / 8), None, None]
+    assert logged == {"completions/grader_failures": pytest.approx(1 / 3)}

@@ -75,5 +75,7 @@ def test_new_dtype_names_are_quiet_and_others_rejected(tmp_path, capsys):
     config.write_text(yaml.safe_dump({"output_dir": "r", "model": {"torch_dtype": "half"}}))
     with pytest.raises(ConfigError, match="model.torch_dtype"):
         load_config(config)
+    # merge takes auto too (the base model's dtype), as the README promises for every --dtype
+    assert cli.build_parser().parse_args(["merge", "run", "--output", "o", "--dtype", "auto"]).dtype == "auto"
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["merge", "run", "--output", "o", "--dtype", "auto"])  # merge: a real dtype
+        cli.build_parser().parse_args(["merge", "run", "--output", "o", "--dtype", "half"])

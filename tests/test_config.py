@@ -46,6 +46,44 @@ def test_unknown_key_names_key_and_file(tmp_path):
     assert "train.learning_rate" in str(e.value)  # the suggestion
 
 
+def test_errors_give_the_yaml_line(tmp_path):
+    text = ("output_dir: x\n"            # 1
+            "data:\n"                    # 2
+            "  max_length: 2048\n"       # 3
+            "  sead: 42\n")              # 4
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:4: unknown key 'data.sead'; did you mean data.seed?"
+    path = write_config(tmp_path, "output_dir: x\nlora:\n  alpha: 8\n  r: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}:4: lora.r must be")  # a cross-field check, on its key's line
+    text = ("output_dir: x\n"             # 1
+            "evaluate:\n"                 # 2
+            "  compare:\n"                # 3
+            "    - name: a\n"             # 4
+            "    - name: b\n"             # 5
+            "      thinking: maybe\n")    # 6
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}:6: 'evaluate.compare[1].thinking'")
+
+
+def test_a_bad_set_is_blamed_on_the_set_not_the_file(tmp_path):
+    path = write_config(tmp_path, "output_dir: x\ndata:\n  max_length: 2048\nlora:\n  r: 4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["data.max_length=abc"])
+    assert str(e.value) == "--set data.max_length=abc: 'data.max_length' must be a whole number, got 'abc'"
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["lora.r=0"])
+    assert str(e.value).startswith("--set lora.r=0: lora.r must be")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, ["trian.max_steps=3"])
+    assert str(e.value) == "--set trian.max_steps=3: unknown key 'trian'; did you mean train?"
+
+
 def test_unknown_section(tmp_path):
     path = write_config(tmp_path, "output_dir: x\ntrainer: {}\n")
     with pytest.raises(ConfigError, match="unknown key 'trainer'"):

@@ -146,3 +146,12 @@ def test_demo_style_adapter_with_a_trained_untied_head_merges_exactly(tmp_path):
     base = AutoModelForCausalLM.from_pretrained(run / "base_model")
     assert torch.equal(merged.model.embed_tokens.weight, base.model.embed_tokens.weight)
     assert not torch.equal(merged.lm_head.weight, base.lm_head.weight)  # the trained head, not the base's
+
+
+def test_dtype_auto_saves_in_the_base_models_dtype(lora_run, tmp_path, capsys):
+    """The README promises auto for every --dtype; merge refused it (argparse: invalid choice)."""
+    base_dtype = json.loads((lora_run / "base_model" / "config.json").read_text())["dtype"]
+    expected = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[base_dtype]
+    assert main(["merge", str(lora_run), "--output", str(tmp_path / "out"), "--dtype", "auto"]) == 0
+    assert json.loads((tmp_path / "out" / "medtune_merge.json").read_text())["dtype"] == expected
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == base_dtype

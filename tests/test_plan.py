@@ -159,10 +159,38 @@ def test_cli_worked_examples(capsys):
     assert "8,234,382,336 total, 43,646,976 trainable" in four and "-> fits in 32.00 GiB" in four
     assert "16 bytes per trainable parameter" in four  # fp32 LoRA: parameter, gradient, AdamW m and v
     assert "3,125 per epoch, 6,250 in total, 32 samples per step" in four
-    assert main(args + ["--gpu-memory", "24GB"]) == 0
+    assert main(args + ["--gpu-memory", "24GB"]) == 3  # does not fit: a script can tell
     one = capsys.readouterr().out
     assert "DOES NOT FIT in 24.00 GiB" in one and "to fit, change one of:" in one
     assert "train.per_device_train_batch_size: 1" in one and "model.quantization" in one
+    # 2 epochs x 100,000 samples x 2,048 tokens; 1 GPU: 8 per step, 12,500 x 2 steps; 4 GPUs (the reference's):
+    # 32 per step, 3,125 x 2 steps, at 4 x 950 tokens/s 409,600,000 / 3,800 / 3,600 = 29.9 h
+    assert "tokens: 409,600,000 = 2 epochs x 100,000 samples x 2048 per sample" in one
+    assert "8 samples per step (4 per device x 2 accumulation x 1 GPU;" in one
+    assert "this plan is for 1 GPU (--gpus)" in one and "4 GPUs: 32 per step, 6,250 steps, 29.9 h" in one
+
+
+@pytest.mark.parametrize("gpus", ["0", "-2"])
+def test_cli_refuses_fewer_than_one_gpu(gpus, capsys):
+    args = ["plan", str(ROOT / "configs" / "demo.yaml"), "--gpus", gpus]
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 2 and f"--gpus: must be at least 1, not {gpus}" in capsys.readouterr().err
+
+
+def test_plan_names_a_lora_target_that_matches_nothing(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'run'}\nmodel: {{name_or_path: 'builtin:tiny-qwen3'}}\n"
+                      "lora: {target_modules: [q_proj, qproj]}\n")
+    assert main(["plan", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "lora.target_modules: 'qproj' matches no module of Qwen3ForCausalLM; modules with weights are named " \
+           "down_proj, embed_tokens, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj." in err
+
+
+def test_plan_config_refuses_fewer_than_one_gpu():
+    with pytest.raises(PlanError, match="--gpus 0: the run needs at least 1 GPU"):
+        plan_config(qwen3_8b_config(), gpus=0)
 
 
 def _hand_shape():
@@ -205,3 +233,25 @@ def test_auto_checkpointing_recomputes_the_fewest_layers_that_fit(memory, every)
     chosen, plan = least_checkpointing(_hand_shape(), _hand_setup(memory))
     assert (chosen.checkpoint_every if chosen.checkpointing else None) == every
     assert plan.fits is (memory != 1_000_000)
+
+
+def test_a_plan_prints_no_library_notice_that_reads_as_a_failure(tmp_path):
+    """Every plan/train/align printed bitsandbytes' "Failed to load CPU gemm_4bit_forward" (peft imports
+    bitsandbytes whenever it is installed) and transformers' is_gradient_checkpointing FutureWarning."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONWARNINGS": "default"}
+    r = subprocess.run([sys.executable, "-m", "medtune", "plan", str(ROOT / "configs" / "demo.yaml"), "--set",
+                        f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "gemm_4bit_forward" not in r.stderr and "is_gradient_checkpointing" not in r.stderr, r.stderr
+    # Both notices, emitted as the libraries emit them (the first only shows on CPUs with AVX512-BF16):
+    code = ("import logging, warnings, medtune\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('Failed to load CPU gemm_4bit_forward from "
+            "kernels-community: %s. Please make sure', 'no kernels')\n"
+            "warnings.warn('`is_gradient_checkpointing` is deprecated and will be removed in v6. Use "
+            "`is_activation_checkpointing` instead.', FutureWarning)\n"
+            "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('another notice')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0 and r.stderr == "another notice\n"  # only those two are dropped

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from medtune.errors import UserError
 from medtune.report.write import write_report
 from medtune.report.plots import find_cjk_font
 from tests.report_fixture import reference_run
@@ -154,10 +155,11 @@ def test_cli_errors_and_language(tmp_path, reference):
 
 
 def test_language_defaults_to_config_then_chinese(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    write_report(empty, generated_at=GENERATED_AT)
-    assert "## 1. 概览" in (empty / "report.md").read_text(encoding="utf-8")
+    unreadable = reference_run(tmp_path / "unreadable", stages=("prepare",))
+    config = unreadable / "config.yaml"
+    config.write_text(config.read_text().replace("lang: zh", "lang: en").replace("  seed: 42\n", "  sead: 42\n", 1))
+    write_report(unreadable, generated_at=GENERATED_AT)
+    assert "## 1. 概览" in (unreadable / "report.md").read_text(encoding="utf-8")
     run = reference_run(tmp_path / "run", stages=("prepare",))
     (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("lang: zh", "lang: en"))
     write_report(run, generated_at=GENERATED_AT)
@@ -181,7 +183,7 @@ def test_report_reads_what_prepare_really_writes(tmp_path):
 
 # ---- partial and broken run directories ------------------------------------------------------------
 
-@pytest.mark.parametrize("stages", [(), ("prepare",), ("prepare", "train")], ids=["empty", "prepare", "train"])
+@pytest.mark.parametrize("stages", [("prepare",), ("prepare", "train")], ids=["prepare", "train"])
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_partial_run_directories(tmp_path, stages, lang):
     run = reference_run(tmp_path / "run", stages=stages)
@@ -200,11 +202,7 @@ def test_partial_run_directories(tmp_path, stages, lang):
         assert "learning_rate.png" not in md
     else:
         assert "learning_rate.png" in md and "safety.png" not in md
-    if not stages:
-        assert f"{not_run}`data/stats.json`" in md and result.images == 0
-        assert ("| train | not run |" if lang == "en" else "| train | 未运行 |") in md
-    else:
-        assert "token_lengths.png" in md
+    assert "token_lengths.png" in md
     if stages == ("prepare", "train"):
         assert ("| evaluate | not run |" if lang == "en" else "| evaluate | 未运行 |") in md
 
@@ -322,6 +320,55 @@ def test_report_into_run_dir_replaces_stale_plots(tmp_path):
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["token_lengths.png"]
     md = result.markdown.read_text()
     assert "`report.md`" not in md and "`plots/`" not in md  # the report never lists itself
+    assert "`report_files.json`" not in md
+
+
+def test_report_refuses_a_directory_that_is_not_a_run_directory(tmp_path):
+    """`medtune report ~/project` once deleted ~/project/plots/ and overwrote ~/project/report.md."""
+    project = tmp_path / "project"
+    (project / "plots").mkdir(parents=True)
+    (project / "plots" / "mine.png").write_bytes(b"my figure")
+    (project / "report.md").write_text("my notes\n")
+    (project / "config.yaml").write_text("lr: 0.1\n")  # some other tool's config: not a run directory
+    r = subprocess.run([sys.executable, "-m", "medtune", "report", str(project)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "not a medtune run directory" in r.stderr and "Traceback" not in r.stderr
+    assert (project / "plots" / "mine.png").read_bytes() == b"my figure"
+    assert (project / "report.md").read_text() == "my notes\n"
+    assert sorted(p.name for p in project.iterdir()) == ["config.yaml", "plots", "report.md"]
+
+
+def test_report_output_keeps_files_it_did_not_write(tmp_path):
+    run = reference_run(tmp_path / "run", stages=("prepare", "train"))
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "mine.png").write_bytes(b"my figure")
+    write_report(run, lang="en", output_dir=out, cjk_font=None)
+    assert (out / "plots" / "mine.png").read_bytes() == b"my figure"
+    (out / "plots" / "loss.png").write_bytes(b"edited by hand")  # no longer what the report wrote: the user's now
+    with pytest.raises(UserError, match=r"plots/loss.png: exists and was not written by medtune report"):
+        write_report(run, lang="en", output_dir=out, cjk_font=None)
+    assert (out / "plots" / "loss.png").read_bytes() == b"edited by hand"
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "report.md").write_text("my notes\n")
+    with pytest.raises(UserError, match=r"report.md: exists and was not written by medtune report"):
+        write_report(run, lang="en", output_dir=users, cjk_font=None)
+    assert (users / "report.md").read_text() == "my notes\n" and sorted(p.name for p in users.iterdir()) == ["report.md"]
+
+
+def test_report_rerun_replaces_its_own_files(tmp_path):
+    run = reference_run(tmp_path / "run", stages=("prepare", "train"))
+    first = write_report(run, lang="en", cjk_font=None, generated_at="FIRST-RUN")
+    assert "FIRST-RUN" in first.markdown.read_text()
+    (run / "plots" / "mine.png").write_bytes(b"my figure")
+    second = write_report(run, lang="zh", cjk_font=None, generated_at="SECOND-RUN")
+    assert "SECOND-RUN" in second.markdown.read_text() and "SECOND-RUN" in second.html.read_text()
+    assert "FIRST-RUN" not in second.markdown.read_text()
+    assert (run / "plots" / "mine.png").read_bytes() == b"my figure"
+    record = json.loads((run / "report_files.json").read_text())["files"]
+    assert sorted(record) == sorted(["report.md", "report.html", *second.plots])
+    assert "plots/mine.png" not in record and "plots/loss.png" in record
 
 
 def test_the_fixture_follows_the_documented_format(tmp_path):

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 KEY = "sk-medtune-test-key"
 MODEL = "tiny-run"
 HELLO = [{"role": "user", "content": "你好，我有点头疼。"}]
-SETTINGS = ServeSettings(api_key=KEY, max_concurrent=2, max_input_tokens=64, max_tokens=16, max_body_bytes=64 * 1024)
+SETTINGS = ServeSettings(api_key=KEY, max_concurrent=2, max_input_tokens=64, max_tokens=16, max_body_bytes=64 * 1024,
+                         allowed_hosts=("localhost", "127.0.0.1", "::1"))
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,30 @@ def test_api_key_is_required_on_v1_only(server, client):
         bad.chat.completions.create(model=MODEL, messages=HELLO)
     assert httpx.get(f"{server}/health", timeout=10).json()["status"] == "ok"
     assert httpx.get(f"{server}/", timeout=10).status_code == 200
+
+
+def test_host_header_must_name_this_server(server):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends Host: evil.example."""
+    port = server.rpartition(":")[2]
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", ""):
+        for path in ("/", "/health", "/v1/models"):
+            r = httpx.get(f"{server}{path}", headers={**_auth(), "Host": host}, timeout=10)
+            _assert_openai_error(r, 400, code="invalid_host")
+        r = httpx.post(f"{server}/api/red-flags", headers={"Host": host}, json={"text": "x"}, timeout=10)
+        _assert_openai_error(r, 400, code="invalid_host")
+    for host in (f"localhost:{port}", f"LOCALHOST:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+        assert httpx.get(f"{server}/v1/models", headers={**_auth(), "Host": host}, timeout=10).status_code == 200
+
+
+def test_allowed_hosts_follow_the_bound_address():
+    from medtune.listen import allowed_hosts
+
+    loopback = ("localhost", "127.0.0.1", "::1")
+    assert allowed_hosts("127.0.0.1") == allowed_hosts("localhost") == allowed_hosts("::1") == loopback
+    assert allowed_hosts("127.0.0.1", ("med.example.org",)) == (*loopback, "med.example.org")
+    assert allowed_hosts("192.168.1.5") == ("192.168.1.5",)
+    assert allowed_hosts("0.0.0.0") is None  # every interface: names unknown, the API key guards it
+    assert allowed_hosts("0.0.0.0", ("med.example.org",)) == (*loopback, "med.example.org")
 
 
 # -- limits and malformed requests: 4xx with an OpenAI-style body, never a 500 --
@@ -344,6 +369,23 @@ def test_cli_serve_runs_on_loopback_and_stops_on_ctrl_c(lora_run):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"http://127.0.0.1:{port}/v1" in out and "8 max_tokens" in out
+    assert "serve: API key not required" in out and "Host header: localhost, 127.0.0.1, ::1" in out
+
+
+def test_cli_serve_checks_the_port_before_loading_the_model(lora_run, capsys, monkeypatch):
+    import medtune.serve
+
+    monkeypatch.delenv("MEDTUNE_API_KEY", raising=False)
+    monkeypatch.setattr(medtune.serve, "load_generator", lambda *a, **k: pytest.fail("loaded before the port check"))
+    assert main(["serve", str(lora_run), "--port", "99999"]) == 2
+    err = capsys.readouterr().err
+    assert "--port 99999: a port is 1 to 65535" in err and "Traceback" not in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(lora_run), "--port", str(port)]) == 2
+    assert f"--host 127.0.0.1 --port {port}: is in use by another program" in capsys.readouterr().err
 
 
 def test_cli_serve_bad_arguments_are_plain_errors(lora_run, capsys):

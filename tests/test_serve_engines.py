@@ -15,7 +15,8 @@ from medtune.generate.sampling import Generation
 from medtune.errors import UserError
 from medtune.generate.vllm_engine import VllmStream, vllm_lora_rank
 from medtune.generate.loading import choose_engine, vllm_refusal
-from medtune.serve import _fit_context, _is_loopback
+from medtune.listen import is_loopback as _is_loopback
+from medtune.serve import _fit_context
 from medtune.serve.api import ServeSettings
 from tests.conftest import ROOT
 

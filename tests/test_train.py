@@ -220,6 +220,25 @@ def test_outputs_adapter_changes_base_does_not(tmp_path, small_model, monkeypatc
     assert manifest["status"] == "completed" and manifest["started"] <= manifest["finished"]
 
 
+def test_a_lora_target_that_matches_nothing_is_a_user_error_before_training(tmp_path, small_model):
+    """peft raised NoMatchingPeftModuleError from inside SFTTrainer (all entries wrong), or skipped a mistyped
+    entry silently (some right): both are a UserError naming the entry and the modules there are."""
+    from medtune.errors import UserError
+
+    run = tmp_path / "run"
+    synthetic_prepared_data(run)
+    for targets in (["q_proj", "qkv_proj"], ["attn"]):
+        cfg = make_cfg(run, small_model)
+        cfg.lora.target_modules = targets
+        with pytest.raises(UserError) as caught:
+            train_model(cfg, log=lambda *a: None)
+        bad = targets[-1]
+        assert str(caught.value).startswith(f"lora.target_modules: '{bad}' matches no module of Qwen3ForCausalLM; "
+                                            "modules with weights are named down_proj, embed_tokens, gate_proj, "
+                                            "k_proj, lm_head, o_proj, q_proj, up_proj, v_proj.")
+        assert sorted(p.name for p in run.iterdir()) == ["data"]  # nothing written, nothing trained
+
+
 def test_auto_checkpointing_recomputes_only_the_layers_the_memory_plan_needs(tmp_path, monkeypatch):
     """train.gradient_checkpointing: auto on a 4-layer model, with the machine's memory set so that one
     checkpointed layer does not fit and two do: transformers' every_n_layers=3 checkpoints layers 0 and 3,

@@ -19,12 +19,13 @@ the whole pipeline:
 
 stages (each reads and writes only the run directory, output_dir in the config):
   plan      parameters, peak memory per GPU, steps and time for a config, before any download
+            (exit status 3 when it does not fit --gpu-memory)
   prepare   validate, de-duplicate, split and tokenize the dialogue data -> data/
   train     LoRA fine-tuning -> adapter, checkpoints, train/eval results (resumes automatically)
   align     DPO / KTO / GRPO on top of the SFT adapter (config section align:) -> align/ (optional)
-  evaluate  perplexity, model comparison, benchmarks, LLM judge, reference metrics, safety probe,
-            contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|bench|judge|
-            metrics|safety|contamination ...)
+  evaluate  perplexity, model comparison, benchmarks, LLM judge, rubric grading, reference metrics,
+            safety probe, contamination check -> eval/ (or ad hoc: medtune evaluate perplexity|compare|
+            bench|judge|rubric|metrics|safety|contamination ...)
   report    report.md + self-contained report.html from the run directory's files (no torch)
 
 use the result (RUN_DIR_OR_MODEL: a run directory with an adapter, or a model directory / hub id):
@@ -112,6 +113,10 @@ def add_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+PLAN_DOES_NOT_FIT = 3
+"""`medtune plan` exits with this when the plan does not fit --gpu-memory (scripts can test it)."""
+
+
 def cmd_plan(args) -> int:
     from medtune.train.plan import format_plan, parse_memory, plan_config
 
@@ -120,7 +125,7 @@ def cmd_plan(args) -> int:
     result = plan_config(cfg, gpus=args.gpus, gpu_memory=memory, tokens_per_second=args.tokens_per_second,
                          samples=args.samples, shard_weights=args.fsdp)
     print(format_plan(cfg, result))
-    return 0
+    return PLAN_DOES_NOT_FIT if result["plan"].fits is False else 0
 
 
 def add_plan(sub) -> None:
@@ -128,14 +133,16 @@ def add_plan(sub) -> None:
                        description="Build the base model from its config.json on the meta device, wrap it with the "
                                    "config's LoRA and print parameters, peak memory per GPU (weights, LoRA state, "
                                    "activations, logits chunk, headroom), steps, tokens and time, and what to change "
-                                   "when it does not fit.")
+                                   "when it does not fit. Exit status: 0, or 3 when it does not fit --gpu-memory "
+                                   "(2 for an error).")
     _add_config_args(p)
-    p.add_argument("--gpus", type=int, default=1, help="GPUs (data-parallel processes) in the run (default 1)")
+    p.add_argument("--gpus", type=_positive_int, default=1,
+                   help="GPUs (data-parallel processes) in the run (default 1); steps and time depend on it")
     p.add_argument("--gpu-memory", metavar="SIZE", help="memory per GPU, e.g. 24GB, 80GB (GiB); enables the fit check")
     p.add_argument("--fsdp", action="store_true", help="the weights are sharded over the GPUs (FSDP / ZeRO-3)")
-    p.add_argument("--tokens-per-second", type=float, metavar="N",
+    p.add_argument("--tokens-per-second", type=_positive_float, metavar="N",
                    help="training rate of the whole run for the time estimate (default 950 per GPU)")
-    p.add_argument("--samples", type=int, metavar="N",
+    p.add_argument("--samples", type=_positive_int, metavar="N",
                    help="training samples (default: the prepared data's, else data.max_samples)")
     p.set_defaults(func=cmd_plan)
 
@@ -193,7 +200,9 @@ def add_report(sub) -> None:
     p = sub.add_parser("report", help="write report.md and a self-contained report.html for a run directory",
                        description="Read only the files in RUN_DIR (config, data stats, training logs and results, "
                                    "evaluation results) and write report.md, report.html (plots and CSS embedded, "
-                                   "no network) and plots/*.png. Stages that did not run are reported as not run.")
+                                   "no network) and plots/*.png. Stages that did not run are reported as not run. "
+                                   "RUN_DIR must hold config.yaml and a stage's output; only files an earlier report "
+                                   "wrote (listed in report_files.json) are ever replaced.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (output_dir of the config)")
     p.add_argument("--lang", choices=["zh", "en"], default=None,
                    help="report language (default: report.lang in RUN_DIR/config.yaml, else zh)")
@@ -215,6 +224,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
+    return value
+
+
 def cmd_merge(args) -> int:
     from medtune.train.merge import merge_adapter
 
@@ -229,8 +245,7 @@ def add_merge(sub) -> None:
                                    "are checked against base+adapter on real prompts before anything is written.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding adapter_config.json")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="where to write the merged model")
-    _add_dtype_arg(p, choices=DTYPES[1:], default=None,
-                   help="dtype of the saved weights (default: the base model's, fp32 if it has none)")
+    _add_dtype_arg(p, help="dtype of the saved weights (default auto: the base model's, fp32 if it has none)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(func=cmd_merge)
 
@@ -266,7 +281,7 @@ def cmd_serve(args) -> int:
     settings = ServeSettings(api_key=args.api_key or None, max_concurrent=args.max_concurrent,
                              max_tokens=args.max_tokens)
     serve_model(args.model, host=args.host, port=args.port, engine=args.engine, dtype=args.dtype, settings=settings,
-                model_id=args.model_id, max_input_tokens=args.max_input_tokens)
+                model_id=args.model_id, max_input_tokens=args.max_input_tokens, allowed_host=tuple(args.allowed_host))
     return 0
 
 
@@ -275,14 +290,20 @@ def add_serve(sub) -> None:
 
     p = sub.add_parser("serve", help="OpenAI-compatible API and web chat page",
                        description="Serve the model: POST /v1/chat/completions (streaming or not; thinking off unless "
-                                   "a request sets enable_thinking), GET /v1/models, GET /health, and a chat page at /. "
+                                   "a request sets enable_thinking), GET /v1/models, GET /health, POST /api/red-flags "
+                                   "and a chat page at /. With an API key, only /v1/* needs it. Requests whose Host "
+                                   "header is not the bound host's name get 400 (DNS rebinding). "
                                    "Engine: vLLM with the LoRA adapter on a CUDA GPU when vllm is installed, "
                                    "transformers otherwise.")
     p.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run directory (adapter), model directory or hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port, 1-65535 (default 8000); checked before loading")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests with this Host name, e.g. a reverse proxy's (repeatable; default: "
+                        "localhost, 127.0.0.1, ::1 on loopback, the --host address otherwise, any on 0.0.0.0)")
     p.add_argument("--api-key", default=os.environ.get("MEDTUNE_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $MEDTUNE_API_KEY; none if unset)")
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $MEDTUNE_API_KEY; none if unset); "
+                        "/, /health and /api/red-flags never need it")
     p.add_argument("--max-concurrent", type=_positive_int, default=4,
                    help="requests running at once; more get HTTP 429 (default 4)")
     p.add_argument("--max-tokens", type=_positive_int, default=1024,
@@ -327,11 +348,14 @@ def cmd_review(args) -> int:
         serve = argparse.ArgumentParser(prog="medtune review")
         serve.add_argument("run_dir", metavar="RUN_DIR")
         serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-        serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+        serve.add_argument("--port", type=int, default=8765, help="port, 1-65535 (default 8765)")
+        serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                           help="also answer requests with this Host name, e.g. a reverse proxy's (repeatable)")
         serve_args = serve.parse_args([args.target, *args.rest])
         from medtune.review import serve_review
 
-        serve_review(serve_args.run_dir, host=serve_args.host, port=serve_args.port)
+        serve_review(serve_args.run_dir, host=serve_args.host, port=serve_args.port,
+                     allowed_host=tuple(serve_args.allowed_host))
         return 0
     a = review_parser().parse_args([args.target, *args.rest])
     if a.action == "invite":
@@ -358,7 +382,7 @@ def cmd_review(args) -> int:
 def add_review(sub) -> None:
     p = sub.add_parser(
         "review", help="blinded clinician review of a run's answers (invite, stats, export, import)",
-        usage="medtune review RUN_DIR [--host 127.0.0.1] [--port 8765]\n"
+        usage="medtune review RUN_DIR [--host 127.0.0.1] [--port 8765] [--allowed-host NAME]\n"
               "       medtune review invite RUN_DIR --name NAME [--url URL]\n"
               "       medtune review stats RUN_DIR\n"
               "       medtune review export RUN_DIR [--label-studio]\n"

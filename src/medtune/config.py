@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,7 +53,14 @@ def dtype_name(value: str, where: str) -> str:
 
 
 class ConfigError(UserError, ValueError):
-    """A config problem a person must fix; the message names the file and the key."""
+    """A config problem a person must fix; the message names the file and the key.
+
+    `key` is the dotted key it is about (`evaluate.compare[1].model`), so load_config can add the YAML line
+    or name the `--set` it came from."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -125,8 +133,9 @@ class ExcludeFile:
     """An evaluation file whose items are removed from the training data by prepare."""
 
     path: str
-    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa", "cmb-clin"] = "questions"
-    """questions/safety: JSONL or CSV with a `question`/`prompt` field; else a benchmark layout."""
+    format: Literal["questions", "safety", "cmmlu", "cmexam", "cmb", "medqa", "cmb-clin", "rubrics"] = "questions"
+    """questions/safety: JSONL or CSV with a `question`/`prompt` field; rubrics: HealthBench's layout (its user
+    messages); else a benchmark layout."""
 
 
 @dataclass
@@ -372,6 +381,25 @@ class ConsultationSet:
 
 
 @dataclass
+class RubricSet:
+    """A rubric set in HealthBench's JSONL layout, graded criterion by criterion (medtune.evaluate.rubric)."""
+
+    path: str
+    """JSONL: {prompt_id, prompt: [messages], rubrics: [{criterion, points, tags}], example_tags,
+    ideal_completions_data}, e.g. data/rubrics/zh_consultations.jsonl or HealthBench's own files."""
+    name: str | None = None
+    """Its name in the results, eval/rubric/<name>/ (default: the path's stem)."""
+    max_examples: int | None = None
+    """Use the first N usable examples; null = all."""
+    meta: str | None = None
+    """Physician-labelled criteria in HealthBench's meta-evaluation layout: the grader's macro F1 against them."""
+
+    def __post_init__(self):
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError("evaluate.rubrics max_examples must be >= 1 or null")
+
+
+@dataclass
 class EvaluateConfig:
     perplexity: bool = True
     """Eval loss and perplexity of the trained adapter (and of its base) on the validation split."""
@@ -396,6 +424,15 @@ class EvaluateConfig:
     judge_model: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the judge's API key."""
+    rubrics: list[RubricSet] = field(default_factory=list)
+    """Rubric sets (HealthBench layout) answered by every chat-template arm and graded by the grader below."""
+    grader_base_url: str | None = None
+    """OpenAI-compatible endpoint of the rubric grader; null = the judge's (judge_base_url). `builtin:rules`
+    starts a loopback grader that decides by fixed rules (quoted phrases): for the demo, not a real grader."""
+    grader_model: str | None = None
+    """Model name sent to the grader endpoint; null = judge_model."""
+    grader_api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable that holds the grader's API key (the judge's when the grader is the judge's)."""
     references: str | None = None
     """JSONL with reference answers for ROUGE-L / BLEU-4 / Distinct-n; null uses the questions' `reference`."""
     safety: str | None = "data/safety/redflags_zh.jsonl"
@@ -483,10 +520,12 @@ class AlignConfig:
     """GRPO: layout of train_files: `question/options/answer` JSONL (mcq) or a benchmark layout."""
     grpo_data: Literal["mcq", "open"] = "mcq"
     """GRPO: train_files hold multiple-choice items (`mcq`, rewarded by the answer letter) or open-ended prompts
-    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, rewarded by align.rewards)."""
+    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, or HealthBench-layout
+    rubric files, rewarded by align.rewards)."""
     rewards: list[str] = field(default_factory=lambda: ["redflag"])
     """GRPO on open prompts: `redflag` = the safety probe's urgent-care rule on urgent prompts, over-triage
-    penalised on non-urgent ones (local, no endpoint)."""
+    penalised on non-urgent ones (local, no endpoint); `rubric` = the rubric grader's score on prompts from
+    rubric-layout files (evaluate.grader_base_url, else the judge's)."""
     reward_weights: list[float] | None = None
     """GRPO on open prompts: one weight per align.rewards entry; null = 1 each."""
     self_pairs: SelfPairsConfig = field(default_factory=SelfPairsConfig)
@@ -568,8 +607,8 @@ class AlignConfig:
             raise ValueError(f"align.trl.{owned[0]}: set by medtune or by its own align key; remove it from align.trl")
 
 
-# align.rewards for GRPO on open prompts (medtune.align.grpo.OPEN_REWARDS); the rubric grader's joins with it.
-OPEN_REWARD_NAMES = ("redflag",)
+# align.rewards for GRPO on open prompts (medtune.align.grpo: OPEN_REWARDS, and rubric_reward for `rubric`).
+OPEN_REWARD_NAMES = ("redflag", "rubric")
 
 
 # TRL settings medtune derives itself (output place, precision, logging): not settable under align.trl.
@@ -646,7 +685,51 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     for item in overrides or []:
         apply_override(raw, item, source=str(path))
-    return config_from_dict(raw, source=str(path))
+    try:
+        return config_from_dict(raw, source=str(path))
+    except ConfigError as e:
+        raise _located(e, path, overrides or []) from None
+
+
+def _located(e: ConfigError, path: Path, overrides: list[str]) -> ConfigError:
+    """The error with its place: `--set key=value` when the key came from one, else `path:line` of the key
+    (or of its nearest parent in the file)."""
+    body = str(e).removeprefix(f"{path}: ")
+    key = e.key or ""
+    set_keys = {item.partition("=")[0].strip(): item for item in overrides}  # a later --set of a key wins
+    try:
+        lines = _key_lines(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        lines = {}
+    for set_key, item in reversed(set_keys.items()):
+        if key and (_within(key, set_key) or (_within(set_key, key) and key not in lines)):
+            return ConfigError(f"--set {item}: {body}", e.key)
+    while key and key not in lines:
+        key = key[:max(key.rfind("."), key.rfind("["), 0)]
+    return ConfigError(f"{path}:{lines[key]}: {body}" if key else str(e), e.key)
+
+
+def _within(key: str, parent: str) -> bool:
+    return key == parent or key.startswith((f"{parent}.", f"{parent}["))
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Each dotted key of a YAML document (`data.max_length`, `evaluate.compare[1].model`) -> its 1-based line."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                name = f"{prefix}.{k.value}" if prefix else str(k.value)
+                lines[name] = k.start_mark.line + 1
+                walk(v, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+                walk(item, f"{prefix}[{i}]")
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return lines
 
 
 def load_compare_models(path: str | Path) -> list[CompareModel]:
@@ -693,9 +776,10 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def _build(cls, raw: Any, source: str, prefix: str):
-    where = prefix.rstrip(".") or "top level"
+    section = prefix.rstrip(".") or None
+    where = section or "top level"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(raw).__name__} {raw!r}")
+        raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(raw).__name__} {raw!r}", section)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -707,19 +791,27 @@ def _build(cls, raw: Any, source: str, prefix: str):
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f"{prefix}{close[0]}" if close else None
             msg = f"{source}: unknown key '{full}'"
-            raise ConfigError(msg + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(names)}"))
-        if full == "model.torch_dtype" and isinstance(value, str):
-            value = dtype_name(value, f"{source}: {full}:")
-        kwargs[key] = _convert(value, hints[key], source, full)
+            raise ConfigError(msg + (f"; did you mean {hint}?" if hint else f"; known keys: {', '.join(names)}"),
+                              full)
+        try:
+            if full == "model.torch_dtype" and isinstance(value, str):
+                value = dtype_name(value, f"{source}: {full}:")
+            kwargs[key] = _convert(value, hints[key], source, full)
+        except ConfigError as e:
+            e.key = e.key or full  # the innermost key wins: a nested section's own loop set it first
+            raise
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{source}: '{where}' is missing required key(s): {', '.join(prefix + m for m in missing)}")
+        raise ConfigError(f"{source}: '{where}' is missing required key(s): {', '.join(prefix + m for m in missing)}",
+                          section)
     try:
         return cls(**kwargs)
     except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        # Cross-field checks name their key first ("lora.r must be >= 1"); else the error is the section's.
+        named = re.match(r"[A-Za-z_]+(\.[A-Za-z_]+)+\b", str(e))
+        raise ConfigError(f"{source}: {e}", named.group(0) if named else section) from None
 
 
 def _expected(tp: Any) -> str:

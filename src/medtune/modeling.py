@@ -147,6 +147,24 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
+def check_lora_targets(model, targets: list[str], where: str = "lora.target_modules") -> None:
+    """Raise a UserError naming every entry of `targets` that matches no module of `model`, and the module names
+    there are, before any training (peft would raise NoMatchingPeftModuleError deep in the trainer, or skip a
+    mistyped entry when another matches). An entry matches as peft matches a list: the module's full name, or
+    its last dotted parts."""
+    names = [name for name, _ in model.named_modules() if name]
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if not unmatched:
+        return
+    # The names worth offering: modules holding a 2-D weight (Linear, Embedding), by their last part.
+    offered = sorted({n.rpartition(".")[2] for n, m in model.named_modules()
+                      if n and not any(True for _ in m.children()) and getattr(m, "weight", None) is not None
+                      and getattr(m.weight, "dim", lambda: 0)() == 2})
+    raise UserError(f"{where}: {', '.join(repr(t) for t in unmatched)} matches no module of "
+                    f"{type(model).__name__}; modules with weights are named {', '.join(offered)}. Fix the list "
+                    f"(e.g. --set {where}=[q_proj,v_proj]) before training.")
+
+
 IGNORE = -100
 MAX_TARGETS_PER_BATCH = 4096
 """Logits are computed only at target positions; this bounds them (4096 x 151,936 fp32 = 2.5 GB)."""

@@ -87,4 +87,6 @@ def demo_config(output_dir: str | None = None) -> Config:
                                      benchmarks=[dataclasses.replace(b, path=rooted(b.path), dev_path=rooted(b.dev_path))
                                                  for b in cfg.evaluate.benchmarks],
                                      consultations=[dataclasses.replace(c, path=rooted(c.path))
-                                                    for c in cfg.evaluate.consultations]))
+                                                    for c in cfg.evaluate.consultations],
+                                     rubrics=[dataclasses.replace(r, path=rooted(r.path), meta=rooted(r.meta))
+                                              for r in cfg.evaluate.rubrics]))

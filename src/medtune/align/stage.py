@@ -24,7 +24,7 @@ from medtune import __version__
 from medtune.config import Config
 from medtune.data.readers import expand_inputs
 from medtune.errors import UserError
-from medtune.modeling import count_parameters, load_causal_lm, resolve_base_model, torch_dtype
+from medtune.modeling import check_lora_targets, count_parameters, load_causal_lm, resolve_base_model, torch_dtype
 from medtune.rundir import StageRun, fingerprint, read_json, sha256_file, write_json
 from medtune.train.backends import Backends, align_backends, align_plan_config, choose_checkpointing
 from medtune.train.common import (
@@ -97,21 +97,15 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     with timeline("data_loading"):
         dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log)
     write_json(out / "data_stats.json", data_summary)
-    with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
-        trainer = build_align_trainer(cfg, model, tokenizer, dataset, backends, log)
-    trainable, total = count_parameters(trainer.model)
-    log(f"align: {cfg.align.algorithm.upper()} on {len(dataset):,} row(s), {trainable:,} of {total:,} parameters "
-        f"trainable; reference = {'the SFT model (frozen copy of ' + str(sft) + ')' if sft else 'the base model'}"
-        + (f"; resuming from {checkpoint}" if checkpoint else ""))
-    with timeline("training"):
-        try:
-            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        except NonFiniteLoss as e:
-            good = complete_checkpoints(out)
-            run.fail(str(e))
-            raise AlignError(f"align stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
-                             f"checkpoint is {good[-1] if good else 'none'}. Lower align.learning_rate or align.beta "
-                             "and rerun (it resumes from that checkpoint).") from None
+    with reward_grader(cfg) as grader:  # align.rewards: [rubric]: the grader answers while training runs
+        with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
+            trainer = build_align_trainer(cfg, model, tokenizer, dataset, backends, log, grader)
+        trainable, total = count_parameters(trainer.model)
+        log(f"align: {cfg.align.algorithm.upper()} on {len(dataset):,} row(s), {trainable:,} of {total:,} parameters "
+            f"trainable; reference = {'the SFT model (frozen copy of ' + str(sft) + ')' if sft else 'the base model'}"
+            + (f"; resuming from {checkpoint}" if checkpoint else ""))
+        with timeline("training"):
+            result = _train(trainer, checkpoint, run, out)
     trainer.save_model(str(out))
     trainer.save_state()
     results = _results(result.metrics, trainer, cfg, base, sft, backends.precision, checkpoint, trainable, total,
@@ -123,6 +117,35 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     log(f"align: done in {results.get('train_runtime', 0):.0f} s, loss {results.get('first_logged_loss')} -> "
         f"{results.get('last_logged_loss')}; aligned adapter in {out}")
     return results
+
+
+def _train(trainer, checkpoint: Path | None, run: StageRun, out: Path):
+    try:
+        return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except NonFiniteLoss as e:
+        good = complete_checkpoints(out)
+        run.fail(str(e))
+        raise AlignError(f"align stopped at {e}: the loss diverged. Nothing from that step was saved; the last good "
+                         f"checkpoint is {good[-1] if good else 'none'}. Lower align.learning_rate or align.beta "
+                         "and rerun (it resumes from that checkpoint).") from None
+
+
+@contextlib.contextmanager
+def reward_grader(cfg: Config):
+    """The rubric grader GRPO's `rubric` reward asks (evaluate.grader_base_url, else the judge; builtin:rules
+    starts the rule-based grader for the block), or None when no reward needs one."""
+    a = cfg.align
+    if a.algorithm != "grpo" or a.grpo_data != "open" or "rubric" not in a.rewards:
+        yield None
+        return
+    from medtune.generate.grader import configured_grader, grader_endpoint
+
+    settings = configured_grader(cfg.evaluate)
+    if settings is None:
+        raise AlignError("align.rewards names rubric but no grader is set: set evaluate.grader_base_url and "
+                         "evaluate.grader_model (or evaluate.judge_base_url and judge_model)")
+    with grader_endpoint(settings) as grader:
+        yield grader
 
 
 # --- the policy and its reference ---------------------------------------------------------------------
@@ -267,8 +290,9 @@ def trl_settings(cfg: Config, backends: Backends) -> dict:
     return {**values, **a.trl}
 
 
-def build_align_trainer(cfg: Config, model, tokenizer, dataset, backends: Backends, log=print):
-    """TRL's DPOTrainer / KTOTrainer (or align.grpo's GRPOTrainer) with medtune's callbacks."""
+def build_align_trainer(cfg: Config, model, tokenizer, dataset, backends: Backends, log=print, grader=None):
+    """TRL's DPOTrainer / KTOTrainer (or align.grpo's GRPOTrainer) with medtune's callbacks; `grader`: the rubric
+    grader for align.rewards: [rubric] (reward_grader)."""
     from peft import PeftModel
     from transformers import PrinterCallback
 
@@ -278,13 +302,16 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, backends: Backen
     args = trl_args(cfg, backends)
     callbacks = [NonFiniteGuard(), MetricsCallback(out / "metrics.jsonl", extra_keys=ALIGN_LOG_KEYS, desc="align"),
                  CompleteMarker(out)]
+    if not isinstance(model, PeftModel):
+        check_lora_targets(model, list(cfg.lora.target_modules))
     peft_config = None if isinstance(model, PeftModel) else lora_config(cfg.lora)
     if a.algorithm == "grpo":
         from medtune.align import grpo as align_grpo
 
         # align.grpo adds the machine-dependent GRPO settings (vLLM, fp32 on CPU) and the reward weights;
         # the align settings (precision and checkpointing included) override its defaults.
-        funcs, weights = align_grpo.grpo_rewards(a.grpo_data, a.rewards, a.reward_weights)
+        rubric = align_grpo.rubric_reward(grader, out / "grader_cache.jsonl") if grader is not None else None
+        funcs, weights = align_grpo.grpo_rewards(a.grpo_data, a.rewards, a.reward_weights, rubric=rubric)
         args = align_grpo.grpo_config(out, {**trl_settings(cfg, backends), "reward_weights": weights}, log=log)
         trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, reward_funcs=funcs,
                                                 peft_config=peft_config)

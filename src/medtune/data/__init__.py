@@ -3,7 +3,7 @@
 Entry point: `prepare_dataset(cfg)`. Modules: `readers` (training dialogues: ShareGPT, OpenAI messages,
 Alpaca), `template` (the chat-template label rule), `prepare`, `align` (preference/KTO/prompt files),
 `mcq` (multiple-choice benchmarks: reading, posing and answer extraction), `questions` (question sets,
-references, answers, safety prompts), `consultations` (CMB-Clin cases), `overlap` and `contamination`
+references, answers, safety prompts), `consultations` (CMB-Clin cases), `rubrics` (HealthBench-layout rubric sets and physician labels), `overlap` and `contamination`
 (evaluation items against the training data).
 """
 

@@ -3,8 +3,8 @@
 Run as: medtune evaluate contamination CONFIG [--set ...]   (also a step of `medtune evaluate CONFIG`)
 
 Evaluation inputs (`evaluation_files`): each `evaluate.benchmarks` file (the question stems), the everyday
-questions (`evaluate.questions`), the red-flag prompts (`evaluate.safety`) and the consultation cases
-(`evaluate.consultations`). Training data
+questions (`evaluate.questions`), the red-flag prompts (`evaluate.safety`), the consultation cases
+(`evaluate.consultations`) and the rubric sets' user messages (`evaluate.rubrics`). Training data
 (`training_records`): the records prepare put in the training split, read again from their source files
 through prepare's own readers and validation, so every flag names the training file and line. Prepare
 lists those records in data/records.parquet; a run prepared before that file existed is checked against
@@ -67,9 +67,11 @@ def load_eval_file(path: str | Path, kind: str) -> EvalFile:
                                           for it in items])
     if kind == "cmb-clin":
         return EvalFile(kind, str(path), _consultation_items(path))
+    if kind == "rubrics":
+        return EvalFile(kind, str(path), _rubric_items(path))
     if kind not in TEXT_FIELDS:
         raise UserError(f"{path}: unknown evaluation file kind '{kind}'; use one of "
-                        f"{', '.join([*TEXT_FIELDS, *BENCHMARK_FORMATS, 'cmb-clin'])}")
+                        f"{', '.join([*TEXT_FIELDS, *BENCHMARK_FORMATS, 'cmb-clin', 'rubrics'])}")
     items = []
     for lineno, row in iter_rows(path):
         rid = row.get("id")
@@ -95,6 +97,15 @@ def _consultation_items(path) -> list[EvalItem]:
     return items
 
 
+def _rubric_items(path) -> list[EvalItem]:
+    """A rubric example's user messages (id = prompt_id/m<k>, k counting every message from 1)."""
+    from medtune.data.rubrics import load_rubric_set
+
+    examples, _ = load_rubric_set(path)
+    return [EvalItem(f"{e.id}/m{k}", e.line, m["content"]) for e in examples
+            for k, m in enumerate(e.prompt, 1) if m["role"] == "user"]
+
+
 def evaluation_files(cfg: Config) -> list[EvalFile]:
     """Every evaluation input the config names. A new kind of evaluation adds its files here."""
     ev = cfg.evaluate
@@ -104,6 +115,7 @@ def evaluation_files(cfg: Config) -> list[EvalFile]:
     if ev.safety:
         files.append(load_eval_file(ev.safety, "safety"))
     files += [load_eval_file(c.path, c.format) for c in ev.consultations]
+    files += [load_eval_file(r.path, "rubrics") for r in ev.rubrics]
     return files
 
 
@@ -116,6 +128,7 @@ def exclude_files(cfg: Config) -> list[EvalFile]:
         if getattr(cfg.evaluate, key):
             known[str(Path(getattr(cfg.evaluate, key)))] = key
     known.update({str(Path(c.path)): c.format for c in cfg.evaluate.consultations})
+    known.update({str(Path(r.path)): "rubrics" for r in cfg.evaluate.rubrics})
     out = []
     for entry in cfg.data.exclude:
         if isinstance(entry, ExcludeFile):
@@ -124,7 +137,7 @@ def exclude_files(cfg: Config) -> list[EvalFile]:
             out.append(load_eval_file(entry, known[str(Path(entry))]))
         else:
             raise UserError(f"data.exclude: '{entry}' is not one of the evaluate section's files, so its layout is "
-                            "unknown; write it as {path: ..., format: questions|safety|cmmlu|cmexam|cmb|medqa|cmb-clin}")
+                            "unknown; write it as {path: ..., format: questions|safety|cmmlu|cmexam|cmb|medqa|cmb-clin|rubrics}")
     return out
 
 
@@ -247,7 +260,8 @@ def inputs_identity(cfg: Config) -> dict:
             "prepared": prepared or [maybe(f) or f for s in sources if s.role == "train" for f in s.files],
             "align": [maybe(f) or f for f in align_files(cfg)],
             "inputs": [data_identity(b.path) for b in ev.benchmarks] + [file_identity(p) for p in (ev.questions, ev.safety) if p]
-            + [{"hub": c.path} if is_hub_id(c.path) else file_identity(c.path) for c in ev.consultations],
+            + [{"hub": c.path} if is_hub_id(c.path) else file_identity(c.path) for c in ev.consultations]
+            + [file_identity(r.path) for r in ev.rubrics],
             "results": [file_identity(p) for p in sorted(bench_dir.glob("*.json"))] if bench_dir.is_dir() else [],
             "n": N, "threshold": THRESHOLD}
 

@@ -1,5 +1,5 @@
 """The evaluate stage: perplexity, fair model comparison, multiple-choice benchmarks, LLM judge,
-reference metrics, the safety probe, consultations and the contamination check. Each writes under
+reference metrics, the safety probe, consultations, rubric grading and the contamination check. Each writes under
 <output_dir>/eval/.
 
 Entry point: `evaluate_run(cfg)`; `medtune evaluate NAME ...` runs one evaluation ad hoc (`evaluate.cli`).

@@ -1,6 +1,6 @@
 """`medtune evaluate EVALUATION ...`: each evaluation ad hoc, on any model, without a config.
 
-Run as: medtune evaluate perplexity|compare|bench|judge|metrics|safety|contamination --help
+Run as: medtune evaluate perplexity|compare|bench|judge|rubric|metrics|safety|contamination --help
 
 Parses arguments and calls the evaluate functions, nothing more. (`medtune evaluate CONFIG` runs the
 stage; see medtune/cli.py.)
@@ -26,6 +26,7 @@ HELP = {
     "safety": "red-flag prompts: does the model send people to urgent care / refuse harm?",
     "bench": "medical benchmarks: multiple choice (CMMLU, CMExam, CMB, MedQA), multi-turn (CMB-Clin)",
     "judge": "pairwise LLM-as-judge through an OpenAI-compatible endpoint, both orders",
+    "rubric": "rubric-graded conversations (HealthBench layout), criterion by criterion by a grader endpoint",
     "contamination": "a config's evaluation inputs against its training data: exact and 8-gram overlap",
 }
 
@@ -355,6 +356,54 @@ def add_contamination(sub) -> None:
     p.set_defaults(func=cmd_contamination)
 
 
+def cmd_rubric(args) -> int:
+    from medtune.errors import UserError
+    from medtune.evaluate.rubric import format_summary, run_rubric
+    from medtune.generate.grader import grader_endpoint, grader_settings
+
+    grader = grader_settings(args.grader_base_url, args.grader_model, args.grader_api_key_env,
+                             ("--grader-base-url", "--grader-model", "--grader-api-key-env"))
+    if grader is None:
+        raise UserError("give --grader-base-url URL and --grader-model NAME (or --grader-base-url builtin:rules)")
+    arms = _arms(args)
+    with _engines(args, arms) as engines, grader_endpoint(grader, workers=args.grader_workers,
+                                                          retries=args.grader_retries) as endpoint:
+        summary = run_rubric(arms, args.rubrics, args.output, engines, endpoint, max_examples=args.max_examples,
+                             meta=args.meta)
+    print(format_summary(summary))
+    print(f"wrote {Path(args.output) / 'summary.json'}, grades.jsonl, answers.jsonl")
+    return 0
+
+
+def add_rubric(sub) -> None:
+    p = sub.add_parser("rubric", help=HELP["rubric"],
+                       description="Each arm answers every conversation of a rubric set; a grader model decides each "
+                                   "criterion (met / not met); scores (met points over positive points, mean clipped "
+                                   "to [0, 1]) with bootstrap intervals, per tag, negative criteria hit, the ideal "
+                                   "completions' score as a ceiling.")
+    _add_model_args(p, several=True)
+    _add_generation_args(p)
+    p.add_argument("--rubrics", required=True, metavar="FILE.jsonl",
+                   help="rubric set in HealthBench's JSONL layout (prompt, rubrics, example_tags, optional "
+                        "ideal_completions_data, prompt_id), e.g. data/rubrics/zh_consultations.jsonl")
+    p.add_argument("--max-examples", type=int, metavar="N", help="use the first N usable examples")
+    p.add_argument("--grader-base-url", metavar="URL",
+                   help="OpenAI-compatible endpoint of the grader model (medtune serve, vLLM, a hosted API); "
+                        "builtin:rules = a loopback grader deciding by fixed rules (quoted phrases), for trials")
+    p.add_argument("--grader-model", metavar="NAME", help="model name sent to the grader endpoint (not with "
+                   "builtin:rules)")
+    p.add_argument("--grader-api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the grader's key (default OPENAI_API_KEY; unset = no key)")
+    p.add_argument("--grader-workers", type=int, default=4, help="concurrent grader requests (default 4)")
+    p.add_argument("--grader-retries", type=int, default=4, help="retries of a transient grader failure (default 4)")
+    p.add_argument("--meta", metavar="FILE.jsonl", help="physician-labelled criteria (HealthBench's meta-evaluation "
+                   "layout): report the grader's macro F1 against them")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="writes DIR/summary.json, grades.jsonl, answers.jsonl; grader calls cached in "
+                        "DIR/grader_cache.jsonl")
+    p.set_defaults(func=cmd_rubric)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     """The ad hoc evaluations' parser and their names."""
     parser = argparse.ArgumentParser(prog="medtune evaluate",
@@ -366,6 +415,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, list[str]]:
     add_safety(sub)
     add_bench(sub)
     add_judge(sub)
+    add_rubric(sub)
     add_contamination(sub)
     return parser, list(sub.choices)
 

@@ -13,6 +13,8 @@ outputs exist (`--force` reruns them all):
   and paired McNemar tests between them -> eval/benchmarks/significance.json
 - consultations: every chat-template arm through each multi-turn case set, with its own earlier answers as the
   history -> eval/consultations/<name>.json, <name>_answers.jsonl (judge-scored when a judge is set)
+- rubric sets: every chat-template arm answers each set's conversations, a grader endpoint decides each
+  criterion -> eval/rubric/<name>/{summary.json, grades.jsonl, answers.jsonl, grader_cache.jsonl}
 - LLM-as-judge, when evaluate.judge_base_url and judge_model are set: the first arm against each other
   arm on the comparison's answers -> eval/judge/{summary.json, judgements.jsonl}
 - alignment check, when the comparison holds base, SFT and aligned arms and the safety probe ran: aligned
@@ -120,6 +122,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
         step_over_triage(run)
         step_benchmarks(run)
         step_consultations(run)
+        step_rubrics(run)
         step_judge(run)
         step_alignment_check(run)
         step_contamination(run)
@@ -287,6 +290,36 @@ def step_consultations(run: EvalRun) -> None:
         run.outputs["consultations"] = out.parent
 
 
+def step_rubrics(run: EvalRun) -> None:
+    """Every chat-template arm on each rubric set, graded criterion by criterion -> eval/rubric/<name>/."""
+    from medtune.evaluate.rubric import run_rubric
+    from medtune.generate.grader import grader_endpoint, grader_settings
+
+    ev = run.cfg.evaluate
+    if not ev.rubrics:
+        return
+    grader = grader_settings(ev.grader_base_url, ev.grader_model, ev.grader_api_key_env,
+                             ("evaluate.grader_base_url", "evaluate.grader_model", "evaluate.grader_api_key_env")) \
+        or run.judge
+    if grader is None:
+        run.log("evaluate: evaluate.rubrics is set but no grader is: set evaluate.grader_base_url and grader_model "
+                "(or the judge's); rubric sets skipped")
+        return
+    for r in ev.rubrics:
+        name = r.name or Path(r.path).stem
+        out = run.eval_dir / "rubric" / name
+        fp = fingerprint({"part": "rubric", "arms": [arm_identity(a) for a in run.arms],
+                          "data": file_identity(r.path), "max_examples": r.max_examples,
+                          "meta": file_identity(r.meta) if r.meta else None, "grader": grader.fingerprint(),
+                          "engine": ev.engine, "batch_size": ev.batch_size, "dtype": run.dtype})
+        if not run.up_to_date(f"rubric:{name}", fp, out / "summary.json"):
+            with grader_endpoint(grader) as endpoint:
+                run_rubric(run.arms, r.path, out, run.engines, endpoint, name=name, max_examples=r.max_examples,
+                           meta=r.meta, log=run.log)
+            run.done(f"rubric:{name}", fp)
+        run.outputs["rubric"] = out.parent
+
+
 def step_judge(run: EvalRun) -> None:
     """LLM-as-judge on the comparison's answers: the first arm against each of the others -> eval/judge/."""
     from medtune.evaluate.judge import judge_pairwise, read_answers
@@ -326,7 +359,7 @@ def step_contamination(run: EvalRun) -> None:
 
     cfg, ev = run.cfg, run.cfg.evaluate
     if not (ev.contamination and cfg.data.train_files
-            and (ev.benchmarks or ev.questions or ev.safety or ev.consultations)):
+            and (ev.benchmarks or ev.questions or ev.safety or ev.consultations or ev.rubrics)):
         return
     out = run.eval_dir / "contamination.json"
     fp = fingerprint({"part": "contamination", **inputs_identity(cfg)})

@@ -19,7 +19,9 @@ What it owns:
 
 Modules: `source` (what a name or path is), `sampling` (settings, prompts, stop ids, the Generation record),
 `transformers_engine`, `vllm_engine`, `loading` (engine choice and loading; entry point `load_generator`),
-`judge` (the one client for OpenAI-compatible judges and graders). The thinking split is `medtune.text`'s:
+`judge` (the one client for OpenAI-compatible judges and graders), `grader` (rubric grading criterion by
+criterion: prompt, verdicts, scores, cache, the GRPO reward), `rule_grader` (a loopback grader deciding by
+fixed rules, for tests and the demo). The thinking split is `medtune.text`'s:
 data readers (answer extraction) use it too.
 """
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from medtune.report.owned import OwnedFiles
+
 CJK_PROBE = "训练损失验证学习率"
 
 
@@ -61,8 +63,9 @@ class Line:
 class Plotter:
     """Writes one PNG per call into out_dir/plots and returns its path relative to out_dir."""
 
-    def __init__(self, out_dir: Path, lang: str, cjk_font: str | None):
+    def __init__(self, out_dir: Path, lang: str, cjk_font: str | None, owned: OwnedFiles | None = None):
         self.out_dir = out_dir
+        self.owned = owned
         self.font = cjk_font if label_lang(lang, cjk_font) == "zh" else None
         self.lang = label_lang(lang, cjk_font)
         self.written: list[str] = []
@@ -77,10 +80,12 @@ class Plotter:
 
     def _save(self, fig, name: str) -> str:
         rel = f"plots/{name}.png"
-        path = self.out_dir / rel
+        path = self.owned.claim(rel) if self.owned else self.out_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", metadata={"Software": None})
         self.written.append(rel)
+        if self.owned:
+            self.owned.wrote(rel)
         return rel
 
     def _style(self):

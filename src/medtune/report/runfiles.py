@@ -17,9 +17,24 @@ from typing import Any
 import yaml
 
 from medtune.config import Config, ConfigError, config_from_dict
+from medtune.errors import UserError
 
 # What the report writes itself; never listed as a run output.
-REPORT_OUTPUTS = ("report.md", "report.html", "plots")
+REPORT_OUTPUTS = ("report.md", "report.html", "plots", "report_files.json")
+# A run directory holds config.yaml and at least one of these (the manifests the stages write first or
+# last, and the Trainer's state): a directory that merely has a config.yaml is not one.
+STAGE_MARKERS = ("data/manifest.json", "train_manifest.json", "trainer_state.json", "align/align_manifest.json",
+                 "eval/manifest.json")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Raise a UserError unless run_dir is a medtune run directory (config.yaml and a stage's output)."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a directory; give the run directory (output_dir of the config)")
+    if not (run_dir / "config.yaml").is_file() or not any((run_dir / m).is_file() for m in STAGE_MARKERS):
+        raise UserError(f"{run_dir}: not a medtune run directory (it needs config.yaml and the output of a stage: "
+                        f"one of {', '.join(STAGE_MARKERS)}); give the output_dir of a config that ran at least "
+                        "`medtune prepare`")
 
 
 @dataclass

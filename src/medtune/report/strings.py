@@ -813,6 +813,54 @@ STRINGS: dict[str, tuple[str, str]] = {
     "cs.no_arms": ("{file} 中没有模型的结果。", "{file} holds no model's results."),
     "plot.cs.title": ("逐轮 ROUGE-L：{benchmark}", "ROUGE-L by turn: {benchmark}"),
     "plot.cs.judge_title": ("逐轮评审得分：{benchmark}", "Judge score by turn: {benchmark}"),
+
+    # ---- rubric-graded consultations (eval/rubric/)
+    "sec.rubric": ("评分标准问诊", "Rubric-graded consultations"),
+    "rb.intro": ("每个模型回答每段对话；评分模型逐条判断每条标准是否满足。一个例子的得分 = 满足的标准的分值之和 ÷ "
+                 "正分值之和（负分标准是不应出现的行为，满足即扣分）；模型得分 = 各例子得分的均值，截断到 [0, 1]，"
+                 "附按例子重抽样的 95% bootstrap 区间。评分失败或无法解析的标准会被计数，该例子不计分，绝不猜测。",
+                 "Each model answers each conversation; a grader model decides every criterion separately. An "
+                 "example's score = points of the criteria met ÷ the sum of positive points (a negative criterion is "
+                 "something the answer must not do: meeting it costs points); a model's score = the mean over "
+                 "examples, clipped to [0, 1], with a 95% bootstrap interval over examples. Criteria the grader "
+                 "failed on or answered unparsably are counted and their example is left unscored, never guessed."),
+    "rb.set": ("{examples} 个例子、{criteria} 条标准（{file}），评分模型 {grader}。",
+               "{examples} examples, {criteria} criteria ({file}), grader {grader}."),
+    "rb.rules": ("评分模型是按固定规则判断的回环评分器（标准中「」引用的短语出现在回答里即算满足）：这些数字检验的是流程，"
+                 "不是模型的水平。要得到真实分数，请把 evaluate.grader_base_url 指向真正的评分模型。",
+                 "The grader is the loopback grader that decides by fixed rules (a criterion is met when the answer "
+                 "holds a phrase it quotes in 「」): these numbers test the pipeline, not the model. Point "
+                 "evaluate.grader_base_url at a real grader model for real scores."),
+    "rb.rejected": ("{n} 行不符合格式，已跳过（文件、行号和原因列在 {file} 的 rejected 中）。",
+                    "{n} rows were not in the layout and were skipped (file, line and reason under rejected in "
+                    "{file})."),
+    "rb.model": ("模型", "Model"),
+    "rb.ideal": ("理想回答（上限）", "Ideal completions (ceiling)"),
+    "rb.score": ("得分（95% 区间）", "Score (95% interval)"),
+    "rb.scored": ("计分例子 / 例子", "Scored / examples"),
+    "rb.negative": ("负分标准命中（比例）", "Negative criteria hit (rate)"),
+    "rb.failed": ("评分失败 / 无法解析", "Grader failed / unparsable"),
+    "rb.by_tag": ("按标签（theme: 为例子标签，axis: 为标准标签，按该标签的标准计分）：",
+                  "By tag (theme: tags label examples, axis: tags label criteria, scored on that tag's criteria):"),
+    "rb.tag": ("标签", "Tag"),
+    "rb.paired": ("第一个模型与其他模型逐例配对比较（两者都计分的例子，得分差不截断，95% bootstrap 区间）：",
+                  "The first model against each other one, example by example (examples both scored; "
+                  "differences of unclipped scores, 95% bootstrap interval):"),
+    "rb.difference": ("A − B 得分差（95% 区间）", "A − B score difference (95% interval)"),
+    "rb.verdict": ("结论", "Verdict"),
+    "rb.differs": ("有差异（区间不含 0）", "differs (interval excludes 0)"),
+    "rb.no_difference": ("无证据表明有差异", "no evidence of a difference"),
+    "rb.meta": ("评分模型与医师标注的一致性：宏 F1 {f1}，一致率 {agree}（n = {n}，医师意见各半的 {ties} 条不计）。",
+                "Grader agreement with physician labels: macro F1 {f1}, agreement {agree} (n = {n}; {ties} criteria "
+                "where the physicians split evenly left out)."),
+    "rb.worst": ("每个模型得分最低的 {k} 个例子，以及未满足的正分标准和命中的负分标准：",
+                 "Each model's {k} lowest-scoring examples, with the positive criteria missed and the negative "
+                 "criteria hit:"),
+    "rb.example": ("例子", "Example"),
+    "rb.example_score": ("得分", "Score"),
+    "rb.question": ("最后一条用户消息", "Last user message"),
+    "rb.missed": ("未满足", "Missed"),
+    "rb.hit": ("命中的负分标准", "Negative criteria hit"),
     "plot.cs.x": ("轮次", "turn"),
     "plot.cs.caption": ("每轮所有病例的平均值；该轮没有问题的病例不计入。",
                         "Mean over the cases that have a question at that turn."),

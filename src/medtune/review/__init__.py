@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medtune.listen import allowed_hosts, bind, is_loopback, serve_on, url_host
 from medtune.review.items import require_items
 from medtune.review.store import ReviewStore
 
@@ -19,8 +20,7 @@ DEFAULT_PORT = 8765
 
 
 def review_url(host: str, port: int, token: str) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/?t={token}"
+    return f"http://{url_host(host)}:{port}/?t={token}"
 
 
 def invite_reviewer(run_dir: str | Path, name: str, url: str | None = None, log=print) -> str:
@@ -34,21 +34,27 @@ def invite_reviewer(run_dir: str | Path, name: str, url: str | None = None, log=
     return link
 
 
-def serve_review(run_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, log=print) -> None:
-    """Serve the review page until interrupted."""
-    import uvicorn
-
+def serve_review(run_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 allowed_host: tuple[str, ...] = (), log=print) -> None:
+    """Serve the review page until interrupted; the port is bound, and the items read, before anything is served.
+    Only the Host names the server is bound for are answered (as `medtune serve` does), plus `allowed_host`."""
+    from medtune.listen import HostCheck
     from medtune.review.app import create_review_app
 
     run_dir = Path(run_dir)
     items = require_items(run_dir)
     store = ReviewStore(run_dir)
-    kinds = {k: sum(i.kind == k for i in items) for k in ("compare", "consult", "safety")}
-    log(f"review: {len(items)} items ({kinds['compare']} questions, {kinds['consult']} consultation turns, "
-        f"{kinds['safety']} safety prompts); judgments go to {store.path}")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log(f"review: listening on {host}: anyone with an invite link who can reach this port can review; "
-            "use HTTPS in front of it on a shared network (the token travels in the link)")
-    log(f"review: serving on port {port}; invite reviewers with `medtune review invite {run_dir} --name NAME`")
-    uvicorn.run(create_review_app(store, items), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    sock = bind(host, port)
+    with sock:
+        kinds = {k: sum(i.kind == k for i in items) for k in ("compare", "consult", "safety")}
+        log(f"review: {len(items)} items ({kinds['compare']} questions, {kinds['consult']} consultation turns, "
+            f"{kinds['safety']} safety prompts); judgments go to {store.path}")
+        if not is_loopback(host):
+            log(f"review: listening on {host}: anyone with an invite link who can reach this port can review; "
+                "use HTTPS in front of it on a shared network (the token travels in the link)")
+        log(f"review: serving on port {port}; invite reviewers with `medtune review invite {run_dir} --name NAME`")
+        app = create_review_app(store, items)
+        hosts = allowed_hosts(host, allowed_host)
+        if hosts is not None:
+            app.add_middleware(HostCheck, allowed=hosts)
+        serve_on(app, sock, host, port, log_level="warning")

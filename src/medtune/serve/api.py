@@ -4,8 +4,13 @@ Routes:
   POST /v1/chat/completions   OpenAI chat completions, streamed (SSE) or not; thinking in `reasoning_content`
   GET  /v1/models             the one served model
   GET  /health                liveness and load (no API key needed)
-  POST /api/red-flags         {"text": ...} -> the urgent-care banner decision (medtune.redflags)
-  GET  /                      the chat page
+  POST /api/red-flags         {"text": ...} -> the urgent-care banner decision (medtune.redflags; no API key
+                              needed: it never touches the model, and the banner must not fail for want of one)
+  GET  /                      the chat page (no API key needed: a browser loads it, then sends the key on /v1/*)
+
+With an API key set, only /v1/* (what runs the model) needs it. Every route checks the Host header against
+`allowed_hosts` (when set): a page on another site that reaches a loopback server through DNS rebinding
+sends its own host name, and gets 400.
 
 Every error is an OpenAI-style body {"error": {"message", "type", "param", "code"}} with a 4xx status for
 anything the client can fix; no request makes the server answer with a stack trace.
@@ -35,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from medtune import __version__
 from medtune.errors import UserError
 from medtune.generate.sampling import sampling_for
+from medtune.listen import HostCheck
 from medtune.redflags import DISCLAIMER, triage
 from medtune.text import ThinkSplitter
 
@@ -57,6 +63,8 @@ class ServeSettings:
     max_tokens: int = 1024
     """The most tokens one request may generate; also the default when a request gives none."""
     max_body_bytes: int = 4 * 1024 * 1024
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host header names (without the port) this server answers; None: any (see medtune.listen.allowed_hosts)."""
 
 
 class ApiError(Exception):
@@ -249,6 +257,8 @@ def create_app(engine, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="medtune", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # added last: runs first
     limit = ConcurrencyLimit(settings.max_concurrent)
     created = int(time.time())
     page = _chat_page(engine.model_id)

@@ -1,6 +1,6 @@
 """Merge a run's LoRA adapter into its base model: one standalone model directory, checked before use.
 
-Run as: medtune merge RUN_DIR --output DIR [--dtype bf16|fp16|fp32] [--force]
+Run as: medtune merge RUN_DIR --output DIR [--dtype auto|bf16|fp16|fp32] [--force]
 
 The merge happens in fp32 and is verified twice on a few real chat prompts before anything is called a
 success: (1) the merged fp32 model's logits equal base+adapter's within MERGE_TOLERANCE["fp32"];
@@ -58,9 +58,10 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
     output = Path(output)
     _check_output(output, source.adapter, source.base, force)
     base_config = _read_config(source.base)
-    dtype = dtype or OLD_DTYPES.get(str(base_config.get("dtype")), "fp32")
+    if dtype in (None, "auto"):  # the base model's own dtype
+        dtype = OLD_DTYPES.get(str(base_config.get("dtype")), "fp32")
     if dtype not in SAVE_DTYPES:
-        raise MergeError(f"--dtype must be one of {', '.join(SAVE_DTYPES)}, not {dtype!r}")
+        raise MergeError(f"--dtype must be one of auto, {', '.join(SAVE_DTYPES)}, not {dtype!r}")
     tied = bool(base_config.get("tie_word_embeddings", False))
     _check_tied_targets(source.adapter, tied)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -137,12 +137,15 @@ def count_model(config, cfg: Config, precision: str) -> ModelShape:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from medtune.modeling import check_lora_targets
+
     dtype = torch_dtype(precision)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
         out_layer = model.get_output_embeddings()
         quantizable = sum(m.weight.numel() for m in model.modules()
                           if isinstance(m, torch.nn.Linear) and m is not out_layer)
+        check_lora_targets(model, list(cfg.lora.target_modules))
         model = get_peft_model(model, lora_config(cfg.lora))
     from medtune.modeling import count_parameters
 
@@ -334,6 +337,8 @@ def plan_config(cfg: Config, gpus: int = 1, gpu_memory: int | None = None, token
                 samples: int | None = None, shard_weights: bool = False, device: str = "cuda") -> dict:
     """Everything `medtune plan` prints, as a dict."""
 
+    if gpus < 1:
+        raise PlanError(f"--gpus {gpus}: the run needs at least 1 GPU (data-parallel process)")
     setup = setup_from_config(cfg, gpus, gpu_memory, device, shard_weights)
     config = model_config(cfg.model.name_or_path, cfg.model.revision, cfg.model.trust_remote_code)
     shape = count_model(config, cfg, setup.precision)
@@ -349,7 +354,14 @@ def plan_config(cfg: Config, gpus: int = 1, gpu_memory: int | None = None, token
         epochs = cfg.train.num_train_epochs if cfg.train.max_steps < 0 else \
             steps["total_steps"] / steps["steps_per_epoch"]
         tokens = data["samples"] * data["tokens_per_sample"] * epochs
-        schedule = {**steps, "tokens": int(tokens), "tokens_per_second": rate, "hours": tokens / rate / 3600}
+        schedule = {**steps, "epochs": epochs, "tokens": int(tokens), "tokens_per_second": rate,
+                    "hours": tokens / rate / 3600, "other_gpus": {}}
+        # Steps (and, at the default per-GPU rate, hours) for other GPU counts: the effective batch grows with
+        # the GPUs, so a plan for 1 GPU says nothing of a run on 4 (the reference's) unless it is shown.
+        for n in sorted({1, 2, 4, 8} - {gpus}):
+            other = plan_steps(data["samples"], cfg, n)
+            hours = None if tokens_per_second else tokens / (DEFAULT_TOKENS_PER_SECOND * n) / 3600
+            schedule["other_gpus"][n] = {**other, "hours": hours}
     return {"plan": plan, "data": data, "schedule": schedule,
             "fixes": suggestions(shape, setup) if plan.fits is False else [],
             "rate_source": "--tokens-per-second" if tokens_per_second else
@@ -388,22 +400,32 @@ def format_plan(cfg: Config, result: dict) -> str:
         lines.append(f"    headroom           {_gib(plan.headroom):>12}  -> {verdict} in {_gib(s.gpu_memory)} (keeping "
                      f"{MARGIN:.0%} = {_gib(MARGIN * s.gpu_memory)} free)")
     lines += [f"  note: {n}" for n in plan.notes]
-    if schedule:
-        lines.append(f"  steps: {schedule['steps_per_epoch']:,} per epoch, {schedule['total_steps']:,} in total, "
-                     f"{schedule['effective_batch_size']} samples per step ({data['samples']:,} samples from "
-                     f"{data['source']})")
-        lines.append(f"  tokens: {schedule['tokens']:,} ({data['tokens_per_sample']:.0f} per sample: "
-                     f"{data['tokens_per_sample_source']})")
-        lines.append(f"  time: {schedule['hours']:.1f} h at {schedule['tokens_per_second']:,.0f} tokens/s "
-                     f"({result['rate_source']})")
-    else:
-        lines.append(f"  steps, tokens, time: {data['source']}")
+    lines += _schedule_lines(cfg, s.gpus, result) if schedule else [f"  steps, tokens, time: {data['source']}"]
     if result["fixes"]:
         lines.append("  to fit, change one of:")
         lines += [f"    - {what}: {_gib(p.peak)} peak, {_gib(p.headroom)} headroom" for what, p in result["fixes"]]
     elif plan.fits is False:
         lines.append("  no single setting change makes it fit; combine them (e.g. 4-bit and a smaller batch)")
     return "\n".join(lines)
+
+
+def _schedule_lines(cfg: Config, gpus: int, result: dict) -> list[str]:
+    data, schedule, t = result["data"], result["schedule"], cfg.train
+    lines = [
+        f"  steps: {schedule['steps_per_epoch']:,} per epoch, {schedule['total_steps']:,} in total, "
+        f"{schedule['effective_batch_size']} samples per step ({t.per_device_train_batch_size} per device x "
+        f"{t.gradient_accumulation_steps} accumulation x {gpus} GPU{'s' if gpus > 1 else ''}; {data['samples']:,} "
+        f"samples from {data['source']})",
+        f"  tokens: {schedule['tokens']:,} = {schedule['epochs']:.3g} epoch{'s' if schedule['epochs'] != 1 else ''} "
+        f"x {data['samples']:,} samples x {data['tokens_per_sample']:.0f} per sample "
+        f"({data['tokens_per_sample_source']})",
+        f"  time: {schedule['hours']:.1f} h at {schedule['tokens_per_second']:,.0f} tokens/s ({result['rate_source']})",
+    ]
+    others = [f"{n} GPU{'s' if n > 1 else ''}: {o['effective_batch_size']} per step, {o['total_steps']:,} steps" + (f", {o['hours']:.1f} h" if o["hours"] is not None else "")
+              for n, o in schedule["other_gpus"].items()]
+    lines.append(f"  this plan is for {gpus} GPU{'s' if gpus > 1 else ''} (--gpus); with --gpus N the effective batch "
+                 f"and the steps change: {'; '.join(others)}")
+    return lines
 
 
 def plan_steps(n_train: int, cfg: Config, world: int) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from medtune import __version__
 from medtune.config import Config
-from medtune.modeling import count_parameters, load_causal_lm, resolve_base_model, torch_dtype
+from medtune.modeling import check_lora_targets, count_parameters, load_causal_lm, resolve_base_model, torch_dtype
 from medtune.rundir import StageRun, fingerprint, read_json, write_json
 from medtune.train import quantize
 from medtune.train.backends import Backends, choose_checkpointing, detect_backends
@@ -154,6 +154,7 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
     world = world_size()
     with timeline("model_loading"):
         base, model, tokenizer = load_base(cfg, backends, main)
+    check_lora_targets(model, list(cfg.lora.target_modules))  # before anything is written or trained
     choose_checkpointing(cfg, model.config, backends, world=world,
                          longest=data_stats.get("token_length", {}).get("max"))
     trainer = build_trainer(cfg, model, tokenizer, train_ds, val_ds, backends, world)
