@@ -470,3 +470,20 @@ def test_rubric_scored_self_pairs_pair_the_best_graded_answer_with_the_worst(tmp
     assert summary["dropped"] == {"fewer than two scored samples": 1} and summary["scorer"] == "rubric"
     with pytest.raises(ConfigError, match="rubric-layout"):
         config_from_dict({"output_dir": str(tmp_path), "align": {"pairs": "self", "self_pairs": {"scorer": "rubric"}}})
+
+
+def test_alignment_check_counts_a_rubric_gain(tmp_path):
+    """SFT's rubric score above base is a gain the aligned model must keep (read from eval/rubric/<set>/summary.json
+    as the rubric evaluation writes it); an aligned score below SFT's fails that check."""
+    from medtune.evaluate.aligncheck import write_alignment_check
+
+    arms = list(ROLES.values())
+    write_eval(tmp_path, dict(zip(arms, (0.4, 0.4, 0.5))), dict(zip(arms, (0.1, 0.1, 0.05))),
+               dict(zip(arms, (0.2, 0.2, 0.2))), {})
+    for aligned, holds in ((0.62, True), (0.45, False)):
+        write_json(tmp_path / "rubric" / "zh" / "summary.json",
+                   {"rubric_set": "zh", "arms": [{"arm": arm, "score": score}
+                                                 for arm, score in zip(arms, (0.30, 0.60, aligned))]})
+        result = write_alignment_check(tmp_path, ROLES, tmp_path / "alignment_check.json")
+        checks = {c["measure"]: c["holds"] for c in result["checks"]}
+        assert checks["rubric score (zh)"] is holds and result["holds"] is holds
