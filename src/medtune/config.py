@@ -462,16 +462,19 @@ class SelfPairsConfig:
     rejected = the SFT model's own sample; any other scorer: num_samples answers per prompt, scored, the best
     paired with the worst when they differ by at least `margin`."""
 
-    scorer: Literal["reference", "safety", "judge"] = "reference"
+    scorer: Literal["reference", "safety", "judge", "rubric"] = "reference"
     """`safety`: the safety probe's rule (urgent prompts must be sent to urgent care, non-urgent ones must not:
-    redflags.safety_score); `judge`: the evaluate judge, each sample against the others in both orders."""
+    redflags.safety_score); `judge`: the evaluate judge, each sample against the others in both orders;
+    `rubric`: the rubric grader (evaluate.grader_base_url, else the judge's) on prompts from rubric-layout files
+    (self_pairs.prompts), met points over positive points."""
     prompts: list[str] = field(default_factory=list)
     """Open-ended prompt files ({prompt, urgent} JSONL, e.g. data/align-safety/redflags_train_zh.jsonl); empty =
     the training dialogues' prompts."""
     num_samples: int = 4
     """Answers sampled per prompt for a scorer other than `reference`."""
     margin: float = 0.5
-    """Pair best and worst only when their scores (in [0, 1]) differ by at least this."""
+    """Pair best and worst only when their scores differ by at least this (safety and judge scores are in
+    [0, 1]; a rubric score is met over positive points, below 0 when negative criteria are hit)."""
 
     max_prompts: int | None = 64
     """Training dialogues (the first N of the prepared train split) turned into pairs; null = all."""
@@ -501,7 +504,10 @@ class SelfPairsConfig:
                              "to score by the judge, or judge: false")
         if self.prompts and self.scorer == "reference":
             raise ValueError("align.self_pairs.prompts have no reference answer: set align.self_pairs.scorer "
-                             "(safety or judge)")
+                             "(safety, judge or rubric)")
+        if self.scorer == "rubric" and not self.prompts:
+            raise ValueError("align.self_pairs.scorer rubric grades prompts that carry criteria: list rubric-layout "
+                             "files (e.g. data/rubrics/zh_consultations.jsonl) in align.self_pairs.prompts")
 
 
 @dataclass

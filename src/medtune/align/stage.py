@@ -94,10 +94,10 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     timeline = Timeline()
     with timeline("model_loading"):
         model, tokenizer, base, backends = load_policy(cfg, sft, log)
-    with timeline("data_loading"):
-        dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log)
-    write_json(out / "data_stats.json", data_summary)
-    with reward_grader(cfg) as grader:  # align.rewards: [rubric]: the grader answers while training runs
+    with reward_grader(cfg) as grader:  # rubric scorer/reward: the grader answers while pairs are made, training
+        with timeline("data_loading"):
+            dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log, grader)
+        write_json(out / "data_stats.json", data_summary)
         with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
             trainer = build_align_trainer(cfg, model, tokenizer, dataset, backends, log, grader)
         trainable, total = count_parameters(trainer.model)
@@ -132,17 +132,19 @@ def _train(trainer, checkpoint: Path | None, run: StageRun, out: Path):
 
 @contextlib.contextmanager
 def reward_grader(cfg: Config):
-    """The rubric grader GRPO's `rubric` reward asks (evaluate.grader_base_url, else the judge; builtin:rules
-    starts the rule-based grader for the block), or None when no reward needs one."""
+    """The rubric grader that GRPO's `rubric` reward or the `rubric` self-pairs scorer asks (evaluate.grader_base_url,
+    else the judge; builtin:rules starts the rule-based grader for the block), or None when nothing needs one."""
     a = cfg.align
-    if a.algorithm != "grpo" or a.grpo_data != "open" or "rubric" not in a.rewards:
+    reward = a.algorithm == "grpo" and a.grpo_data == "open" and "rubric" in a.rewards
+    if not (reward or (a.pairs == "self" and a.self_pairs.scorer == "rubric")):
         yield None
         return
     from medtune.generate.grader import configured_grader, grader_endpoint
 
     settings = configured_grader(cfg.evaluate)
     if settings is None:
-        raise AlignError("align.rewards names rubric but no grader is set: set evaluate.grader_base_url and "
+        raise AlignError("align.rewards or align.self_pairs.scorer names rubric but no grader is set: set "
+                         "evaluate.grader_base_url and "
                          "evaluate.grader_model (or evaluate.judge_base_url and judge_model)")
     with grader_endpoint(settings) as grader:
         yield grader
@@ -186,8 +188,9 @@ def load_policy(cfg: Config, sft: Path | None, log=print):
 # --- data --------------------------------------------------------------------------------------------
 
 
-def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
-    """(datasets.Dataset, summary) for the configured algorithm and data source."""
+def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print, grader=None):
+    """(datasets.Dataset, summary) for the configured algorithm and data source; `grader`: the rubric grader for
+    the `rubric` self-pairs scorer (reward_grader)."""
     import datasets
 
     from medtune.data.align import read_align_data
@@ -219,7 +222,7 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print):
             pairs_summary = build_self_pairs(cfg, tokenizer, sample, out,
                                              pair_judge(cfg) if a.self_pairs.judge else None, log)
         else:
-            pairs_summary = build_scored_pairs(cfg, tokenizer, sample, pair_scorer(cfg), out, log)
+            pairs_summary = build_scored_pairs(cfg, tokenizer, sample, pair_scorer(cfg, grader), out, log)
         files = [str(out / "pairs.jsonl")]
     rows, summary = read_align_data(cfg, tokenizer, files, out / "rejected.jsonl", log)
     if pairs_summary is not None:
