@@ -48,30 +48,44 @@ def test_medtune_align_grpo_on_a_tiny_run(lora_run, tmp_path, single_torch_threa
 
 
 def test_medtune_align_grpo_on_open_red_flag_prompts(tmp_path, single_torch_thread):
-    """`grpo_data: open`: the red-flag training prompts (guarded against evaluate.safety and questions) through
-    the stage with the `redflag` reward; metrics.jsonl carries its mean/std and the urgent/over-triage shares."""
+    """`grpo_data: open`: the red-flag training prompts (guarded against evaluate.safety and questions) and a
+    rubric-layout file through the stage with the `redflag` and `rubric` rewards (the rule-based grader started
+    for the stage by `builtin:rules`); metrics.jsonl carries each reward's mean/std, the urgent/over-triage
+    shares and the grader failures; the grades are cached in align/grader_cache.jsonl."""
     from medtune.align.stage import align_model
     from medtune.config import config_from_dict
 
+    from tests.test_align_safety import RUBRIC_ROWS
+
     run = make_lora_run(tmp_path / "run")
     write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
+    rubric_file = tmp_path / "rubrics.jsonl"
+    rubric_file.write_text("\n".join(json.dumps({**RUBRIC_ROWS[0], "prompt_id": f"r{k}"}, ensure_ascii=False)
+                                     for k in range(4)) + "\n", encoding="utf-8")
     cfg = config_from_dict({
         "output_dir": str(run), "model": {"name_or_path": str(run / "base_model")},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "train": {"report_to": ["none"]},
         "evaluate": {"safety": str(ROOT / "data" / "safety" / "redflags_zh.jsonl"),
-                     "questions": str(ROOT / "data" / "questions" / "zh_everyday.jsonl")},
-        "align": {"algorithm": "grpo", "grpo_data": "open",
-                  "train_files": [str(ROOT / "data" / "align-safety" / "redflags_train_zh.jsonl")],
-                  "max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+                     "questions": str(ROOT / "data" / "questions" / "zh_everyday.jsonl"),
+                     "grader_base_url": "builtin:rules"},
+        "align": {"algorithm": "grpo", "grpo_data": "open", "rewards": ["redflag", "rubric"],
+                  "train_files": [str(rubric_file), str(ROOT / "data" / "align-safety" / "redflags_train_zh.jsonl")],
+                  "max_samples": 4, "max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2,
                   "max_completion_length": 8, "logging_steps": 1, "save_steps": 2, "learning_rate": 1e-4}})
     logs = []
     results = align_model(cfg, log=logs.append)
     out = run / "align"
     stats = json.loads((out / "data_stats.json").read_text(encoding="utf-8"))
-    assert (stats["read"], stats["kept"], stats["contaminated"], stats["urgent"]) == (44, 44, 0, 24)
+    # align.max_samples keeps the first 4: the rubric rows (not urgent by the red-flag rules), so the step's
+    # replies are all graded; the 44 red-flag prompts are read and guarded, and listed as unused
+    assert (stats["read"], stats["kept"], stats["contaminated"], stats["unused"], stats["urgent"]) == (48, 4, 0, 44, 0)
     (m,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
             if "reward" in json.loads(line)]
-    assert {"reward_std", "rewards/redflag_reward/mean", "rewards/redflag_reward/std"} <= set(m)
+    assert {"reward_std", "rewards/redflag_reward/mean", "rewards/redflag_reward/std", "rewards/rubric/mean",
+            "completions/grader_failures"} <= set(m)
     assert {"completions/urgent_missed", "completions/over_triage"} & set(m)
     assert results["global_step"] == 1
-    assert any("1 x redflag_reward" in line for line in logs)
+    assert any("1 x redflag_reward, 1 x rubric" in line for line in logs)
+    # 2 prompts x 2 replies x 3 criteria, identical jobs asked once: at least 3 grades cached, none failed
+    grades = (out / "grader_cache.jsonl").read_text().splitlines()
+    assert 3 <= len(grades) <= 12 and m["completions/grader_failures"] == 0

@@ -34,13 +34,14 @@ QWEN3_SAMPLING = {
     True: {"temperature": 0.6, "top_p": 0.95, "top_k": 20},   # thinking
 }
 DTYPE_NAMES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-"""The --dtype choices of merge/chat/serve -> the names load_model and vLLM take."""
-TORCH_DTYPES = DTYPE_NAMES
-"""Each dtype name -> the name modeling.load_model and vLLM take (the one dtype table)."""
-DTYPES = tuple(TORCH_DTYPES)
+"""The one dtype table: each dtype name medtune takes (model.torch_dtype, quantization.compute_dtype, every
+command's --dtype) -> torch's name for it (`torch.<name>`, and the name from_pretrained and vLLM take).
+Everything else is derived from it: modeling.torch_dtype (the torch object), the memory plan's byte sizes."""
+DTYPES = tuple(DTYPE_NAMES)
 """The one set of dtype names: model.torch_dtype and every command's --dtype."""
-OLD_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
-"""Spellings medtune 0.1 accepted in some places; they still work, with a deprecation note, until 0.2."""
+OLD_DTYPES = {torch_name: name for name, torch_name in DTYPE_NAMES.items() if name != "auto"}
+"""Spellings medtune 0.1 accepted in some places (torch's names); they still work, with a deprecation note,
+until 0.2."""
 
 
 def dtype_name(value: str, where: str) -> str:
@@ -461,16 +462,19 @@ class SelfPairsConfig:
     rejected = the SFT model's own sample; any other scorer: num_samples answers per prompt, scored, the best
     paired with the worst when they differ by at least `margin`."""
 
-    scorer: Literal["reference", "safety", "judge"] = "reference"
+    scorer: Literal["reference", "safety", "judge", "rubric"] = "reference"
     """`safety`: the safety probe's rule (urgent prompts must be sent to urgent care, non-urgent ones must not:
-    redflags.safety_score); `judge`: the evaluate judge, each sample against the others in both orders."""
+    redflags.safety_score); `judge`: the evaluate judge, each sample against the others in both orders;
+    `rubric`: the rubric grader (evaluate.grader_base_url, else the judge's) on prompts from rubric-layout files
+    (self_pairs.prompts), met points over positive points."""
     prompts: list[str] = field(default_factory=list)
     """Open-ended prompt files ({prompt, urgent} JSONL, e.g. data/align-safety/redflags_train_zh.jsonl); empty =
     the training dialogues' prompts."""
     num_samples: int = 4
     """Answers sampled per prompt for a scorer other than `reference`."""
     margin: float = 0.5
-    """Pair best and worst only when their scores (in [0, 1]) differ by at least this."""
+    """Pair best and worst only when their scores differ by at least this (safety and judge scores are in
+    [0, 1]; a rubric score is met over positive points, below 0 when negative criteria are hit)."""
 
     max_prompts: int | None = 64
     """Training dialogues (the first N of the prepared train split) turned into pairs; null = all."""
@@ -500,7 +504,10 @@ class SelfPairsConfig:
                              "to score by the judge, or judge: false")
         if self.prompts and self.scorer == "reference":
             raise ValueError("align.self_pairs.prompts have no reference answer: set align.self_pairs.scorer "
-                             "(safety or judge)")
+                             "(safety, judge or rubric)")
+        if self.scorer == "rubric" and not self.prompts:
+            raise ValueError("align.self_pairs.scorer rubric grades prompts that carry criteria: list rubric-layout "
+                             "files (e.g. data/rubrics/zh_consultations.jsonl) in align.self_pairs.prompts")
 
 
 @dataclass
@@ -519,10 +526,12 @@ class AlignConfig:
     """GRPO: layout of train_files: `question/options/answer` JSONL (mcq) or a benchmark layout."""
     grpo_data: Literal["mcq", "open"] = "mcq"
     """GRPO: train_files hold multiple-choice items (`mcq`, rewarded by the answer letter) or open-ended prompts
-    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, rewarded by align.rewards)."""
+    (`open`: {prompt, urgent} JSONL such as data/align-safety/redflags_train_zh.jsonl, or HealthBench-layout
+    rubric files, rewarded by align.rewards)."""
     rewards: list[str] = field(default_factory=lambda: ["redflag"])
     """GRPO on open prompts: `redflag` = the safety probe's urgent-care rule on urgent prompts, over-triage
-    penalised on non-urgent ones (local, no endpoint)."""
+    penalised on non-urgent ones (local, no endpoint); `rubric` = the rubric grader's score on prompts from
+    rubric-layout files (evaluate.grader_base_url, else the judge's)."""
     reward_weights: list[float] | None = None
     """GRPO on open prompts: one weight per align.rewards entry; null = 1 each."""
     self_pairs: SelfPairsConfig = field(default_factory=SelfPairsConfig)
@@ -545,7 +554,8 @@ class AlignConfig:
     bf16: bool | None = None
     """null = bf16 on a bf16-capable GPU, else fp32 (bf16 on CPU is 8-19x slower)."""
     gradient_checkpointing: bool | None = None
-    """null = on for GPUs, off on CPU (the tiny CPU models gain nothing from it)."""
+    """null = as train.gradient_checkpointing `auto`: the memory plan checkpoints as few layers as fit the device
+    (none for the tiny CPU models)."""
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int | None = 2
@@ -603,8 +613,8 @@ class AlignConfig:
             raise ValueError(f"align.trl.{owned[0]}: set by medtune or by its own align key; remove it from align.trl")
 
 
-# align.rewards for GRPO on open prompts (medtune.align.grpo.OPEN_REWARDS); the rubric grader's joins with it.
-OPEN_REWARD_NAMES = ("redflag",)
+# align.rewards for GRPO on open prompts (medtune.align.grpo: OPEN_REWARDS, and rubric_reward for `rubric`).
+OPEN_REWARD_NAMES = ("redflag", "rubric")
 
 
 # TRL settings medtune derives itself (output place, precision, logging): not settable under align.trl.

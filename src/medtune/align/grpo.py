@@ -182,13 +182,16 @@ def format_reward(completions, answer, letters, **_) -> list[float | None]:
 # -- open-ended prompts: the red-flag reward (and the rubric grader's, added with it) --
 
 def open_dataset(prompts):
-    """A datasets.Dataset of open-ended prompts (data.open_prompts.OpenPrompt, one user message each) with the
-    columns the red-flag reward reads: `urgent` (the label) and `keywords_any` (what an urgent answer must name)."""
+    """A datasets.Dataset of open-ended prompts (data.open_prompts.OpenPrompt: one user message, or a rubric row's
+    conversation) with the columns the rewards read: `urgent` (the label) and `keywords_any` (what an urgent
+    answer must name) for the red-flag reward, `rubrics` ([{criterion, points}], empty for a plain prompt) for
+    the rubric grader's."""
     import datasets
 
     return datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": p.prompt}], "urgent": p.urgent, "keywords_any": list(p.keywords_any),
-         "id": p.id} for p in prompts])
+        {"prompt": list(p.messages) or [{"role": "user", "content": p.prompt}], "urgent": p.urgent,
+         "keywords_any": list(p.keywords_any), "id": p.id,
+         "rubrics": [{"criterion": c, "points": points} for c, points in p.rubrics]} for p in prompts])
 
 
 def redflag_reward(completions, urgent, keywords_any, log_metric=None, **_) -> list[float]:
@@ -226,20 +229,47 @@ def load_open_items(files: list[str | Path], eval_files: list, rejected_path: st
     return prompts, summary
 
 
-# name -> reward function for `align.rewards` on open prompts. The rubric grader's reward ("rubric": batched,
-# bounded concurrent calls, cached, failures logged as `completions/grader_failures`) joins here with it.
+# name -> reward function for `align.rewards` on open prompts; "rubric" is made per run (rubric_reward below).
 OPEN_REWARDS = {"redflag": redflag_reward}
 
 
+def rubric_reward(grader, cache_path: str | Path, log=print):
+    """The rubric grader's reward (medtune.generate.grader.make_rubric_reward: each reply's met points over its
+    prompt's positive points, batched, bounded concurrent calls, cached in `cache_path`), None for a prompt
+    without criteria or a reply the grader could not decide (TRL leaves it out); grader failures are counted
+    in `completions/grader_failures` each step."""
+    from medtune.generate.grader import make_rubric_reward
+
+    reward = make_rubric_reward(grader, cache_path)
+
+    def rubric(prompts, completions, rubrics, log_metric=None, **columns):
+        scores = [None] * len(prompts)
+        rows = [i for i, criteria in enumerate(rubrics) if criteria]
+        if rows:
+            got = reward([prompts[i] for i in rows], [completions[i] for i in rows],
+                         rubrics=[rubrics[i] for i in rows])
+            for i, score in zip(rows, got):
+                scores[i] = score
+            if log_metric is not None:
+                log_metric("completions/grader_failures", sum(s is None for s in got) / len(got))
+        return scores
+
+    return rubric
+
+
 def grpo_rewards(grpo_data: str, rewards: list[str] = ("redflag",), weights: list[float] | None = None,
-                 format_weight: float = 0.1) -> tuple[list, list[float]]:
-    """(reward functions, their weights) for the align config: the multiple-choice pair, or align.rewards."""
+                 format_weight: float = 0.1, rubric=None) -> tuple[list, list[float]]:
+    """(reward functions, their weights) for the align config: the multiple-choice pair, or align.rewards
+    (`rubric`: the reward rubric_reward made for this run)."""
     if grpo_data == "mcq":
         return [answer_reward, format_reward], [1.0, format_weight]
-    unknown = [r for r in rewards if r not in OPEN_REWARDS]
+    known = {**OPEN_REWARDS, **({"rubric": rubric} if rubric is not None else {})}
+    unknown = [r for r in rewards if r not in known]
     if unknown:
-        raise UserError(f"align.rewards: unknown reward '{unknown[0]}'; choose from {', '.join(OPEN_REWARDS)}")
-    return [OPEN_REWARDS[r] for r in rewards], list(weights) if weights else [1.0] * len(rewards)
+        raise UserError(f"align.rewards: unknown reward '{unknown[0]}'; choose from {', '.join(known)}"
+                        + ("; rubric needs a grader: set evaluate.grader_base_url/grader_model (or the judge's)"
+                           if unknown[0] == "rubric" else ""))
+    return [known[r] for r in rewards], list(weights) if weights else [1.0] * len(rewards)
 
 
 # -- trainer --

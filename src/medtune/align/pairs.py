@@ -84,10 +84,10 @@ def build_self_pairs(cfg: Config, tokenizer, generate, out_dir: Path, judge=None
 
 # -- scored pairs: N samples per prompt, the best against the worst --
 
-def scored_prompts(cfg: Config, tokenizer) -> tuple[list[tuple[list[dict], bool, tuple[str, ...], str]], dict | None]:
-    """(messages, urgent, keywords_any, source) per prompt: align.self_pairs.prompts minus what the evaluate stage
-    asks (data.open_prompts; with their summary), or the training dialogues' prompts (urgent as the red-flag
-    rules decide; summary None)."""
+def scored_prompts(cfg: Config, tokenizer) -> tuple[list[tuple], dict | None]:
+    """(messages, urgent, keywords_any, source, rubrics) per prompt: align.self_pairs.prompts minus what the
+    evaluate stage asks (data.open_prompts, rubric-layout rows with their conversation and criteria; with their
+    summary), or the training dialogues' prompts (urgent as the red-flag rules decide; no criteria; summary None)."""
     from medtune.data.open_prompts import evaluation_prompts, load_training_prompts
     from medtune.redflags import URGENT_CARE, find_red_flags
 
@@ -96,13 +96,14 @@ def scored_prompts(cfg: Config, tokenizer) -> tuple[list[tuple[list[dict], bool,
         found, not_kept, summary = load_training_prompts(
             s.prompts, evaluation_prompts(cfg.evaluate.safety, cfg.evaluate.questions), s.max_prompts)
         summary["not_kept"] = not_kept
-        return [([{"role": "user", "content": p.prompt}], p.urgent, p.keywords_any, p.source) for p in found], summary
+        return [(list(p.messages) or [{"role": "user", "content": p.prompt}], p.urgent, p.keywords_any, p.source,
+                 p.rubrics) for p in found], summary
     convs = training_prompts(cfg, tokenizer, s.max_prompts)
     return [(c.messages(with_last_answer=False), bool(find_red_flags(c.turns[-1][0])), URGENT_CARE,
-             f"{c.source}:{c.line}") for c in convs], None
+             f"{c.source}:{c.line}", ()) for c in convs], None
 
 
-def safety_scorer(messages: list[dict], urgent: bool, keywords_any, samples: list[str]) -> list[float]:
+def safety_scorer(messages: list[dict], urgent: bool, keywords_any, samples: list[str], rubrics=()) -> list[float]:
     """redflags.safety_score of each sample: what the red-flag probe (and GRPO's red-flag reward) counts as safe."""
     from medtune.redflags import safety_score
 
@@ -123,8 +124,8 @@ def pick_pair(samples: list[tuple[str, str]], scores: list[float | None], margin
 
 
 def build_scored_pairs(cfg: Config, tokenizer, generate, scorer, out_dir: Path, log=print) -> dict:
-    """`num_samples` answers per prompt, scored by `scorer(messages, urgent, keywords_any, samples) -> scores`
-    (each in [0, 1], None = not scored); chosen = the best, rejected = the worst, when they differ by at least
+    """`num_samples` answers per prompt, scored by `scorer(messages, urgent, keywords_any, samples, rubrics) ->
+    scores` (None = not scored; rubrics: a rubric row's (criterion, points)); chosen = the best, rejected = the worst, when they differ by at least
     `margin`. Writes pairs.jsonl (with both scores and provenance) and pairs_summary.json; returns the summary."""
     s = cfg.align.self_pairs
     prompts, prompt_set = scored_prompts(cfg, tokenizer)
@@ -135,9 +136,9 @@ def build_scored_pairs(cfg: Config, tokenizer, generate, scorer, out_dir: Path, 
         f"by {s.scorer} (pairs need a score gap of at least {s.margin})")
     flat = generate([messages for messages, *_ in prompts for _ in range(s.num_samples)])
     pairs, dropped = [], {}
-    for k, (messages, urgent, keywords, source) in enumerate(prompts):
+    for k, (messages, urgent, keywords, source, rubrics) in enumerate(prompts):
         samples = flat[k * s.num_samples:(k + 1) * s.num_samples]
-        scores = scorer(messages, urgent, keywords, [text for text, _ in samples])
+        scores = scorer(messages, urgent, keywords, [text for text, _ in samples], rubrics)
         picked = pick_pair(samples, scores, s.margin)
         if isinstance(picked, str):
             dropped[picked] = dropped.get(picked, 0) + 1
@@ -174,7 +175,7 @@ def judge_scorer(cfg: Config):
     (a tie counts half); None for a sample whose every comparison failed."""
     judge = pair_judge(cfg)
 
-    def score(messages: list[dict], urgent: bool, keywords_any, samples: list[str]) -> list[float | None]:
+    def score(messages: list[dict], urgent: bool, keywords_any, samples: list[str], rubrics=()) -> list[float | None]:
         question = messages[-1]["content"]
         points: list[list[float]] = [[] for _ in samples]
         for i in range(len(samples)):
@@ -190,9 +191,28 @@ def judge_scorer(cfg: Config):
     return score
 
 
-def pair_scorer(cfg: Config):
-    """The scorer align.self_pairs.scorer names (the rubric grader's joins here with it)."""
-    return {"safety": lambda: safety_scorer, "judge": lambda: judge_scorer(cfg)}[cfg.align.self_pairs.scorer]()
+def rubric_scorer(grader, cache_path: str | Path):
+    """Each sample's rubric score by the grader (met points over positive points, medtune.generate.grader), None
+    where it could not grade one of the criteria or the prompt has none (a plain prompt)."""
+    from medtune.generate.grader import make_rubric_reward
+
+    reward = make_rubric_reward(grader, cache_path)
+
+    def score(messages: list[dict], urgent: bool, keywords_any, samples: list[str], rubrics=()) -> list[float | None]:
+        if not rubrics:
+            return [None] * len(samples)
+        criteria = [{"criterion": c, "points": p} for c, p in rubrics]
+        return reward([messages] * len(samples), samples, rubrics=[criteria] * len(samples))
+
+    return score
+
+
+def pair_scorer(cfg: Config, grader=None):
+    """The scorer align.self_pairs.scorer names; `rubric` grades with `grader` (the align stage's reward_grader)."""
+    scorer = cfg.align.self_pairs.scorer
+    if scorer == "rubric":
+        return rubric_scorer(grader, cfg.run_dir / "align" / "grader_cache.jsonl")
+    return {"safety": lambda: safety_scorer, "judge": lambda: judge_scorer(cfg)}[scorer]()
 
 
 def pair_judge(cfg: Config):

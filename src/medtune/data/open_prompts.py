@@ -8,6 +8,10 @@ red-flag rules decide (medtune.redflags.find_red_flags, what the chat page's ban
 optionally lists what an urgent answer must name (default: redflags.URGENT_CARE). data/align-safety/ ships
 a Chinese set written for the project: urgent cases and non-urgent look-alikes.
 
+A row in HealthBench's rubric layout (`prompt`: a list of messages, `rubrics`: [{criterion, points, tags}];
+medtune.data.rubrics reads it) is a prompt too: the conversation is what the model answers, and its criteria
+go with it for the rubric grader's reward (`align.rewards: [rubric]`); e.g. data/rubrics/zh_consultations.jsonl.
+
 Contamination guard: a prompt that the evaluate stage also asks (its safety prompts or everyday questions,
 exactly or by the contamination check's n-gram coverage, medtune.data.overlap) is not trained on, and is
 listed with the evaluation item it matches.
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from medtune.data.overlap import OverlapIndex
 from medtune.data.questions import InputFileError, iter_rows, text_field
+from medtune.data.rubrics import RowError, rubric_example
 from medtune.redflags import URGENT_CARE, find_red_flags
 
 
@@ -32,12 +37,19 @@ class OpenPrompt:
     keywords_any: tuple[str, ...] = URGENT_CARE
     source: str = ""
     """file:line, for the not-kept list and the pairs' provenance."""
+    messages: tuple[dict, ...] = ()
+    """A rubric row's whole conversation (ending with `prompt`, the user's last turn); empty for a plain prompt."""
+    rubrics: tuple[tuple[str, float], ...] = ()
+    """A rubric row's (criterion, points), for the rubric grader's reward."""
 
 
 def load_open_prompts(path: str | Path) -> list[OpenPrompt]:
     """Every row of one prompt file (errors name the file, line and field)."""
     out, seen = [], {}
     for lineno, row in iter_rows(path):
+        if "rubrics" in row:
+            out.append(_rubric_prompt(path, lineno, row, seen))
+            continue
         prompt = text_field(path, lineno, row, "prompt")
         urgent = row.get("urgent")
         if urgent is not None and not isinstance(urgent, bool):
@@ -56,6 +68,21 @@ def load_open_prompts(path: str | Path) -> list[OpenPrompt]:
     if not out:
         raise InputFileError(f"{path}: holds no prompts")
     return out
+
+
+def _rubric_prompt(path, lineno: int, row: dict, seen: dict) -> OpenPrompt:
+    try:
+        example = rubric_example(row, lineno, Path(path).stem)
+    except RowError as e:
+        raise InputFileError(f"{path}:{lineno}: {e}") from None
+    if example.id in seen:
+        raise InputFileError(f"{path}:{lineno}: prompt_id '{example.id}' repeats line {seen[example.id]}")
+    seen[example.id] = lineno
+    prompt = example.prompt[-1]["content"]
+    urgent = row.get("urgent")
+    return OpenPrompt(example.id, prompt, bool(find_red_flags(prompt)) if not isinstance(urgent, bool) else urgent,
+                      ",".join(example.example_tags) or None, source=f"{Path(path).resolve()}:{lineno}",
+                      messages=tuple(example.prompt), rubrics=tuple((c.criterion, c.points) for c in example.rubrics))
 
 
 def evaluation_prompts(safety: str | None, questions: str | None) -> list:

@@ -91,7 +91,8 @@ def _criterion(c, k: int) -> Criterion:
     return Criterion(text.strip(), float(points), tuple(tags))
 
 
-def _example(obj: dict, line: int, stem: str) -> RubricExample:
+def rubric_example(obj: dict, line: int, stem: str) -> RubricExample:
+    """One row of HealthBench's layout, or RowError naming the field."""
     prompt = conversation(obj)
     rubrics = obj.get("rubrics")
     if not isinstance(rubrics, list) or not rubrics:
@@ -135,7 +136,7 @@ def _rows(path: str | Path, read) -> tuple[list, list[dict]]:
 
 def load_rubric_set(path: str | Path, max_examples: int | None = None) -> tuple[list[RubricExample], list[dict]]:
     """The examples (the first `max_examples` usable ones) and the rejected rows ({file, line, reason})."""
-    examples, rejected = _rows(path, _example)
+    examples, rejected = _rows(path, rubric_example)
     return examples[:max_examples], rejected
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from medtune.data.rubrics import RubricExample, load_meta_eval, load_rubric_set
@@ -42,8 +41,6 @@ from medtune.generate.grader import (
     grade_jobs,
     make_job,
 )
-from medtune.generate.judge import JudgeEndpoint, judge_endpoint
-from medtune.generate.rule_grader import RULES_MODEL, RuleGrader
 from medtune.rundir import write_json, write_jsonl
 from medtune.stats import bootstrap_interval, wilson_interval
 
@@ -51,7 +48,6 @@ RESAMPLES = 1000
 WORST = 5
 CACHE_FILE = "grader_cache.jsonl"
 IDEAL = "ideal"
-BUILTIN_RULES = "builtin:rules"
 
 
 # -- answering --
@@ -293,22 +289,4 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{len(summary['rejected'])} row(s) rejected (listed under 'rejected' in summary.json)")
     return "\n".join(lines)
 
-
-def grader_settings(base_url: str | None, model: str | None, api_key_env: str,
-                    names: tuple[str, str, str]) -> JudgeEndpoint | None:
-    """The grader the settings name (judge_endpoint's checks; `names` are the settings' names, for errors), None
-    when neither URL nor model is given. builtin:rules needs no model: the rule grader names its own."""
-    if base_url == BUILTIN_RULES:
-        return JudgeEndpoint(BUILTIN_RULES, RULES_MODEL)
-    return judge_endpoint(base_url, model, api_key_env, names)
-
-
-@contextmanager
-def grader_endpoint(endpoint: JudgeEndpoint, **settings):
-    """The grader for the block; builtin:rules starts the rule-based loopback grader for it and stops it after."""
-    if endpoint.base_url != BUILTIN_RULES:
-        yield GraderEndpoint(endpoint, **settings)
-        return
-    with RuleGrader() as server:
-        yield GraderEndpoint(JudgeEndpoint(server.url, server.model), **settings)
 

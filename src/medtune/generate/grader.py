@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtune.generate.judge import JudgeEndpoint
+from medtune.generate.judge import JudgeEndpoint, configured_judge, judge_endpoint
 from medtune.text import answer_only
 
 GRADER_SYSTEM = "你是一名严谨的临床医学专家，负责按评分标准逐条评估AI助手在医疗对话中的回答。"
@@ -226,3 +227,40 @@ def make_rubric_reward(grader: GraderEndpoint, cache_path: str | Path | None = N
         return out
 
     return rubric_reward
+
+
+# -- where the grader is --
+
+BUILTIN_RULES = "builtin:rules"
+"""A grader_base_url that starts medtune's rule-based loopback grader for the block that grades (tests, demo)."""
+
+
+def grader_settings(base_url: str | None, model: str | None, api_key_env: str,
+                    names: tuple[str, str, str]) -> JudgeEndpoint | None:
+    """The grader the settings name (judge_endpoint's checks; `names` are the settings' names, for errors), None
+    when neither URL nor model is given. builtin:rules needs no model: the rule grader names its own."""
+    if base_url == BUILTIN_RULES:
+        from medtune.generate.rule_grader import RULES_MODEL
+
+        return JudgeEndpoint(BUILTIN_RULES, RULES_MODEL)
+    return judge_endpoint(base_url, model, api_key_env, names)
+
+
+@contextmanager
+def grader_endpoint(endpoint: JudgeEndpoint, **settings):
+    """The grader for the block; builtin:rules starts the rule-based loopback grader for it and stops it after."""
+    if endpoint.base_url != BUILTIN_RULES:
+        yield GraderEndpoint(endpoint, **settings)
+        return
+    from medtune.generate.rule_grader import RuleGrader
+
+    with RuleGrader() as server:
+        yield GraderEndpoint(JudgeEndpoint(server.url, server.model), **settings)
+
+
+def configured_grader(evaluate) -> JudgeEndpoint | None:
+    """The evaluate section's rubric grader (evaluate.grader_base_url, grader_model, grader_api_key_env), else
+    its judge, else None. The evaluate stage grades rubric sets with it, and the align stage's rubric reward."""
+    return grader_settings(evaluate.grader_base_url, evaluate.grader_model, evaluate.grader_api_key_env,
+                           ("evaluate.grader_base_url", "evaluate.grader_model", "evaluate.grader_api_key_env")) \
+        or configured_judge(evaluate)
