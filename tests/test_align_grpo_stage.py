@@ -47,7 +47,7 @@ def test_medtune_align_grpo_on_a_tiny_run(lora_run, tmp_path, single_torch_threa
     assert any("GRPO on CPU: fp32" in line for line in logs)
 
 
-def test_medtune_align_grpo_on_open_red_flag_prompts(tmp_path, single_torch_thread):
+def test_medtune_align_grpo_on_open_red_flag_prompts(lora_run, tmp_path, single_torch_thread):
     """`grpo_data: open`: the red-flag training prompts (guarded against evaluate.safety and questions) and a
     rubric-layout file through the stage with the `redflag` and `rubric` rewards (the rule-based grader started
     for the stage by `builtin:rules`); metrics.jsonl carries each reward's mean/std, the urgent/over-triage
@@ -57,7 +57,7 @@ def test_medtune_align_grpo_on_open_red_flag_prompts(tmp_path, single_torch_thre
 
     from tests.test_align_safety import RUBRIC_ROWS
 
-    run = make_lora_run(tmp_path / "run")
+    run = copy_run(lora_run, tmp_path / "run")
     write_json(run / "train_manifest.json", {"fingerprint": "x", "status": "completed"})
     rubric_file = tmp_path / "rubrics.jsonl"
     rubric_file.write_text("\n".join(json.dumps({**RUBRIC_ROWS[0], "prompt_id": f"r{k}"}, ensure_ascii=False)
