@@ -249,7 +249,7 @@ def _flagged(item: EvalItem, matches: list[dict]) -> dict:
 
 def inputs_identity(cfg: Config) -> dict:
     """What the result depends on, for the evaluate stage's fingerprint: data, evaluation files, benchmark results."""
-    from medtune.data.consultations import is_hub_id
+    from medtune.data.readers import is_hub_id
     from medtune.rundir import data_identity, file_identity
 
     ev, run_dir = cfg.evaluate, cfg.run_dir
