@@ -214,11 +214,11 @@ def test_dpo_starts_at_ln2_and_learns_a_planted_preference(dpo_run):
     assert results["reference"] == "sft" and results["global_step"] == 4
 
 
-def _trainer(cfg, sft_run):
+def _trainer(cfg, sft_run, log=lambda *a: None):
     from medtune.align.stage import build_align_trainer, load_policy, sft_adapter
 
-    model, tok, _, precision = load_policy(cfg, sft_adapter(sft_run), log=lambda *a: None)
-    return build_align_trainer(cfg, model, tok, _dataset(cfg, tok), precision), tok
+    model, tok, _, backends = load_policy(cfg, sft_adapter(sft_run), log=log)
+    return build_align_trainer(cfg, model, tok, _dataset(cfg, tok), backends, log=log), tok
 
 
 def _own_copy(sft_run: Path, tmp_path: Path) -> Path:
@@ -329,6 +329,48 @@ def test_resume_after_a_stop_gives_the_same_adapter(dpo_run, tmp_path):
         assert (a[k] - b[k]).abs().max().item() < 1e-6, k
 
 
+# --- the TRL version guard ----------------------------------------------------------------------------------
+
+
+def test_tested_trl_is_the_pinned_one_and_gets_medtunes_trainers(sft_run, tmp_path):
+    import re
+
+    from medtune.align.stage import TESTED_TRL
+
+    pin = re.search(r'"trl==([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8")).group(1)
+    assert pin == TESTED_TRL
+    run = _own_copy(sft_run, tmp_path)
+    logs = []
+    trainer, _ = _trainer(align_cfg(run, [planted_pairs(tmp_path / "pairs.jsonl", n=4)], max_steps=1), run,
+                          log=logs.append)
+    assert type(trainer).__name__ == "MedtuneDPOTrainer" and not any("TRL's own" in line for line in logs)
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "kto"])
+def test_another_trl_version_trains_with_trls_own_trainers(sft_run, tmp_path, monkeypatch, algorithm):
+    """No private override and no _use_triton swap: TRL's plain trainer, on the rows as text it tokenizes itself
+    (here to the same ids as medtune's, the end-of-turn token being the tokenizer's eos), said once in the log."""
+    import trl
+
+    from medtune.align import stage
+
+    run = _own_copy(sft_run, tmp_path)
+    cfg = align_cfg(run, [planted_pairs(tmp_path / "pairs.jsonl", n=4)], max_steps=1, algorithm=algorithm,
+                    per_device_train_batch_size=2)
+    monkeypatch.setattr(trl, "__version__", "9.9.9")
+    monkeypatch.setattr(stage, "compact_lm_head", lambda: pytest.fail("medtune's fused-head switch was used"))
+    logs = []
+    trainer, tok = _trainer(cfg, run, log=logs.append)
+    assert type(trainer) is (trl.DPOTrainer if algorithm == "dpo" else trl.KTOTrainer)
+    assert sum("TRL 9.9.9 is installed, not 1.16.0" in line for line in logs) == 1
+    ours = _dataset(cfg, tok)
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids") if algorithm == "dpo" else ("prompt_ids", "completion_ids")
+    assert [[trainer.train_dataset[i][k] for k in keys] for i in range(len(ours))] == \
+        [[ours[i][k] for k in keys] for i in range(len(ours))]
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
 # --- configs -------------------------------------------------------------------------------------------------
 
 
@@ -370,15 +412,18 @@ def test_align_config_errors_name_the_key():
 
 def test_unknown_trl_setting_is_named(tmp_path):
     from medtune.align.stage import AlignError, trl_args
+    from medtune.train.backends import align_backends
 
     cfg = align_cfg(tmp_path, [RECORDS], trl={"precompute_ref_log_prob": True})
+    cpu = align_backends(cfg, cuda=False, bf16_supported=False)
     with pytest.raises(AlignError, match="align.trl.precompute_ref_log_prob: .*did you mean precompute_ref_log_probs"):
-        trl_args(cfg, "fp32", cuda=False)
+        trl_args(cfg, cpu)
+    cpu.checkpoint_every = None  # as the memory plan leaves it for the tiny model on CPU
     args = trl_args(align_cfg(tmp_path, [RECORDS], trl={"precompute_ref_log_probs": True},
-                              loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], beta=0.2), "fp32", cuda=False)
+                              loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2], beta=0.2), cpu)
     assert (args.precompute_ref_log_probs, args.loss_type, args.loss_weights, args.beta, args.bf16) == \
         (True, ["sigmoid", "sft"], [1.0, 0.2], 0.2, False)
-    assert args.activation_checkpointing is False  # off on CPU
+    assert args.activation_checkpointing is False  # the backends' choice reaches TRL
 
 
 # --- the report ----------------------------------------------------------------------------------------------

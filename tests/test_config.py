@@ -143,3 +143,43 @@ def test_help_lists_stages():
     for stage in ("prepare",):
         assert stage in r.stdout
 
+
+
+def test_one_dtype_table_names_every_dtype_medtune_takes(tmp_path):
+    """Each name -> the torch dtype and byte size (by hand); the config's dtype fields offer exactly those names;
+    torch's own names are the old spellings; load_model takes the table's names as well as torch's."""
+    import typing
+
+    import torch
+
+    from medtune.config import DTYPES, OLD_DTYPES, ModelConfig, QuantizationConfig
+    from medtune.modeling import load_model, torch_dtype
+    from tests.conftest import small_vocab_model
+
+    expected = {"bf16": (torch.bfloat16, 2), "fp16": (torch.float16, 2), "fp32": (torch.float32, 4)}
+    assert {n: (torch_dtype(n), torch_dtype(n).itemsize) for n in DTYPES if n != "auto"} == expected
+    assert [torch_dtype(old) for old in ("bfloat16", "float16", "float32")] == [torch.bfloat16, torch.float16,
+                                                                                 torch.float32]
+    assert OLD_DTYPES == {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+    with pytest.raises(ValueError, match="'auto'"):
+        torch_dtype("auto")
+    hints = typing.get_type_hints(ModelConfig)
+    assert typing.get_args(hints["torch_dtype"]) == DTYPES
+    assert typing.get_args(typing.get_type_hints(QuantizationConfig)["compute_dtype"]) == DTYPES[1:]
+    model, _ = load_model(str(small_vocab_model(tmp_path / "m")), dtype="fp16", device="cpu")
+    assert model.dtype == torch.float16
+
+
+def test_the_memory_plan_counts_weight_bytes_of_each_dtype():
+    """Frozen weights: 2 bytes a parameter in bf16 and fp16, 4 in fp32 (the tiny model: counted on meta)."""
+    from dataclasses import replace
+
+    from medtune.config import config_from_dict
+    from medtune.train import plan
+
+    cfg = config_from_dict({"output_dir": "x"})
+    shape = plan.count_model(plan.model_config(cfg.model.name_or_path), cfg, "fp32")
+    setup = plan.setup_from_config(cfg, 1, None, "cpu")
+    frozen = shape.quantizable_params + shape.other_params
+    weights = {p: plan.estimate(shape, replace(setup, precision=p)).memory["weights"] for p in ("bf16", "fp16", "fp32")}
+    assert weights == {"bf16": 2 * frozen, "fp16": 2 * frozen, "fp32": 4 * frozen}

@@ -306,3 +306,27 @@ def test_real_huatuo_samples(tmp_path, qwen3_tokenizer):
     im_end = qwen3_tokenizer.convert_tokens_to_ids("<|im_end|>")
     trained = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != -100]
     assert trained[-1] == im_end and "<think>" not in qwen3_tokenizer.decode(trained)
+
+
+@pytest.mark.parametrize("spec,hub", [
+    ("FreedomIntelligence/CMB", True), ("Qwen/Qwen2.5-7B_data", True),
+    ("/abs/missing/file", False), ("./org/name", False), ("~/org/name", False),
+    ("org/name.jsonl", False), ("org/name.parquet", False),
+    ("C:/data", False), ("C:\\data\\train.jsonl", False), ("data\\train", False), ("D:org/name", False),
+    ("org/*.jsonl", False), ("org/name/extra", False), ("医学/数据", False), ("name", False),
+])
+def test_hub_id_rule(spec, hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative specs are looked up here, where none of them exists
+    from medtune.data import consultations, readers
+
+    assert readers.is_hub_id(spec) is hub
+    assert consultations.is_hub_id is readers.is_hub_id  # one rule for training data and consultation cases
+
+
+def test_an_existing_relative_path_is_local_even_when_it_looks_like_a_hub_id(tmp_path, monkeypatch):
+    from medtune.data.readers import is_hub_id
+
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_id("runs/demo")
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    assert not is_hub_id("runs/demo") and not is_hub_id(Path("runs/demo"))

@@ -428,3 +428,104 @@ def test_launch_commands():
     assert acc[1:3] == ["-m", "accelerate.commands.launch"]
     assert acc[acc.index("--num_processes") + 1] == "8" and acc[acc.index("--num_machines") + 1] == "2"
     assert acc[-4:] == ["-m", "medtune", "train", "c.yaml"]
+
+
+# --- one decision, one builder, one formula (train and align share them) -------------------------------------
+
+
+def test_lora_config_is_the_lora_section():
+    from medtune.train.common import lora_config
+
+    cfg = config_from_dict({"output_dir": "x", "lora": {"r": 8, "alpha": 32, "dropout": 0.1, "bias": "lora_only",
+                                                        "target_modules": ["q_proj", "v_proj"],
+                                                        "modules_to_save": ["lm_head"]}})
+    lora = lora_config(cfg.lora)
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.bias, sorted(lora.target_modules),
+            lora.modules_to_save, lora.task_type) == (8, 32, 0.1, "lora_only", ["q_proj", "v_proj"], ["lm_head"],
+                                                      "CAUSAL_LM")
+    assert lora_config(config_from_dict({"output_dir": "x"}).lora).modules_to_save is None  # [] means none
+
+
+def test_the_loss_projects_the_rows_the_memory_plan_counts(monkeypatch):
+    """151,936-word vocabulary: 256 MiB of fp32 logits is 268,435,456 // (4 x 151,936) = 441 rows a chunk, so
+    1,000 trained positions are chunks of 441, 441 and 118 (by hand)."""
+    import types
+
+    import torch
+    import torch.utils.checkpoint
+
+    from medtune.train.loss import target_only_loss
+    from medtune.train.plan import logits_chunk_rows
+
+    chunks = []
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint",
+                        lambda fn, head, h, targets, use_reentrant: chunks.append(len(h)) or h.new_zeros(()))
+    hidden = torch.zeros(1, 1001, 4)
+    model = lambda **inputs: types.SimpleNamespace(hidden_states=[hidden])  # noqa: E731
+    head = types.SimpleNamespace(weight=torch.empty(151936, 4))
+    target_only_loss(model, {"input_ids": torch.zeros(1, 1001, dtype=torch.long),
+                             "labels": torch.ones(1, 1001, dtype=torch.long)}, None, head)
+    assert chunks == [441, 441, 118] and logits_chunk_rows(151936) == 441
+
+
+def align_and_train_cfg(run_dir: Path, model_dir: Path, bf16, checkpointing):
+    """The same precision and checkpointing settings for both stages, and the same rows per forward: DPO runs
+    a batch of 2 pairs as 4 rows (chosen and rejected), train a batch of 4 samples."""
+    return config_from_dict({
+        "output_dir": str(run_dir), "model": {"name_or_path": str(model_dir)}, "data": {"max_length": 64},
+        "train": {"bf16": bf16, "gradient_checkpointing": "auto" if checkpointing is None else checkpointing,
+                  "per_device_train_batch_size": 4},
+        "align": {"algorithm": "dpo", "train_files": ["pairs.jsonl"], "bf16": bf16, "max_length": 64,
+                  "gradient_checkpointing": checkpointing, "per_device_train_batch_size": 2}})
+
+
+@pytest.mark.parametrize("bf16", [None, True, False])
+@pytest.mark.parametrize("checkpointing", [None, True, False])
+def test_align_chooses_precision_and_checkpointing_as_train_does(tmp_path, small_model, bf16, checkpointing):
+    from medtune.train import plan
+    from medtune.train.backends import align_backends, align_plan_config, choose_checkpointing
+
+    from dataclasses import replace
+
+    cfg = align_and_train_cfg(tmp_path, small_model, bf16, checkpointing)
+    config = plan.model_config(str(small_model))
+    precision = "bf16" if bf16 else "fp32"
+    off = replace(plan.setup_from_config(cfg, 1, None, "cpu"), precision=precision, checkpointing=False)
+    # 1 byte: nothing fits, auto checkpoints every layer; 1 TiB: everything fits, none; `tight`: 4 rows just
+    # miss fitting without checkpointing (2 rows would fit: DPO's pairs must count twice).
+    tight = int(plan.estimate(plan.count_model(config, cfg, precision), off).peak / (1 - plan.MARGIN)) - 1
+    for memory, auto in ((1, 1), (1 << 40, None), (tight, "some")):
+        train = select_backends(cfg, cuda=False, bf16_supported=False, flash_attn=False, liger=False)
+        choose_checkpointing(cfg, config, train, memory=memory)
+        align = align_backends(cfg, cuda=False, bf16_supported=False)
+        if checkpointing is None:
+            choose_checkpointing(align_plan_config(cfg), config, align, memory=memory)
+        assert (align.precision, align.checkpoint_every) == (train.precision, train.checkpoint_every)
+        assert align.precision == precision
+        expected = {None: auto, True: 1, False: None}[checkpointing]
+        assert align.checkpoint_every is not None if expected == "some" else align.checkpoint_every == expected
+
+
+def test_bf16_on_a_gpu_without_it_stops_both_stages_naming_the_key(tmp_path, small_model):
+    from medtune.train.backends import align_backends
+
+    cfg = align_and_train_cfg(tmp_path, small_model, True, None)
+    with pytest.raises(TrainingError, match="train.bf16 is true but this GPU has no bf16"):
+        select_backends(cfg, cuda=True, bf16_supported=False, flash_attn=False, liger=False)
+    with pytest.raises(TrainingError, match="align.bf16 is true but this GPU has no bf16"):
+        align_backends(cfg, cuda=True, bf16_supported=False)
+    gpu = align_backends(align_and_train_cfg(tmp_path, small_model, None, None), cuda=True, bf16_supported=True)
+    assert gpu.precision == "bf16"
+
+
+def test_model_loading_turns_on_cpu_huge_pages_and_keeps_a_users_choice(tmp_path, small_model, monkeypatch):
+    from medtune.modeling import load_model
+    from medtune.train.backends import Backends
+    from medtune.train.stage import load_base
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    load_base(make_cfg(tmp_path, small_model), Backends("cpu", "fp32", "sdpa", "padding", False), True)
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    load_model(str(small_model), dtype="fp32", device="cpu")
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"

@@ -506,9 +506,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from medtune.modeling import enable_cpu_hugepages
-
-    enable_cpu_hugepages()  # before any stage allocates (see its docstring)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

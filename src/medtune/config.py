@@ -34,13 +34,14 @@ QWEN3_SAMPLING = {
     True: {"temperature": 0.6, "top_p": 0.95, "top_k": 20},   # thinking
 }
 DTYPE_NAMES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-"""The --dtype choices of merge/chat/serve -> the names load_model and vLLM take."""
-TORCH_DTYPES = DTYPE_NAMES
-"""Each dtype name -> the name modeling.load_model and vLLM take (the one dtype table)."""
-DTYPES = tuple(TORCH_DTYPES)
+"""The one dtype table: each dtype name medtune takes (model.torch_dtype, quantization.compute_dtype, every
+command's --dtype) -> torch's name for it (`torch.<name>`, and the name from_pretrained and vLLM take).
+Everything else is derived from it: modeling.torch_dtype (the torch object), the memory plan's byte sizes."""
+DTYPES = tuple(DTYPE_NAMES)
 """The one set of dtype names: model.torch_dtype and every command's --dtype."""
-OLD_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
-"""Spellings medtune 0.1 accepted in some places; they still work, with a deprecation note, until 0.2."""
+OLD_DTYPES = {torch_name: name for name, torch_name in DTYPE_NAMES.items() if name != "auto"}
+"""Spellings medtune 0.1 accepted in some places (torch's names); they still work, with a deprecation note,
+until 0.2."""
 
 
 def dtype_name(value: str, where: str) -> str:
@@ -553,7 +554,8 @@ class AlignConfig:
     bf16: bool | None = None
     """null = bf16 on a bf16-capable GPU, else fp32 (bf16 on CPU is 8-19x slower)."""
     gradient_checkpointing: bool | None = None
-    """null = on for GPUs, off on CPU (the tiny CPU models gain nothing from it)."""
+    """null = as train.gradient_checkpointing `auto`: the memory plan checkpoints as few layers as fit the device
+    (none for the tiny CPU models)."""
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int | None = 2

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from medtune.assets import find_qwen3_tokenizer
-from medtune.config import BUILTIN_TINY_QWEN3, QWEN3_SAMPLING
+from medtune.config import BUILTIN_TINY_QWEN3, DTYPE_NAMES, QWEN3_SAMPLING
 from medtune.errors import UserError
 
 # The token ids of the real Qwen3 tokenizer.
@@ -35,13 +35,33 @@ QWEN3_8B = dict(
 )
 
 
+def torch_dtype(name: str):
+    """The torch dtype for a name in the one dtype table (bf16, fp16, fp32) or for torch's own name (bfloat16,
+    float16, float32). `auto` depends on the device: the caller settles it first."""
+    import torch
+
+    torch_name = DTYPE_NAMES.get(name, name)
+    if torch_name == "auto" or torch_name not in DTYPE_NAMES.values():
+        raise ValueError(f"dtype {name!r}: expected one of {', '.join(n for n in DTYPE_NAMES if n != 'auto')}")
+    return getattr(torch, torch_name)
+
+
+def load_causal_lm(name_or_path: str, **kwargs):
+    """AutoModelForCausalLM.from_pretrained, with CPU huge pages on first: the one place every stage that
+    trains or generates with transformers loads its model."""
+    enable_cpu_hugepages()
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
 def enable_cpu_hugepages() -> None:
     """Let PyTorch's CPU allocator back large tensors with transparent huge pages (2 MB pages).
 
     Vocabulary-sized logits are allocated and freed every step; with 4 KB pages each one costs hundreds
     of thousands of page faults (here, more system than user time). Measured 3x faster allocation on
-    this 2-core machine. PyTorch reads the variable when it allocates, so setting it late still works;
-    a value the user set is kept.
+    this 2-core machine. PyTorch reads the variable when it allocates, so setting it when the model loads
+    (load_causal_lm, the one caller) is early enough; a value the user set is kept.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
@@ -89,19 +109,17 @@ def resolve_base_model(name_or_path: str, run_dir: str | Path | None = None) -> 
 
 def load_model(name_or_path: str, adapter: str | Path | None = None, dtype: str = "auto", device: str | None = None,
                attn_implementation: str | None = None, trust_remote_code: bool = False):
-    """Base model (+ LoRA adapter, not merged) and its tokenizer, ready for inference."""
+    """Base model (+ LoRA adapter, not merged) and its tokenizer, ready for inference. `dtype`: auto (bf16 on a
+    GPU that has it, else fp32) or any name torch_dtype takes."""
     import torch
-
-    enable_cpu_hugepages()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch_dtype = {"auto": torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32,
-                   "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    if dtype == "auto":
+        dtype = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype,
-                                                     attn_implementation=attn_implementation,
-                                                     trust_remote_code=trust_remote_code)
+        model = load_causal_lm(name_or_path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation,
+                               trust_remote_code=trust_remote_code)
     except OSError as e:
         raise UserError(f"cannot load the model '{name_or_path}': {e}") from None
     tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else name_or_path

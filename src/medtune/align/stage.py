@@ -24,8 +24,9 @@ from medtune import __version__
 from medtune.config import Config
 from medtune.data.readers import expand_inputs
 from medtune.errors import UserError
-from medtune.modeling import check_lora_targets, count_parameters, enable_cpu_hugepages, resolve_base_model
+from medtune.modeling import check_lora_targets, count_parameters, load_causal_lm, resolve_base_model, torch_dtype
 from medtune.rundir import StageRun, fingerprint, read_json, sha256_file, write_json
+from medtune.train.backends import Backends, align_backends, align_plan_config, choose_checkpointing
 from medtune.train.common import (
     TRAINER_OUTPUTS,
     TRAINER_STRAYS,
@@ -33,9 +34,15 @@ from medtune.train.common import (
     Timeline,
     choose_checkpoint,
     complete_checkpoints,
+    lora_config,
+    world_size,
 )
 
 ALIGN_FORMAT = 1  # bump when the same inputs would align differently
+TESTED_TRL = "1.16.0"
+"""The TRL version (pinned in pyproject.toml) medtune's DPO/KTO trainers were written and tested against: they
+override TRL's private `_compute_loss`, `_precompute_ref_logps` and `_prepare_dataset` and swap its private
+`_use_triton`. On any other version medtune trains with TRL's own DPOTrainer / KTOTrainer instead."""
 # Logged TRL keys kept in metrics.jsonl: DPO/KTO rewards, margins, accuracies, log-probs, KL; GRPO rewards.
 ALIGN_LOG_KEYS = ("rewards/", "logps/", "logits/", "kl", "reward", "frac_reward_zero_std", "completions/",
                   "entropy", "clip_ratio")
@@ -86,13 +93,13 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     run.start()
     timeline = Timeline()
     with timeline("model_loading"):
-        model, tokenizer, base, precision = load_policy(cfg, sft, log)
+        model, tokenizer, base, backends = load_policy(cfg, sft, log)
     with reward_grader(cfg) as grader:  # rubric scorer/reward: the grader answers while pairs are made, training
         with timeline("data_loading"):
             dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log, grader)
         write_json(out / "data_stats.json", data_summary)
         with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
-            trainer = build_align_trainer(cfg, model, tokenizer, dataset, precision, log, grader)
+            trainer = build_align_trainer(cfg, model, tokenizer, dataset, backends, log, grader)
         trainable, total = count_parameters(trainer.model)
         log(f"align: {cfg.align.algorithm.upper()} on {len(dataset):,} row(s), {trainable:,} of {total:,} parameters "
             f"trainable; reference = {'the SFT model (frozen copy of ' + str(sft) + ')' if sft else 'the base model'}"
@@ -101,7 +108,8 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
             result = _train(trainer, checkpoint, run, out)
     trainer.save_model(str(out))
     trainer.save_state()
-    results = _results(result.metrics, trainer, cfg, base, sft, precision, checkpoint, trainable, total, data_summary)
+    results = _results(result.metrics, trainer, cfg, base, sft, backends.precision, checkpoint, trainable, total,
+                       data_summary)
     write_json(out / "train_results.json", results)
     write_json(out / "timeline.json", {"events": timeline.events})
     (out / "README.md").write_text(model_card(cfg, base, sft, results), encoding="utf-8")
@@ -146,36 +154,35 @@ def reward_grader(cfg: Config):
 
 
 def load_policy(cfg: Config, sft: Path | None, log=print):
-    """(model, tokenizer, base, precision): base + the SFT adapter as a trainable PeftModel (TRL then copies it
-    into the frozen reference), or the plain base when there is no SFT adapter (TRL adds a new LoRA)."""
+    """(model, tokenizer, base, backends): base + the SFT adapter as a trainable PeftModel (TRL then copies it
+    into the frozen reference), or the plain base when there is no SFT adapter (TRL adds a new LoRA). Precision
+    and gradient checkpointing are decided by train's rules (medtune.train.backends.align_backends)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    enable_cpu_hugepages()
     cuda = torch.cuda.is_available()
-    bf16 = cfg.align.bf16 if cfg.align.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
-    precision = "bf16" if bf16 else "fp32"
-    log(f"align: precision {precision} on {'GPU' if cuda else 'CPU'}"
-        + ("" if cuda or bf16 else " (bf16 on this CPU is 8-19x slower than fp32)"))
+    backends = align_backends(cfg, cuda, cuda and torch.cuda.is_bf16_supported())
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                                     revision=cfg.model.revision,
-                                                     trust_remote_code=cfg.model.trust_remote_code)
+        model = load_causal_lm(base, dtype=torch_dtype(backends.precision), revision=cfg.model.revision,
+                               trust_remote_code=cfg.model.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(str(sft or base), trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
         raise AlignError(f"model.name_or_path: cannot load '{base}': {e}") from None
+    if cfg.align.gradient_checkpointing is None:
+        choose_checkpointing(align_plan_config(cfg), model.config, backends, world=world_size())
+    log(f"align: on {'GPU' if cuda else 'CPU'}: " + "; ".join(backends.reasons))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if sft is None:
         log(f"align: no finished train stage in {cfg.run_dir}: starting from the base model with a new LoRA; the "
             "reference model is the base model")
-        return model, tokenizer, base, precision
+        return model, tokenizer, base, backends
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(model, str(sft), is_trainable=True)
     log(f"align: policy and reference start from the SFT adapter in {sft}")
-    return model, tokenizer, base, precision
+    return model, tokenizer, base, backends
 
 
 # --- data --------------------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ def trl_config_class(algorithm: str):
     return {"dpo": trl.DPOConfig, "kto": trl.KTOConfig, "grpo": trl.GRPOConfig}[algorithm]
 
 
-def trl_args(cfg: Config, precision: str, cuda: bool):
+def trl_args(cfg: Config, backends: Backends):
     """The TRL config: every align setting under its TRL name, plus align.trl (each key checked)."""
     a = cfg.align
     cls = trl_config_class(a.algorithm)
@@ -243,22 +250,22 @@ def trl_args(cfg: Config, precision: str, cuda: bool):
             raise AlignError(f"align.trl.{key}: not a setting of trl.{cls.__name__}"
                              + (f"; did you mean {close[0]}?" if close else ""))
     try:
-        return cls(**trl_settings(cfg, precision, cuda))
+        return cls(**trl_settings(cfg, backends))
     except (ValueError, TypeError) as e:
         raise AlignError(f"align: TRL rejected the settings: {e}") from None
 
 
-def trl_settings(cfg: Config, precision: str = "fp32", cuda: bool = False) -> dict:
-    """The align config as TRL config values (TRL names), align.trl included."""
-    a = cfg.align
-    checkpointing = a.gradient_checkpointing if a.gradient_checkpointing is not None else cuda
+def trl_settings(cfg: Config, backends: Backends) -> dict:
+    """The align config as TRL config values (TRL names), align.trl included, in the precision and with the
+    checkpointing of `backends` (align_backends)."""
+    a, every = cfg.align, backends.checkpoint_every
     values = dict(
         output_dir=str(cfg.run_dir / "align"), learning_rate=a.learning_rate, num_train_epochs=a.num_train_epochs,
         max_steps=a.max_steps, per_device_train_batch_size=a.per_device_train_batch_size,
         gradient_accumulation_steps=a.gradient_accumulation_steps, lr_scheduler_type=a.lr_scheduler_type,
-        warmup_steps=a.warmup_steps, max_grad_norm=a.max_grad_norm, bf16=precision == "bf16", use_cpu=not cuda,
-        activation_checkpointing=checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        warmup_steps=a.warmup_steps, max_grad_norm=a.max_grad_norm, bf16=backends.precision == "bf16",
+        use_cpu=backends.device == "cpu", activation_checkpointing=every is not None,
+        activation_checkpointing_kwargs=None if every is None else {"use_reentrant": False, "every_n_layers": every},
         logging_steps=a.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
         save_strategy="steps", save_steps=a.save_steps, save_total_limit=a.save_total_limit, seed=a.seed,
         data_seed=a.seed, report_to=[r for r in cfg.train.report_to if r != "none"], disable_tqdm=True,
@@ -286,25 +293,21 @@ def trl_settings(cfg: Config, precision: str = "fp32", cuda: bool = False) -> di
     return {**values, **a.trl}
 
 
-def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, log=print, grader=None):
+def build_align_trainer(cfg: Config, model, tokenizer, dataset, backends: Backends, log=print, grader=None):
     """TRL's DPOTrainer / KTOTrainer (or align.grpo's GRPOTrainer) with medtune's callbacks; `grader`: the rubric
     grader for align.rewards: [rubric] (reward_grader)."""
-    import torch
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from transformers import PrinterCallback
 
     from medtune.train.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard
 
     a, out = cfg.align, cfg.run_dir / "align"
-    args = trl_args(cfg, precision, torch.cuda.is_available())
+    args = trl_args(cfg, backends)
     callbacks = [NonFiniteGuard(), MetricsCallback(out / "metrics.jsonl", extra_keys=ALIGN_LOG_KEYS, desc="align"),
                  CompleteMarker(out)]
     if not isinstance(model, PeftModel):
         check_lora_targets(model, list(cfg.lora.target_modules))
-    peft_config = None if isinstance(model, PeftModel) else LoraConfig(
-        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
-        modules_to_save=list(cfg.lora.modules_to_save) or None)
+    peft_config = None if isinstance(model, PeftModel) else lora_config(cfg.lora)
     if a.algorithm == "grpo":
         from medtune.align import grpo as align_grpo
 
@@ -312,16 +315,51 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, precision: str, 
         # the align settings (precision and checkpointing included) override its defaults.
         rubric = align_grpo.rubric_reward(grader, out / "grader_cache.jsonl") if grader is not None else None
         funcs, weights = align_grpo.grpo_rewards(a.grpo_data, a.rewards, a.reward_weights, rubric=rubric)
-        args = align_grpo.grpo_config(out, {**trl_settings(cfg, precision, torch.cuda.is_available()),
-                                            "reward_weights": weights}, log=log)
+        args = align_grpo.grpo_config(out, {**trl_settings(cfg, backends), "reward_weights": weights}, log=log)
         trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, reward_funcs=funcs,
                                                 peft_config=peft_config)
-    else:
+    elif trl_internals_tested(log):
         cls = dpo_trainer_class() if a.algorithm == "dpo" else kto_trainer_class()
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=peft_config, callbacks=callbacks)
+    else:
+        import trl
+
+        cls = trl.DPOTrainer if a.algorithm == "dpo" else trl.KTOTrainer
+        trainer = cls(model=model, args=args, train_dataset=trl_text_rows(dataset, tokenizer),
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the printed dicts
     return trainer
+
+
+def trl_internals_tested(log=print) -> bool:
+    """Whether the installed TRL is TESTED_TRL, whose private methods medtune's DPO/KTO trainers override; if
+    not, says (once: the stage asks once) that TRL's own trainers run instead."""
+    import trl
+
+    if trl.__version__ == TESTED_TRL:
+        return True
+    log(f"align: TRL {trl.__version__} is installed, not {TESTED_TRL} (the version medtune's DPO/KTO trainers are "
+        "tested with): training with TRL's own DPOTrainer/KTOTrainer, which tokenize the rows themselves and score "
+        f"every position on CPU (slower). pip install trl=={TESTED_TRL} for medtune's path.")
+    return False
+
+
+def trl_text_rows(dataset, tokenizer):
+    """medtune's tokenized rows in TRL's own text format (prompt + chosen/rejected, or prompt + completion +
+    label), for TRL's trainers to tokenize: the texts are the decoded ids, the end-of-turn token included."""
+    def text(ids):
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    def to_text(row):
+        out = {"prompt": text(row["prompt_ids"])}
+        for key in ("chosen", "rejected", "completion"):
+            if f"{key}_ids" in row:
+                out[key] = text(row[f"{key}_ids"])
+        return out
+
+    id_columns = [c for c in dataset.column_names if c.endswith("_ids")]
+    return dataset.map(to_text, remove_columns=id_columns)
 
 
 @contextlib.contextmanager

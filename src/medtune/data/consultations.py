@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtune.data.mcq import RowError, json_records
+from medtune.data.readers import is_hub_id
 from medtune.errors import UserError
 
 
@@ -19,13 +20,6 @@ class Case:
 
 
 HUB_CONFIG = "clin"  # load_dataset("FreedomIntelligence/CMB", "clin"), as CMB's README loads CMB-Clin
-
-
-def is_hub_id(path: str | Path) -> bool:
-    """'owner/name' that is not a local path: a dataset on the Hugging Face Hub."""
-    text = str(path)
-    return not Path(text).exists() and text.count("/") == 1 and not text.startswith((".", "/")) \
-        and not text.endswith((".json", ".jsonl"))
 
 
 def _hub_records(dataset_id: str):

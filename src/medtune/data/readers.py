@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -72,10 +73,15 @@ class RecordError(ValueError):
     """A record that is readable but not a valid conversation; the message is the reason."""
 
 
-def is_hub_id(spec: str) -> bool:
-    """`owner/name` that is not a local path: a hub dataset id."""
-    return (spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not os.path.exists(spec)
-            and not any(ch in spec for ch in "*?[") and _kind(spec) is None)
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
+"""`owner/name` in the hub's alphabet (letters, digits, `-`, `_`, `.`): no drive letter, backslash, `~` or glob."""
+
+
+def is_hub_id(spec: str | Path) -> bool:
+    """A hub dataset id: `owner/name` (HUB_ID) that is not on this machine and does not end in a data file's
+    extension (.json, .jsonl, .parquet, .csv). A local path always wins: `data/train` that exists is local."""
+    text = str(spec)
+    return HUB_ID.fullmatch(text) is not None and not os.path.exists(text) and _kind(text) is None
 
 
 def expand_inputs(specs: list[str], key: str = "data.train_files") -> list[str]:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from medtune.assets import PROJECT_ROOT
-from medtune.config import DTYPES, TORCH_DTYPES, dtype_name
+from medtune.config import DTYPE_NAMES, DTYPES, dtype_name
 from medtune.data.mcq import FORMATS
 from medtune.evaluate.bench import METHODS
 from medtune.evaluate.consult import FORMAT as CONSULT_FORMAT
@@ -98,7 +98,7 @@ def _judge(args):
 def _engines(args, arms):
     from medtune.evaluate.engines import Engines
 
-    return Engines(arms, args.engine, args.batch_size, TORCH_DTYPES[args.dtype])
+    return Engines(arms, args.engine, args.batch_size, DTYPE_NAMES[args.dtype])
 
 
 def cmd_perplexity(args) -> int:
@@ -106,7 +106,7 @@ def cmd_perplexity(args) -> int:
     from medtune.modeling import resolve_base_model
 
     evaluate_perplexity(resolve_base_model(args.model), args.adapter, args.data, args.output, args.batch_size,
-                        TORCH_DTYPES[args.dtype], args.format, args.max_length)
+                        DTYPE_NAMES[args.dtype], args.format, args.max_length)
     print(f"wrote {args.output}")
     return 0
 

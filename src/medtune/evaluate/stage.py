@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from medtune import __version__
-from medtune.config import TORCH_DTYPES, Config
+from medtune.config import DTYPE_NAMES, Config
 from medtune.data.questions import load_questions, load_references, load_safety_prompts
 from medtune.errors import UserError
 from medtune.evaluate.arms import Arm, default_models, resolve_arms
@@ -87,7 +87,7 @@ class EvalRun:
 
     @property
     def dtype(self) -> str:
-        return TORCH_DTYPES[self.cfg.model.torch_dtype]
+        return DTYPE_NAMES[self.cfg.model.torch_dtype]
 
     def up_to_date(self, part: str, fp: str, *paths: Path) -> bool:
         if not self.force and self.parts.get(part) == fp and all(p.exists() for p in paths):
@@ -112,7 +112,7 @@ def evaluate_run(cfg: Config, force: bool = False, log=print) -> dict:
     arms = resolve_arms(models, cfg.evaluate.generation, cfg.run_dir, base)
     parts = (read_json(cfg.run_dir / "eval" / "manifest.json") or {}).get("parts", {})
     judge = configured_judge(cfg.evaluate)  # before any model loads: a half-set judge is an error now, not later
-    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, TORCH_DTYPES[cfg.model.torch_dtype],
+    with Engines(arms, cfg.evaluate.engine, cfg.evaluate.batch_size, DTYPE_NAMES[cfg.model.torch_dtype],
                  log=log) as engines:
         run = EvalRun(cfg, arms, engines, base, force, log, parts, judge=judge)
         step_perplexity(run)
@@ -270,7 +270,7 @@ def _benchmark(run: EvalRun, b, model: str, adapter: str | None, label: str, ben
 def step_consultations(run: EvalRun) -> None:
     """Every chat-template arm through each multi-turn case set, its own answers as the history
     -> eval/consultations/<name>.json and <name>_answers.jsonl."""
-    from medtune.data.consultations import is_hub_id
+    from medtune.data.readers import is_hub_id
     from medtune.evaluate.consult import answers_path, run_consultation
 
     ev = run.cfg.evaluate

@@ -1,5 +1,6 @@
 """What the train stage runs on, decided once: precision, attention implementation, Liger kernels,
-gradient checkpointing (from the memory plan when `auto`)."""
+gradient checkpointing (from the memory plan when `auto`). The align stage decides its precision and
+checkpointing here too, by the same rules (align_backends)."""
 
 from __future__ import annotations
 
@@ -30,20 +31,9 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
     """Pick precision, attention kernel, batching and kernels from the config and what the machine has
     (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
     t, m = cfg.train, cfg.model
-    reasons = []
     device = "cuda" if cuda else "cpu"
-    if t.bf16 is None:
-        precision = "bf16" if cuda and bf16_supported else "fp32"
-        reasons.append(f"precision {precision}: " + ("the GPU supports bf16" if precision == "bf16" else
-                                                     "no bf16-capable GPU (bf16 on CPU is 8-19x slower than fp32)"))
-    elif t.bf16:
-        if cuda and not bf16_supported:
-            raise TrainingError("train.bf16 is true but this GPU has no bf16 support; set train.bf16: false")
-        precision = "bf16"
-        reasons.append("precision bf16: train.bf16 is true" + ("" if cuda else " (on CPU this is much slower than fp32)"))
-    else:
-        precision = "fp32"
-        reasons.append("precision fp32: train.bf16 is false")
+    precision, reason = choose_precision(t.bf16, cuda, bf16_supported, "train.bf16")
+    reasons = [reason]
 
     if m.attn_implementation != "auto":
         attn = m.attn_implementation
@@ -84,6 +74,48 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
         reasons.append(f"Liger kernels {'on' if liger_kernel else 'off'}: train.use_liger_kernel")
     return Backends(device, precision, attn, batching, liger_kernel, reasons,
                     checkpoint_every=None if t.gradient_checkpointing is False else 1)
+
+
+def choose_precision(bf16: bool | None, cuda: bool, bf16_supported: bool, key: str) -> tuple[str, str]:
+    """(precision, reason) from a bf16 setting (`key` names it): null = bf16 on a bf16-capable GPU, else fp32."""
+    if bf16 is None:
+        precision = "bf16" if cuda and bf16_supported else "fp32"
+        return precision, f"precision {precision}: " + (
+            "the GPU supports bf16" if precision == "bf16" else
+            "no bf16-capable GPU (bf16 on CPU is 8-19x slower than fp32)")
+    if not bf16:
+        return "fp32", f"precision fp32: {key} is false"
+    if cuda and not bf16_supported:
+        raise TrainingError(f"{key} is true but this GPU has no bf16 support; set {key}: false")
+    return "bf16", f"precision bf16: {key} is true" + ("" if cuda else " (on CPU this is much slower than fp32)")
+
+
+def align_backends(cfg: Config, cuda: bool, bf16_supported: bool) -> Backends:
+    """The align stage's precision and gradient checkpointing, decided as train decides them: precision by
+    choose_precision from align.bf16; checkpointing from align.gradient_checkpointing, null being train's
+    `auto` (choose_checkpointing settles it on align_plan_config once the model is loaded). The model loads
+    with transformers' default attention and TRL's collators pad, so attention and batching are fixed."""
+    a = cfg.align
+    precision, reason = choose_precision(a.bf16, cuda, bf16_supported, "align.bf16")
+    reasons = [reason]
+    if a.gradient_checkpointing is not None:
+        reasons.append(f"gradient checkpointing {'on' if a.gradient_checkpointing else 'off'}: "
+                       "align.gradient_checkpointing")
+    return Backends("cuda" if cuda else "cpu", precision, "sdpa", "padding", False, reasons,
+                    checkpoint_every=None if a.gradient_checkpointing is False else 1)
+
+
+def align_plan_config(cfg: Config) -> Config:
+    """The config as the memory plan sees one align step: align's checkpointing setting (null = auto), and
+    its per-device rows of align.max_length tokens (DPO runs chosen and rejected in one forward; a GRPO
+    sequence is a prompt plus up to align.max_completion_length tokens)."""
+    a = cfg.align
+    rows = a.per_device_train_batch_size * (2 if a.algorithm == "dpo" else 1)
+    length = a.max_length + (a.max_completion_length if a.algorithm == "grpo" else 0)
+    setting = "auto" if a.gradient_checkpointing is None else a.gradient_checkpointing
+    return replace(cfg, train=replace(cfg.train, gradient_checkpointing=setting, per_device_train_batch_size=rows,
+                                      bf16=a.bf16),
+                   data=replace(cfg.data, max_length=length))
 
 
 def detect_backends(cfg: Config) -> Backends:

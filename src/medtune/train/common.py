@@ -1,6 +1,6 @@
-"""Pieces every training stage shares (train, align): checkpoint markers and resume, ranks and the checks
-that a launched process really is one rank of one group, decisions taken once for all ranks, the
-token-weighted distributed eval, the saved-adapter check, and the stage timeline.
+"""Pieces every training stage shares (train, align): the LoRA config, checkpoint markers and resume, ranks
+and the checks that a launched process really is one rank of one group, decisions taken once for all ranks,
+the token-weighted distributed eval, the saved-adapter check, and the stage timeline.
 
 Importing this module imports no torch or transformers; the callbacks that use these pieces are in
 medtune.callbacks.
@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from medtune.config import LoraConfig
 from medtune.errors import UserError
 from medtune.modeling import dataset_loss
 from medtune.rundir import StageRun, read_json, write_json
@@ -36,6 +37,16 @@ class NonFiniteLoss(Exception):
     def __init__(self, step: int, what: str):
         super().__init__(f"step {step}: {what}")
         self.step, self.what = step, what
+
+
+def lora_config(lora: LoraConfig):
+    """The config's `lora` section as a peft.LoraConfig: what train, align (a new LoRA) and the memory plan wrap
+    the base model with."""
+    import peft
+
+    return peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                           target_modules=list(lora.target_modules), bias=lora.bias, task_type="CAUSAL_LM",
+                           modules_to_save=list(lora.modules_to_save) or None)
 
 
 # --- ranks ---------------------------------------------------------------------------------------------

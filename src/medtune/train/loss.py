@@ -3,6 +3,8 @@ so the full (tokens x vocabulary) logits never exist at once."""
 
 from __future__ import annotations
 
+from medtune.train.plan import logits_chunk_rows
+
 
 def target_only_loss(model, inputs: dict, num_items_in_batch, lm_head, liger: bool = False,
                      chunk_rows: int | None = None):
@@ -29,7 +31,7 @@ def target_only_loss(model, inputs: dict, num_items_in_batch, lm_head, liger: bo
 
         total = liger_fused_linear_cross_entropy(h, lm_head.weight, targets, reduction="sum")
     else:
-        rows = chunk_rows or max(64, (256 << 20) // (4 * lm_head.weight.shape[0]))
+        rows = chunk_rows or logits_chunk_rows(lm_head.weight.shape[0])
         total = hidden.new_zeros((), dtype=torch.float32)
         for a in range(0, targets.numel(), rows):
             total = total + checkpoint(_ce_sum, lm_head, h[a:a + rows], targets[a:a + rows], use_reentrant=False)

@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtune.config import DTYPE_NAMES, QWEN3_SAMPLING
+from medtune.config import DTYPES, OLD_DTYPES, QWEN3_SAMPLING
 from medtune.errors import UserError
 from medtune.generate.source import resolve_model_source
+from medtune.modeling import load_causal_lm, load_model, torch_dtype
 from medtune.rundir import read_json, write_json
 
-DTYPES = ("bf16", "fp16", "fp32")
+SAVE_DTYPES = tuple(name for name in DTYPES if name != "auto")
 MERGE_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
 """Largest allowed max |Δlogit| / max(1, max |logit|) against base+adapter, per saved dtype."""
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")
@@ -58,9 +59,9 @@ def merge_adapter(run_dir: str | Path, output: str | Path, dtype: str | None = N
     _check_output(output, source.adapter, source.base, force)
     base_config = _read_config(source.base)
     if dtype in (None, "auto"):  # the base model's own dtype
-        dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(str(base_config.get("dtype")), "fp32")
-    if dtype not in DTYPES:
-        raise MergeError(f"--dtype must be one of auto, {', '.join(DTYPES)}, not {dtype!r}")
+        dtype = OLD_DTYPES.get(str(base_config.get("dtype")), "fp32")
+    if dtype not in SAVE_DTYPES:
+        raise MergeError(f"--dtype must be one of auto, {', '.join(SAVE_DTYPES)}, not {dtype!r}")
     tied = bool(base_config.get("tie_word_embeddings", False))
     _check_tied_targets(source.adapter, tied)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -106,9 +107,7 @@ def _merge_in_memory(source, device: str, tied: bool):
     """base+adapter in fp32, merged; the merge checked against base+adapter on the check prompts."""
     import torch
 
-    from medtune.modeling import load_model
-
-    model, tokenizer = load_model(source.base, adapter=source.adapter, dtype="float32", device=device)
+    model, tokenizer = load_model(source.base, adapter=source.adapter, dtype="fp32", device=device)
     batch = _check_batch(tokenizer, device)
     mask = batch["attention_mask"].bool()
     with torch.inference_mode():
@@ -129,14 +128,12 @@ def _merge_in_memory(source, device: str, tied: bool):
 
 def _save_to_temporary(merged, tokenizer, output: Path, dtype: str, log) -> Path:
     """The merged model in `dtype` with its tokenizer and generation config, in a directory beside `output`."""
-    import torch
-
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     log(f"merge: saving {dtype} to {output}")
     try:
-        merged.to(getattr(torch, DTYPE_NAMES[dtype]))
+        merged.to(torch_dtype(dtype))
         merged.generation_config = _generation_config(tokenizer, merged.generation_config)
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -149,9 +146,8 @@ def _save_to_temporary(merged, tokenizer, output: Path, dtype: str, log) -> Path
 def _check_saved(tmp: Path, probe: _Probe, dtype: str, tied: bool, device: str) -> dict:
     """The saved model, loaded back from disk, against base+adapter on the check prompts."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    saved = AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, DTYPE_NAMES[dtype])).to(device).eval()
+    saved = load_causal_lm(str(tmp), dtype=torch_dtype(dtype)).to(device).eval()
     if tied:
         _check_still_tied(saved, "the saved model")
     with torch.inference_mode():

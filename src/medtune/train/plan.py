@@ -38,6 +38,8 @@ from dataclasses import dataclass, field, replace
 
 from medtune.config import BUILTIN_TINY_QWEN3, Config
 from medtune.errors import UserError
+from medtune.modeling import torch_dtype
+from medtune.train.common import lora_config
 
 GIB = 1 << 30
 CUDA_ALLOWANCE = 1 * GIB
@@ -47,7 +49,6 @@ DEFAULT_TOKENS_PER_SECOND = 950
 QUANT_BITS_PER_PARAM = {(4, True): 4 + 8 / 64 + 32 / (64 * 256), (4, False): 4 + 32 / 64, (8, True): 8, (8, False): 8}
 """bitsandbytes storage per quantized weight: 4-bit blocks of 64 with an absmax each (fp32, or 8-bit with a
 second fp32 level per 256 blocks under double quantization); LLM.int8 keeps one fp32 scale per row (~0)."""
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 MARGIN = 0.05
 """A plan fits when at least this share of the GPU's memory is left over."""
 
@@ -133,22 +134,19 @@ def model_config(name_or_path: str, revision: str | None = None, trust_remote_co
 def count_model(config, cfg: Config, precision: str) -> ModelShape:
     """Build the model on the meta device, wrap it with the run's LoRA, count parameters and saved activations."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     from medtune.modeling import check_lora_targets
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    dtype = torch_dtype(precision)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
         out_layer = model.get_output_embeddings()
         quantizable = sum(m.weight.numel() for m in model.modules()
                           if isinstance(m, torch.nn.Linear) and m is not out_layer)
         check_lora_targets(model, list(cfg.lora.target_modules))
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
-            modules_to_save=list(cfg.lora.modules_to_save) or None))
+        model = get_peft_model(model, lora_config(cfg.lora))
     from medtune.modeling import count_parameters
 
     trainable, total = count_parameters(model)
@@ -193,12 +191,12 @@ def _layer_saved_bytes(model, config, dtype, rows: int, tokens: int) -> int:
 
 
 def logits_chunk_rows(vocab: int) -> int:
-    """The rows train.target_only_loss projects at once (keep in step with it)."""
+    """The rows train.loss.target_only_loss projects to the vocabulary at once: about 256 MB of fp32 logits."""
     return max(64, (256 << 20) // (4 * vocab))
 
 
 def estimate(shape: ModelShape, s: Setup) -> Plan:
-    b = DTYPE_BYTES[s.precision]
+    b = torch_dtype(s.precision).itemsize
     notes = []
     if s.quant_bits:
         # prepare_model_for_kbit_training upcasts every non-quantized weight (embeddings, norms, output layer) to fp32.

@@ -12,8 +12,7 @@ import os
 
 from medtune.config import QuantizationConfig
 from medtune.errors import UserError
-
-COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+from medtune.modeling import torch_dtype
 
 
 def describe(q: QuantizationConfig | None) -> str | None:
@@ -32,13 +31,12 @@ def load_kwargs(q: QuantizationConfig | None, device: str) -> dict:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("model.quantization needs bitsandbytes: pip install 'medtune[qlora]' (bitsandbytes 0.50, "
                         "which runs on CUDA and, measured with 0.50.2, on CPU)")
-    import torch
     from transformers import BitsAndBytesConfig
 
     if q.bits == 4:
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
                                  bnb_4bit_use_double_quant=q.double_quant,
-                                 bnb_4bit_compute_dtype=getattr(torch, COMPUTE_DTYPES[q.compute_dtype]))
+                                 bnb_4bit_compute_dtype=torch_dtype(q.compute_dtype))
     else:
         bnb = BitsAndBytesConfig(load_in_8bit=True)
     # A quantized model cannot be moved after loading: place it on this process's device now.

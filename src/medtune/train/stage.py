@@ -20,8 +20,8 @@ import warnings
 from pathlib import Path
 
 from medtune import __version__
-from medtune.config import TORCH_DTYPES, Config
-from medtune.modeling import check_lora_targets, count_parameters, enable_cpu_hugepages, resolve_base_model
+from medtune.config import Config
+from medtune.modeling import check_lora_targets, count_parameters, load_causal_lm, resolve_base_model, torch_dtype
 from medtune.rundir import StageRun, fingerprint, read_json, write_json
 from medtune.train import quantize
 from medtune.train.backends import Backends, choose_checkpointing, detect_backends
@@ -39,6 +39,7 @@ from medtune.train.common import (
     complete_checkpoints,
     distributed_eval,
     is_main_process,
+    lora_config,
     world_size,
 )
 from medtune.train.loss import _trainer_class, whole_head_weight
@@ -82,16 +83,13 @@ def eval_every(t) -> int | None:
 def build_trainer(cfg: Config, model, tokenizer, train_ds, val_ds, backends: Backends, world: int = 1):
     """The SFT trainer medtune trains with: every setting from the config, the backends chosen, the
     target-only loss, and the callbacks (metrics.jsonl, NaN guard, token-weighted eval, checkpoint markers)."""
-    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import SFTConfig
 
     from medtune.train.callbacks import CompleteMarker, MetricsCallback, NonFiniteGuard, TokenWeightedEval
 
     run_dir, t = cfg.run_dir, cfg.train
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), bias=cfg.lora.bias, task_type="CAUSAL_LM",
-                      modules_to_save=list(cfg.lora.modules_to_save) or None)
+    lora = lora_config(cfg.lora)
     eval_steps = eval_every(t)
     args = SFTConfig(
         output_dir=str(run_dir),
@@ -195,22 +193,18 @@ def train_model(cfg: Config, resume: str | None = None, force: bool = False, log
 
 def load_base(cfg: Config, backends: Backends, main: bool):
     """(base model path, model, tokenizer) in the precision and attention kernel chosen."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    enable_cpu_hugepages()
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6.*", category=FutureWarning)
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir) if main else _wait_for_base(cfg, cfg.run_dir)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[backends.precision]
-    if cfg.model.torch_dtype != "auto":
-        dtype = getattr(torch, TORCH_DTYPES[cfg.model.torch_dtype])  # the config holds bf16 | fp16 | fp32
+    dtype = backends.precision if cfg.model.torch_dtype == "auto" else cfg.model.torch_dtype
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, revision=cfg.model.revision,
-                                                     attn_implementation=backends.attn_implementation,
-                                                     trust_remote_code=cfg.model.trust_remote_code,
-                                                     **quantize.load_kwargs(cfg.model.quantization, backends.device))
+        model = load_causal_lm(base, dtype=torch_dtype(dtype), revision=cfg.model.revision,
+                               attn_implementation=backends.attn_implementation,
+                               trust_remote_code=cfg.model.trust_remote_code,
+                               **quantize.load_kwargs(cfg.model.quantization, backends.device))
         tokenizer = AutoTokenizer.from_pretrained(base, revision=cfg.model.revision,
                                                   trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
