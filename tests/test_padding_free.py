@@ -19,7 +19,7 @@ def _tiny(arch: str, attn: str = "sdpa"):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3ForCausalLM
 
     from medtune.modeling import qwen3_config
-    from medtune.train.attention import register
+    from medtune.attention import register
 
     register()
     torch.manual_seed(0)
