@@ -42,21 +42,21 @@ def measure(config_path: str) -> dict:
     import datasets
     import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from medtune.config import load_config
-    from medtune.modeling import resolve_base_model
-    from medtune.train.stage import build_trainer
+    from medtune.modeling import load_causal_lm, resolve_base_model
     from medtune.train.backends import detect_backends
+    from medtune.train.stage import build_trainer
 
     cfg = load_config(config_path)
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
+    backends = detect_backends(cfg)  # the attention and batching training would use
+    model = load_causal_lm(base, dtype=torch.float32, attn_implementation=backends.attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(base)
     n, length = cfg.train.per_device_train_batch_size * cfg.train.max_steps, cfg.data.max_length
     ids = np.random.default_rng(0).integers(3, min(model.config.vocab_size, 4000), size=(n, length)).tolist()
     train = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids, "length": [length] * n})
-    backends = detect_backends(cfg)
     before = rss("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
     trainer = build_trainer(cfg, model, tokenizer, train, None, backends)

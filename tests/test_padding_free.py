@@ -1,7 +1,9 @@
 """Padding-free batches (train.batching: packing) compute the same step as padded ones: the same loss and the
-same LoRA gradients, through the collator the trainer uses and medtune's target-only loss, on sdpa (CPU),
-for Qwen3 and for a second architecture (Llama). And no token attends across a sample boundary: with the
-position ids not restarting per sample (the planted bug), the same check fails."""
+same LoRA gradients, through the collator the trainer uses and medtune's target-only loss, on CPU with sdpa
+(transformers' block-diagonal mask from the position ids) and with medtune's sdpa_varlen (attention sample by
+sample from the collator's boundaries), for Qwen3 and for a second architecture (Llama). And no token attends
+across a sample boundary: with the position ids not restarting per sample (sdpa) or the boundaries lost
+(sdpa_varlen), the planted bugs, the same check fails."""
 
 from __future__ import annotations
 
@@ -12,16 +14,18 @@ torch = pytest.importorskip("torch")
 LENGTHS = (9, 23, 5, 16)  # one random batch of real-looking spread: the padded batch is mostly padding
 
 
-def _tiny(arch: str):
+def _tiny(arch: str, attn: str = "sdpa"):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3ForCausalLM
 
     from medtune.modeling import qwen3_config
+    from medtune.attention import register
 
+    register()
     torch.manual_seed(0)
     shape = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=8, max_position_embeddings=128, pad_token_id=0,
-                 attn_implementation="sdpa")
+                 attn_implementation=attn)
     if arch == "qwen3":
         model = Qwen3ForCausalLM(qwen3_config(**shape))
     else:
@@ -56,11 +60,13 @@ def _loss_and_grads(model, batch: dict):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa_varlen"])
 @pytest.mark.parametrize("arch", ["qwen3", "llama"])
-def test_padding_free_step_equals_the_padded_step(arch):
+def test_padding_free_step_equals_the_padded_step(arch, attn):
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    model = _tiny(arch)
+    model = _tiny(arch, attn)
+    assert model.config._attn_implementation == attn
     examples = _examples()
     padded = DataCollatorForLanguageModeling(pad_token_id=0)(examples)
     flat = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples)
@@ -76,8 +82,13 @@ def test_padding_free_step_equals_the_padded_step(arch):
     for name in grads_padded:
         assert torch.allclose(grads_flat[name], grads_padded[name], rtol=1e-4, atol=1e-6), name
 
-    # planted: position ids that run on across samples make later samples attend to earlier ones
-    leaky = dict(flat, position_ids=torch.arange(sum(LENGTHS))[None])
+    # planted: sdpa: position ids that run on across samples (no packing seen: one causal mask over the row);
+    # sdpa_varlen: the boundaries lost (one segment). Either way later samples attend to earlier ones.
+    if attn == "sdpa":
+        leaky = dict(flat, position_ids=torch.arange(sum(LENGTHS))[None])
+    else:
+        whole = torch.tensor([0, sum(LENGTHS)], dtype=torch.int32)
+        leaky = dict(flat, cu_seq_lens_q=whole, cu_seq_lens_k=whole)
     loss_leaky, _ = _loss_and_grads(model, leaky)
     assert not torch.allclose(loss_leaky, loss_padded, rtol=1e-4)
 

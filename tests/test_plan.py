@@ -255,3 +255,22 @@ def test_a_plan_prints_no_library_notice_that_reads_as_a_failure(tmp_path):
             "logging.getLogger('bitsandbytes.backends.cpu.ops').warning('another notice')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0 and r.stderr == "another notice\n"  # only those two are dropped
+
+
+def test_the_sdpa_mask_of_a_padding_free_row_is_counted_by_hand():
+    """_hand_setup: batch 2 x length 100. sdpa's boolean mask (1 byte an entry): padded, 2 x 100 x 100 = 20,000
+    bytes; padding-free, one block-diagonal mask over the 200-token row, 200 x 200 = 40,000; flash-attention
+    none. The CPU default (sdpa_varlen, packing) plans the packed mask; plain sdpa with auto batching groups by
+    length (padded); a GPU plans flash-attention."""
+    from dataclasses import replace
+
+    from medtune.config import config_from_dict
+    from medtune.train.plan import attention_mask_kind
+
+    shape, s = _hand_shape(), _hand_setup(10**9)
+    base = estimate(shape, replace(s, mask="none")).peak
+    assert estimate(shape, replace(s, mask="padded")).peak - base == 2 * 100 * 100
+    assert estimate(shape, replace(s, mask="packed")).peak - base == 200 * 200
+    cfg = lambda **model: config_from_dict({"output_dir": "x", "model": model})  # noqa: E731
+    assert attention_mask_kind(cfg(), "cpu") == "packed" and attention_mask_kind(cfg(), "cuda") == "none"
+    assert attention_mask_kind(cfg(attn_implementation="sdpa"), "cpu") == "padded"

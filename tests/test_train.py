@@ -77,14 +77,18 @@ def test_plan_steps_matches_reference_arithmetic():
 def test_backend_selection():
     cfg = config_from_dict({"output_dir": "x"})
     cpu = select_backends(cfg, cuda=False, bf16_supported=False, flash_attn=False, liger=False)
-    assert (cpu.precision, cpu.attn_implementation, cpu.batching, cpu.liger_kernel) == ("fp32", "sdpa",
-                                                                                        "group_by_length", False)
+    assert (cpu.precision, cpu.attn_implementation, cpu.batching, cpu.liger_kernel) == ("fp32", "sdpa_varlen",
+                                                                                        "packing", False)
     gpu = select_backends(cfg, cuda=True, bf16_supported=True, flash_attn=True, liger=True)
     assert (gpu.precision, gpu.attn_implementation, gpu.batching, gpu.liger_kernel) == ("bf16", "flash_attention_2",
                                                                                         "packing", True)
     plain_gpu = select_backends(cfg, cuda=True, bf16_supported=False, flash_attn=False, liger=False)
-    assert (plain_gpu.precision, plain_gpu.attn_implementation, plain_gpu.batching) == ("fp32", "sdpa",
-                                                                                       "group_by_length")
+    assert (plain_gpu.precision, plain_gpu.attn_implementation, plain_gpu.batching) == ("fp32", "sdpa_varlen",
+                                                                                       "packing")
+    # plain sdpa asked for: no varlen path, so similar lengths are grouped instead of packed
+    sdpa = select_backends(config_from_dict({"output_dir": "x", "model": {"attn_implementation": "sdpa"}}),
+                           cuda=False, bf16_supported=False, flash_attn=False, liger=False)
+    assert (sdpa.attn_implementation, sdpa.batching) == ("sdpa", "group_by_length")
     assert all(r for r in gpu.reasons) and len(gpu.reasons) == 4
     forced = config_from_dict({"output_dir": "x", "train": {"batching": "packing", "bf16": False}})
     assert select_backends(forced, cuda=False, bf16_supported=False, flash_attn=False, liger=False).batching == "packing"

@@ -92,8 +92,10 @@ class ModelConfig:
     trust_remote_code: bool = False
     torch_dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Weights dtype; `auto` is bf16 where the hardware has it, fp32 otherwise (bfloat16 etc.: deprecated)."""
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = "auto"
-    """`auto` picks flash-attention when installed on a GPU, else sdpa."""
+    attn_implementation: Literal["auto", "eager", "sdpa", "sdpa_varlen", "flash_attention_2",
+                                 "flash_attention_3"] = "auto"
+    """`auto` picks flash-attention when installed on a GPU, else sdpa_varlen (medtune.attention: sdpa sample by
+    sample in padding-free batches)."""
     enable_thinking: bool = False
     """Chat-template thinking switch used for training data (Qwen3 hybrid models); off = non-thinking SFT."""
     quantization: QuantizationConfig | None = None

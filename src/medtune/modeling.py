@@ -48,9 +48,15 @@ def torch_dtype(name: str):
 
 def load_causal_lm(name_or_path: str, **kwargs):
     """AutoModelForCausalLM.from_pretrained, with CPU huge pages on first: the one place every stage that
-    trains or generates with transformers loads its model."""
+    trains or generates with transformers loads its model. `attn_implementation="sdpa_varlen"` is medtune's
+    (medtune.attention), registered with transformers here."""
     enable_cpu_hugepages()
     from transformers import AutoModelForCausalLM
+
+    if kwargs.get("attn_implementation") == "sdpa_varlen":
+        from medtune.attention import register
+
+        register()
 
     return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
 

@@ -47,21 +47,22 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
         attn = "flash_attention_2"
         reasons.append("attention flash_attention_2: flash-attn is installed on a GPU")
     else:
-        attn = "sdpa"
-        reasons.append("attention sdpa: " + ("flash-attn is not installed" if cuda else "no GPU"))
+        attn = "sdpa_varlen"
+        reasons.append("attention sdpa_varlen: sdpa sample by sample in padding-free batches, plain sdpa otherwise ("
+                       + ("flash-attn is not installed" if cuda else "no GPU") + ")")
 
-    varlen = attn.startswith("flash_attention")
+    varlen = attn.startswith("flash_attention") or attn == "sdpa_varlen"
     if t.batching != "auto":
         batching = t.batching
         reasons.append(f"batching {batching}: train.batching")
     elif varlen:
         batching = "packing"
-        reasons.append("batching packing: padding-free, per-sample position ids, flash-attention varlen keeps "
-                       "samples apart at no cost")
+        reasons.append(f"batching packing: padding-free, per-sample position ids; {attn} keeps samples apart "
+                       "at the cost of each sample's own attention")
     else:
         batching = "group_by_length"
-        reasons.append("batching group_by_length: without a varlen attention kernel, packed samples would cost a "
-                       "full block-diagonal attention mask; grouping similar lengths wastes little on padding")
+        reasons.append(f"batching group_by_length: {attn} has no varlen path, so packed samples would cost a full "
+                       "block-diagonal attention mask; grouping similar lengths wastes little on padding")
 
     if t.use_liger_kernel is None:
         liger_kernel = cuda and liger

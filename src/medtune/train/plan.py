@@ -72,6 +72,7 @@ class Setup:
     double_quant: bool
     shard_weights: bool  # FSDP / ZeRO-3: frozen weights split across the GPUs
     checkpoint_every: int = 1  # with checkpointing: every n-th decoder layer (transformers' every_n_layers)
+    mask: str = "none"  # sdpa's boolean mask: none (flash-attention), padded (batch x T^2), packed ((batch x T)^2)
 
 
 @dataclass
@@ -219,12 +220,14 @@ def estimate(shape: ModelShape, s: Setup) -> Plan:
         activations = shape.layers * layer + 4 * token_state
     rows = min(logits_chunk_rows(shape.vocab), tokens)
     chunk = rows * shape.vocab * (b + (4 if b != 4 else 0) + 4 + 4)
+    mask = {"none": 0, "padded": s.batch * s.max_length ** 2, "packed": tokens ** 2}[s.mask]  # bool: 1 byte
     memory = {
         "weights": int(weights),
         # parameter, gradient, AdamW m and v; TRL casts the trainable weights of a quantized model to bf16.
         "trainable_state": (shape.trainable_params * 2 if s.quant_bits else shape.trainable_bytes) * 4,
         "activations": int(activations),
         "logits_chunk": int(chunk),
+        **({"attention_mask": mask} if mask else {}),
     }
     if s.device == "cuda":
         memory["cuda_allowance"] = CUDA_ALLOWANCE
@@ -311,7 +314,19 @@ def setup_from_config(cfg: Config, gpus: int, gpu_memory: int | None, device: st
     return Setup(gpus=gpus, gpu_memory=gpu_memory, device=device, precision=precision,
                  batch=t.per_device_train_batch_size, max_length=cfg.data.max_length,
                  checkpointing=t.gradient_checkpointing is not False, quant_bits=q.bits if q else None,
-                 double_quant=bool(q and q.double_quant), shard_weights=shard_weights)
+                 double_quant=bool(q and q.double_quant), shard_weights=shard_weights,
+                 mask=attention_mask_kind(cfg, device))
+
+
+def attention_mask_kind(cfg: Config, device: str) -> str:
+    """The boolean mask transformers builds for sdpa: none with flash-attention (what `auto` picks on a GPU,
+    assumed installed there), else one (batch x T x T) for padded batches, or one (batch*T)^2 block-diagonal
+    mask over a padding-free row (sdpa_varlen then attends sample by sample, but the mask is still built)."""
+    attn, batching = cfg.model.attn_implementation, cfg.train.batching
+    if attn.startswith("flash_attention") or (attn == "auto" and device == "cuda"):
+        return "none"
+    packed = batching == "packing" or (batching == "auto" and attn in ("auto", "sdpa_varlen"))
+    return "packed" if packed else "padded"
 
 
 def data_size(cfg: Config, samples: int | None) -> dict:
@@ -392,6 +407,9 @@ def format_plan(cfg: Config, result: dict) -> str:
         f"    logits chunk       {_gib(mem['logits_chunk']):>12}  ({min(logits_chunk_rows(shape.vocab), s.batch * s.max_length)}"
         f" positions x {shape.vocab:,} vocabulary)",
     ]
+    if "attention_mask" in mem:
+        lines.append(f"    attention mask     {_gib(mem['attention_mask']):>12}  (sdpa's boolean mask, "
+                     + ("one block-diagonal over the padding-free row)" if s.mask == "packed" else "per padded sample)"))
     if "cuda_allowance" in mem:
         lines.append(f"    CUDA allowance     {_gib(mem['cuda_allowance']):>12}  (context, workspaces, fragmentation)")
     lines.append(f"    total              {_gib(plan.peak):>12}")
