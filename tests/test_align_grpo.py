@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CMMLU_DEV, ROOT, SHARED_ASSETS, needs_shared, small_vocab_model
+from conftest import CMMLU_DEV, ROOT, needs_shared, small_vocab_model
 from medtune.align.grpo import (answer_reward, build_grpo_trainer, device_settings, format_reward, grpo_config, grpo_dataset, grpo_log_entry, load_grpo_items)
 from medtune.errors import UserError
 

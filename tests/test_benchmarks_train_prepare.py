@@ -37,22 +37,20 @@ def test_prepare_benchmark_smoke():
 
 @needs_shared
 def test_train_throughput_benchmark_smoke():
+    """Each tool's default batches on the same 4 samples (the script exits unless both arms trained on exactly
+    the samples' non-padding tokens): medtune's CPU default is padding-free with sdpa_varlen."""
     r = run_script("benchmarks/train_throughput.py", "--steps", "2", "--batch", "2", "--hidden", "64", "--layers",
                    "1", "--max-length", "256", "--repeats", "1")
-    # Both arms trained on the same samples in the same batches (the script exits if either saw other tokens),
-    # so the processed-token ratio is the non-padding ratio.
-    assert r["samples"] == 4 and r["processed_tokens"] >= r["non_padding_tokens"] > 0
-    # 4 samples of at most 256 tokens, padded to their batch's longest: at most 4 x 256 processed.
-    assert r["processed_tokens"] <= 4 * 256
+    assert r["batches"] == "default" and r["samples"] == 4 and "step_tokens" not in r
+    assert 0 < r["non_padding_tokens"] <= 4 * 256 and r["mean_length"] == r["non_padding_tokens"] / 4
+    assert (r["medtune_batching"], r["medtune_attention"]) == ("packing", "sdpa_varlen")
     # Each arm trained once, one after the other, inside the process this test timed.
     assert 0 < (r["non_padding_tokens"] / r["medtune_tokens_per_second"]
                 + r["non_padding_tokens"] / r["trl_default_tokens_per_second"]) <= r["wall_seconds"]
-    assert r["medtune_processed_tokens_per_second"] / r["trl_default_processed_tokens_per_second"] == \
-        pytest.approx(r["speedup"], rel=0.01)
-    # the same batches, step by step: two of 2 samples, longest first (every sample of step 1 is at least as
-    # long as every sample of step 2, so step 1 has at least as many tokens)
-    assert len(r["step_tokens"]) == 2 and sum(r["step_tokens"]) == r["non_padding_tokens"]
-    assert r["step_tokens"][0] >= r["step_tokens"][1]
+    assert r["speedup"] == pytest.approx(r["medtune_tokens_per_second"] / r["trl_default_tokens_per_second"],
+                                         rel=0.01, abs=0.005)
+    # same samples, same model, one epoch: the run-average losses are both near ln(vocab) of a random model
+    assert abs(r["medtune_train_loss"] - r["trl_default_train_loss"]) < 0.5
     assert len(r["round_seconds"]["trl"]) == 1
     assert r["medtune_checkpoint_every_n_layers"] is None  # a 1-layer model fits: auto checkpoints nothing
     assert r["memory_ratio"] == pytest.approx(r["medtune_peak_rss_mb"] / r["trl_default_peak_rss_mb"], rel=0.02)
@@ -66,7 +64,7 @@ def test_gpu_train_benchmark_dry_run():
         assert r[arm]["tokens_per_second"] > 0 and 0 < r[arm]["mfu_6n"]
         assert r[arm]["mfu_6n"] == pytest.approx(1.5 * r[arm]["mfu_lora_4n"], rel=0.02)  # 6N vs 4N, same rate
     assert r["speedup"] == pytest.approx(r["medtune"]["tokens_per_second"] / r["trl"]["tokens_per_second"], rel=0.02)
-    assert r["medtune"]["batching"] == "group_by_length" and r["trl"]["batching"] == "padding"
+    assert r["medtune"]["batching"] == "packing" and r["trl"]["batching"] == "padding"  # CPU dry run: sdpa_varlen
 
 
 def test_gpu_check_dry_path_runs_the_cpu_parts_and_skips_the_rest_with_reasons(tmp_path):

@@ -29,8 +29,6 @@ def qwen3_tokenizer_candidates() -> list[Path]:
     return found
 
 
-
-
 def find_qwen3_tokenizer() -> Path:
     """The first local Qwen3 tokenizer directory whose tokenizer.json has the published sha256."""
     tried = []

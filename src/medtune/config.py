@@ -300,8 +300,6 @@ class GenerationConfig:
             raise ValueError("generation.repetition_penalty must be > 0")
 
 
-
-
 @dataclass
 class CompareModel:
     """One model of a comparison: a model (+ optional adapter) in its own prompt format; one arm per thinking value."""

@@ -256,8 +256,6 @@ class Tokens:
         return [row(ex.chosen, True), row(ex.rejected, False)]
 
 
-
-
 def length_summary(examples: list[AlignExample]) -> dict:
     """Median characters of chosen and rejected answers (a preference for length shows here first)."""
     chosen = [len(e.chosen) for e in examples if e.label is not False]

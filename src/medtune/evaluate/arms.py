@@ -121,8 +121,6 @@ def arm_sampling(arm: Arm) -> Sampling:
     return generation_sampling(arm.generation)
 
 
-
-
 def api_key(arm: Arm) -> str:
     # Local OpenAI-compatible servers accept any key; the client refuses an empty one.
     return os.environ.get(arm.api_key_env) or "EMPTY"

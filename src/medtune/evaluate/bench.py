@@ -44,13 +44,6 @@ METHODS = ("loglik", "generate")
 # -- prompts --
 
 
-
-
-
-
-
-
-
 def select_shots(items: list[Item], dev_items: list[Item] | None, shots: int, where: str) -> tuple[dict, list[Item]]:
     """({subject: first `shots` dev items}, the items left to score). Without dev items, shots come from `items`."""
     if shots == 0:
@@ -145,9 +138,6 @@ def generate_replies(model, tokenizer, prompts: list[str], batch_size: int = 8, 
 
 
 # -- answer extraction --
-
-
-
 
 
 # -- results --

@@ -68,20 +68,7 @@ JUDGE_RUBRIC = """请根据参考答案，为AI助手对病例中一个问题的
 EMPTY_ANSWER = "（空回答）"
 
 
-
-
 # -- reading cases --
-
-
-
-
-
-
-
-
-
-
-
 
 
 def conversation(case: Case, own_answers: list[str]) -> list[dict]:

@@ -37,18 +37,10 @@ LENGTH_CONTROL = ("logistic regression of the score (1/0.5/0) on (len_a-len_b)/(
                   "ridge 0.1 on the slope and 0.01 on the intercept, read at zero length difference")
 
 
-
-
 # -- the judge client --
 
 
-
-
-
-
-
 # -- outcomes and statistics --
-
 
 
 def length_difference(a: str, b: str) -> float:
@@ -144,8 +136,6 @@ def _checked_pairs(questions: list[str], answers: dict[str, list[str]], pairs) -
             if arm not in answers:
                 raise UserError(f"arm '{arm}' has no answers (arms: {', '.join(answers)})")
     return pairs
-
-
 
 
 def judgement_row(a: str, b: str, question_id: str, question: str, answer_a: str, answer_b: str,

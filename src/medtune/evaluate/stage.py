@@ -47,8 +47,6 @@ from medtune.rundir import data_identity, file_identity, fingerprint, read_json,
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
-
-
 def model_identity(name_or_path: str) -> dict:
     """A local model by its files' sizes and times (hashing 16 GB of weights takes minutes), a hub id by name."""
     path = Path(name_or_path)
@@ -57,8 +55,6 @@ def model_identity(name_or_path: str) -> dict:
     return {"path": str(path.resolve()), "files": {
         f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.iterdir())
         if f.suffix in (".safetensors", ".bin") or f.name == "config.json"}}
-
-
 
 
 def arm_identity(arm: Arm) -> dict:

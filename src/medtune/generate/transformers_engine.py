@@ -15,51 +15,13 @@ from medtune.generate.source import ModelSource
 # -- the thinking split --
 
 
-
-
-
-
-
-
-
 # -- sampling, prompts, stop tokens, results --
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # -- where the model is --
 
 
-
-
-
-
-
-
-
 # -- which engine --
-
-
-
-
-
-
-
-
-
 
 
 # -- the transformers engine --
@@ -307,14 +269,5 @@ def _async_streamer(tokenizer, stop: threading.Event):
 
 
 # -- the vLLM engines --
-
-
-
-
-
-
-
-
-
 
 

@@ -328,8 +328,6 @@ def _batch_subsection(c: Ctx) -> Section:
     return sub
 
 
-
-
 # ---- timeline -------------------------------------------------------------------------------------
 
 def sec_timeline(c: Ctx) -> list[Section]:

@@ -73,8 +73,6 @@ def train_stage_run(cfg: Config, data_fingerprint: str | None) -> StageRun:
                     outputs=(*TRAINER_OUTPUTS, "eval_results.json"), strays=TRAINER_STRAYS)
 
 
-
-
 def eval_every(t) -> int | None:
     """Steps between evaluations for eval_strategy 'steps' (eval_steps, else save_steps), else None."""
     return (t.eval_steps or t.save_steps) if t.eval_strategy == "steps" else None
@@ -216,10 +214,6 @@ def load_base(cfg: Config, backends: Backends, main: bool):
         # (choose_checkpointing decides how many layers).
         model = quantize.prepare_for_training(model, False)
     return base, model, tokenizer
-
-
-
-
 
 
 def _summary(cfg: Config, base: str, backends: Backends, trainer, plan: dict, world: int, train_ds, val_ds,
