@@ -124,3 +124,15 @@ def arm_sampling(arm: Arm) -> Sampling:
 def api_key(arm: Arm) -> str:
     # Local OpenAI-compatible servers accept any key; the client refuses an empty one.
     return os.environ.get(arm.api_key_env) or "EMPTY"
+
+
+def chat_template_arms(arms: list[Arm], what: str, log=print) -> list[Arm]:
+    """The arms that prompt through the model's chat template (a conversation needs one); the others are
+    skipped with a log line naming `what`, and no arm left is an error."""
+    plain = [a.name for a in arms if a.prompt_format != "chat_template"]
+    if plain:
+        log(f"{what}: skipping {', '.join(plain)}: a conversation needs the model's chat template")
+    kept = [a for a in arms if a.prompt_format == "chat_template"]
+    if not kept:
+        raise UserError(f"no arm with prompt_format: chat_template to run the {what} with")
+    return kept

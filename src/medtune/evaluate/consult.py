@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 from medtune.data.consultations import Case, load_cases
-from medtune.errors import UserError
-from medtune.evaluate.arms import Arm
+from medtune.evaluate.arms import Arm, chat_template_arms
 from medtune.generate.judge import JudgeEndpoint, ask_judge, parse_verdict
 from medtune.rundir import write_json, write_jsonl
 from medtune.stats import bootstrap_interval
@@ -215,12 +214,7 @@ def run_consultation(arms: list[Arm], path: str | Path, output: str | Path, engi
     """Every chat-template arm through every case; writes `output` (summary) and its _answers.jsonl; returns the summary."""
     started = time.perf_counter()
     cases, rejected = load_cases(path, max_cases)
-    plain = [a.name for a in arms if a.prompt_format != "chat_template"]
-    if plain:
-        log(f"consultation: skipping {', '.join(plain)}: a multi-turn consultation needs the model's chat template")
-    arms = [a for a in arms if a.prompt_format == "chat_template"]
-    if not arms:
-        raise UserError("no arm with prompt_format: chat_template to run the consultation with")
+    arms = chat_template_arms(arms, "consultation", log)
     records, summaries = [], []
     for arm in arms:
         log(f"consultation: {arm.name}: {len(cases)} case(s), {sum(len(c.questions) for c in cases)} question(s)")

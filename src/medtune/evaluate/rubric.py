@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 from medtune.data.rubrics import RubricExample, load_meta_eval, load_rubric_set
-from medtune.errors import UserError
-from medtune.evaluate.arms import Arm
+from medtune.evaluate.arms import Arm, chat_template_arms
 from medtune.generate.grader import (
     GRADER_PROMPT,
     GRADER_SYSTEM,
@@ -225,12 +224,7 @@ def run_rubric(arms: list[Arm], path: str | Path, output_dir: str | Path, engine
     examples, rejected = load_rubric_set(path, max_examples)
     for r in rejected:
         log(f"rubric: skipping {r['file']}:{r['line']}: {r['reason']}")
-    plain = [a.name for a in arms if a.prompt_format != "chat_template"]
-    if plain:
-        log(f"rubric: skipping {', '.join(plain)}: a conversation needs the model's chat template")
-    arms = [a for a in arms if a.prompt_format == "chat_template"]
-    if not arms:
-        raise UserError("no arm with prompt_format: chat_template to answer the rubric conversations with")
+    arms = chat_template_arms(arms, "rubric", log)
     records = []
     for arm in arms:
         log(f"rubric: {arm.name} answers {len(examples)} conversation(s)")

@@ -11,10 +11,10 @@ needs at least two arms with a non-empty answer. Items and arms keep the order o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medtune.data.questions import iter_rows
 from medtune.errors import UserError
 from medtune.text import answer_only
 
@@ -44,19 +44,8 @@ class Item:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """A JSONL file's objects; a bad line is an error naming file and line (these files are medtune's own)."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not valid JSON ({e.msg}); rerun `medtune evaluate` to rewrite it") from e
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: not a JSON object; rerun `medtune evaluate` to rewrite it")
-        rows.append(row)
-    return rows
+    """A JSONL file's objects; a bad line is an error naming file and line (data.questions.iter_rows)."""
+    return [row for _, row in iter_rows(path)]
 
 
 def load_items(run_dir: str | Path) -> list[Item]:
