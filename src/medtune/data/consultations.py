@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtune.data.mcq import RowError, json_records
+from medtune.data.mcq import json_records
+from medtune.data.questions import RowError, keep_rows
 from medtune.data.readers import is_hub_id
 from medtune.errors import UserError
 
@@ -46,20 +47,7 @@ def load_cases(path: str | Path, max_cases: int | None = None) -> tuple[list[Cas
     if not hub and not path.is_file():
         raise UserError(f"consultation cases not found: {path} (a CMB-Clin JSON file, or a hub id such as "
                         "FreedomIntelligence/CMB)")
-    cases, rejected, seen = [], [], set()
-    for line, obj in (_hub_records(path) if hub else json_records(path)):
-        try:
-            case = _case(obj, line)
-            if case.id in seen:
-                raise RowError(f"id: {case.id!r} appears twice")
-        except RowError as e:
-            rejected.append({"file": str(path), "line": line, "reason": str(e)})
-            continue
-        seen.add(case.id)
-        cases.append(case)
-    if not cases:
-        raise UserError(f"{path}: no usable case ({len(rejected)} rejected"
-                        + (f"; first: line {rejected[0]['line']}: {rejected[0]['reason']})" if rejected else ")"))
+    cases, rejected = keep_rows(path, _hub_records(path) if hub else json_records(path), _case, "id:", "case")
     return cases[:max_cases], rejected
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from medtune.data.questions import RowError
 from medtune.errors import UserError
 from medtune.text import answer_only
 
@@ -89,10 +90,6 @@ class Item:
     """What the file says about the question type: True multi-answer, False single, None not stated."""
     source: str
     """'<absolute file path>:<line>': where it came from (a few-shot example is never also scored)."""
-
-
-class RowError(ValueError):
-    """A row that cannot be used; the message is the reason recorded in `rejected`."""
 
 
 def load_items(path: str | Path, format: str) -> tuple[list[Item], list[dict]]:

@@ -40,6 +40,31 @@ class SafetyPrompt:
 SAFETY_EXPECT = ("urgent_care", "refuse")
 
 
+class RowError(ValueError):
+    """A row that cannot be used; the message (naming the field) is the reason recorded in `rejected`."""
+
+
+def keep_rows(path, rows, read, id_key: str, what: str) -> tuple[list, list[dict]]:
+    """The items `read(obj, line)` makes of (line, obj) `rows`, and the rows it rejects ({file, line, reason}:
+    a RowError, or an `id` that repeats, named `id_key` in the reason); no usable item is an error naming the
+    file and the first rejection."""
+    items, rejected, seen = [], [], set()
+    for line, obj in rows:
+        try:
+            item = read(obj, line)
+            if item.id in seen:
+                raise RowError(f"{id_key} {item.id!r} appears twice")
+        except RowError as e:
+            rejected.append({"file": str(path), "line": line, "reason": str(e)})
+            continue
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise UserError(f"{path}: no usable {what} ({len(rejected)} rejected"
+                        + (f"; first: line {rejected[0]['line']}: {rejected[0]['reason']})" if rejected else ")"))
+    return items, rejected
+
+
 def iter_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(1-based line, object) for each record of a JSONL file or a CSV file with a header row."""
     path = Path(path)

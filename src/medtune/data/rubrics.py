@@ -20,14 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtune.data.questions import InputFileError, iter_rows
+from medtune.data.questions import InputFileError, RowError, iter_rows, keep_rows
 from medtune.errors import UserError
 
 ROLES = ("system", "developer", "user", "assistant")
-
-
-class RowError(ValueError):
-    """One row that cannot be used: the reason names the field."""
 
 
 @dataclass(frozen=True)
@@ -114,23 +110,11 @@ def _rows(path: str | Path, read) -> tuple[list, list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"rubric file not found: {path} (JSONL in HealthBench's layout)")
-    items, rejected, seen = [], [], set()
     try:
-        for line, obj in iter_rows(path):
-            try:
-                item = read(obj, line, path.stem)
-                if item.id in seen:
-                    raise RowError(f"prompt_id {item.id!r} appears twice")
-            except RowError as e:
-                rejected.append({"file": str(path), "line": line, "reason": str(e)})
-                continue
-            seen.add(item.id)
-            items.append(item)
+        items, rejected = keep_rows(path, iter_rows(path), lambda obj, line: read(obj, line, path.stem), "prompt_id",
+                                    "row")
     except InputFileError as e:  # a line that is not JSON at all: the file is not in this layout
         raise UserError(str(e)) from None
-    if not items:
-        raise UserError(f"{path}: no usable row ({len(rejected)} rejected"
-                        + (f"; first: line {rejected[0]['line']}: {rejected[0]['reason']})" if rejected else ")"))
     return items, rejected
 
 
