@@ -69,8 +69,10 @@ def build_model(device: str, attn: str):
     import torch
     from transformers import Qwen3ForCausalLM
 
+    from medtune.attention import register
     from medtune.modeling import QWEN3_8B, qwen3_config
 
+    register()  # medtune's CPU default, sdpa_varlen, is a name transformers learns from medtune
     values = dict(QWEN3_8B) if device == "cuda" else {**QWEN3_8B, **TINY}
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)
