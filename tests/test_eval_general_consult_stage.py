@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from medtune.config import load_config
+from medtune.config import load_config, save_config
 from medtune.evaluate.stage import evaluate_run
 from medtune.report.write import write_report
 from tests.conftest import ROOT, write_config
@@ -30,7 +30,9 @@ def test_stage_scores_general_next_to_medical_and_consults_and_the_report_shows_
                                     {"path": str(GENERAL), "format": "cmmlu", "kind": "general",
                                      "subjects": ["chinese_history", "computer_science"]}],
                      "consultations": [{"path": str(CLIN), "max_cases": 2}]}}))
-    outputs = evaluate_run(load_config(config), log=lambda *_: None)
+    cfg = load_config(config)
+    save_config(cfg, run / "config.yaml")  # as `medtune evaluate` writes it before the stage runs
+    outputs = evaluate_run(cfg, log=lambda *_: None)
     assert set(outputs) == {"benchmarks", "consultations"}
     bench = run / "eval" / "benchmarks"
     general = json.loads((bench / "cmmlu_general_zh-loglik-0shot--tiny-qwen3-medtune.json").read_text())
