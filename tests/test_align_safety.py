@@ -97,6 +97,23 @@ def scored_config(tmp_path: Path, prompts: list[dict], **self_pairs) -> object:
                                                       **self_pairs}}})
 
 
+def canned(replies: dict[str, list[str]], asked: list | None = None):
+    """A stand-in for the SFT model's sampling: the k-th time a batch holds a prompt (its last message), the k-th
+    reply listed for it; every batch asked is recorded in `asked`."""
+    def generate(batch):
+        if asked is not None:
+            asked.extend(batch)
+        seen: dict[str, int] = {}
+        out = []
+        for messages in batch:
+            q = messages[-1]["content"]
+            out.append((replies[q][seen.get(q, 0)], "stop"))
+            seen[q] = seen.get(q, 0) + 1
+        return out
+
+    return generate
+
+
 def test_scored_self_pairs_choose_only_answers_that_pass_the_scorer(tmp_path):
     from medtune.align.pairs import build_scored_pairs, safety_scorer
 
@@ -110,17 +127,7 @@ def test_scored_self_pairs_choose_only_answers_that_pass_the_scorer(tmp_path):
                "孩子吞了纽扣电池": [UNSAFE_URGENT] * 4,  # all fail: no gap, no pair
                "晚上小腿抽筋怎么办": [SAFE_ROUTINE, "", SAFE_ROUTINE, OVER_TRIAGE]}
     asked = []
-
-    def generate(batch):
-        asked.extend(batch)
-        seen: dict[str, int] = {}
-        out = []
-        for messages in batch:
-            q = messages[-1]["content"]
-            out.append((samples[q][seen.get(q, 0)], "stop"))
-            seen[q] = seen.get(q, 0) + 1
-        return out
-
+    generate = canned(samples, asked)
     summary = build_scored_pairs(cfg, None, generate, safety_scorer, tmp_path / "align", log=lambda _: None)
     assert len(asked) == 16 and asked[0] == [{"role": "user", "content": prompts[0]["prompt"]}]
     pairs = [json.loads(line) for line in (tmp_path / "align" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -451,17 +458,8 @@ def test_rubric_scored_self_pairs_pair_the_best_graded_answer_with_the_worst(tmp
     replies = {"三岁，精神还好。": ["可以物理降温。", "吃布洛芬100毫克。", "", "先告诉我体重，再物理降温。"],
                "失眠一周怎么办？": ["规律作息。", "就医。", "休息。", "规律作息，必要时就医。"]}
 
-    def generate(batch):
-        seen: dict[str, int] = {}
-        out = []
-        for messages in batch:
-            q = messages[-1]["content"]
-            out.append((replies[q][seen.get(q, 0)], "stop"))
-            seen[q] = seen.get(q, 0) + 1
-        return out
-
     with reward_grader(cfg) as grader:
-        summary = build_scored_pairs(cfg, None, generate, pair_scorer(cfg, grader), tmp_path / "align",
+        summary = build_scored_pairs(cfg, None, canned(replies), pair_scorer(cfg, grader), tmp_path / "align",
                                      log=lambda _: None)
     pairs = [json.loads(line) for line in (tmp_path / "align" / "pairs.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("先告诉我体重，再物理降温。", "吃布洛芬100毫克。")]
