@@ -192,15 +192,13 @@ def judge_scorer(cfg: Config):
 
 
 def rubric_scorer(grader, cache_path: str | Path):
-    """Each sample's rubric score by the grader (met points over positive points, medtune.generate.grader), None
-    where it could not grade one of the criteria or the prompt has none (a plain prompt)."""
-    from medtune.generate.grader import make_rubric_reward
+    """Each sample's rubric score: GRPO's rubric reward (align.grpo.rubric_reward: met points over positive points,
+    None where the grader could not grade a criterion or the prompt has none) on the prompt's samples."""
+    from medtune.align.grpo import rubric_reward
 
-    reward = make_rubric_reward(grader, cache_path)
+    reward = rubric_reward(grader, cache_path)
 
     def score(messages: list[dict], urgent: bool, keywords_any, samples: list[str], rubrics=()) -> list[float | None]:
-        if not rubrics:
-            return [None] * len(samples)
         criteria = [{"criterion": c, "points": p} for c, p in rubrics]
         return reward([messages] * len(samples), samples, rubrics=[criteria] * len(samples))
 

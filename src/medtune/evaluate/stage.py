@@ -289,14 +289,12 @@ def step_consultations(run: EvalRun) -> None:
 def step_rubrics(run: EvalRun) -> None:
     """Every chat-template arm on each rubric set, graded criterion by criterion -> eval/rubric/<name>/."""
     from medtune.evaluate.rubric import run_rubric
-    from medtune.generate.grader import grader_endpoint, grader_settings
+    from medtune.generate.grader import configured_grader, grader_endpoint
 
     ev = run.cfg.evaluate
     if not ev.rubrics:
         return
-    grader = grader_settings(ev.grader_base_url, ev.grader_model, ev.grader_api_key_env,
-                             ("evaluate.grader_base_url", "evaluate.grader_model", "evaluate.grader_api_key_env")) \
-        or run.judge
+    grader = configured_grader(ev, run.judge)
     if grader is None:
         run.log("evaluate: evaluate.rubrics is set but no grader is: set evaluate.grader_base_url and grader_model "
                 "(or the judge's); rubric sets skipped")

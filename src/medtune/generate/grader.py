@@ -258,9 +258,10 @@ def grader_endpoint(endpoint: JudgeEndpoint, **settings):
         yield GraderEndpoint(JudgeEndpoint(server.url, server.model), **settings)
 
 
-def configured_grader(evaluate) -> JudgeEndpoint | None:
+def configured_grader(evaluate, judge: JudgeEndpoint | None = None) -> JudgeEndpoint | None:
     """The evaluate section's rubric grader (evaluate.grader_base_url, grader_model, grader_api_key_env), else
-    its judge, else None. The evaluate stage grades rubric sets with it, and the align stage's rubric reward."""
+    its judge (`judge` when the command built it already), else None. The evaluate stage grades rubric sets with
+    it, and the align stage's rubric reward and scorer."""
     return grader_settings(evaluate.grader_base_url, evaluate.grader_model, evaluate.grader_api_key_env,
                            ("evaluate.grader_base_url", "evaluate.grader_model", "evaluate.grader_api_key_env")) \
-        or configured_judge(evaluate)
+        or judge or configured_judge(evaluate)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medtune.listen import allowed_hosts, bind, is_loopback, serve_on, url_host
+from medtune.listen import HostCheck, allowed_hosts, bind, is_loopback, serve_on, url_host
 from medtune.review.items import require_items
 from medtune.review.store import ReviewStore
 
@@ -38,7 +38,6 @@ def serve_review(run_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAU
                  allowed_host: tuple[str, ...] = (), log=print) -> None:
     """Serve the review page until interrupted; the port is bound, and the items read, before anything is served.
     Only the Host names the server is bound for are answered (as `medtune serve` does), plus `allowed_host`."""
-    from medtune.listen import HostCheck
     from medtune.review.app import create_review_app
 
     run_dir = Path(run_dir)
