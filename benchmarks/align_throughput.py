@@ -142,7 +142,8 @@ def run_medtune(cfg) -> dict:
     events = {e["name"]: e["seconds"] for e in timeline["events"]}
     return {"seconds": events["data_loading"] + events["trainer_setup"] + results["train_runtime"],
             "steps": results["global_step"], "rows": results["num_train_rows"], "train_loss": results["train_loss"],
-            "batching": results["batching"], "attention": results["attn_implementation"]}
+            "batching": results["batching"], "attention": results["attn_implementation"],
+            "checkpoint_every_n_layers": results["checkpoint_every_n_layers"]}
 
 
 def run_trl(cfg, pairs: Path) -> dict:
@@ -230,6 +231,7 @@ def main() -> None:
         "trl_default_train_loss": round(best["trl"]["train_loss"], 4),
         "medtune_train_loss": round(best["medtune"]["train_loss"], 4),
         "medtune_batching": best["medtune"]["batching"], "medtune_attention": best["medtune"]["attention"],
+        "medtune_checkpoint_every_n_layers": best["medtune"]["checkpoint_every_n_layers"],
         "round_seconds": {arm: [round(r["seconds"], 3) for r in runs] for arm, runs in rounds.items()},
         "trl_default_peak_rss_mb": best["trl"]["peak_rss_mb"], "medtune_peak_rss_mb": best["medtune"]["peak_rss_mb"],
         "memory_ratio": round(best["medtune"]["peak_rss_mb"] / best["trl"]["peak_rss_mb"], 3),

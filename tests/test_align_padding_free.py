@@ -171,3 +171,17 @@ def test_flattening_by_hand():
     # Padded (r, j) predicts token j+1 of sequence r: row positions 0, 1 for the first, 3 for the second.
     assert out.log_probs.tolist() == [[10.0, 11.0], [13.0, 0.0]]
     assert out.label_mask.tolist() == [[True, True], [True, False]] and out.entropy is None
+
+
+def test_align_plans_checkpointing_for_the_longest_row_of_its_data():
+    import datasets
+
+    from medtune.align.stage import longest_sequence
+
+    dpo = datasets.Dataset.from_list([{"prompt_ids": [1, 2, 3], "chosen_ids": [4, 5], "rejected_ids": [6, 7, 8, 9]},
+                                      {"prompt_ids": [1, 2, 3, 4, 5], "chosen_ids": [6], "rejected_ids": [7]}])
+    assert longest_sequence(dpo) == 7  # 3 + the longer answer (4); the second row holds 6
+    kto = datasets.Dataset.from_list([{"prompt_ids": [1, 2, 3], "completion_ids": [4, 5], "label": True},
+                                      {"prompt_ids": [1, 2, 3, 4, 5], "completion_ids": [6], "label": False}])
+    assert longest_sequence(kto) == 7  # its KL rows pair the longest prompt (5) with any completion (at most 2)
+    assert longest_sequence(datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": "x"}]}])) is None

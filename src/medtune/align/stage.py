@@ -98,6 +98,10 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
         with timeline("data_loading"):
             dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log, grader)
         write_json(out / "data_stats.json", data_summary)
+        if cfg.align.gradient_checkpointing is None:  # planned for the longest row the data holds
+            choose_checkpointing(align_plan_config(cfg), model.config, backends, world=world_size(),
+                                 longest=longest_sequence(dataset))
+        log(f"align: on {'GPU' if backends.device == 'cuda' else 'CPU'}: " + "; ".join(backends.reasons))
         with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
             trainer = build_align_trainer(cfg, model, tokenizer, dataset, backends, log, grader)
         trainable, total = count_parameters(trainer.model)
@@ -110,7 +114,8 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     trainer.save_state()
     results = _results(result.metrics, trainer, cfg, base, sft, backends.precision, checkpoint, trainable, total,
                        data_summary)
-    results.update(attn_implementation=backends.attn_implementation, batching=backends.batching)
+    results.update(attn_implementation=backends.attn_implementation, batching=backends.batching,
+                   checkpoint_every_n_layers=backends.checkpoint_every)
     write_json(out / "train_results.json", results)
     write_json(out / "timeline.json", {"events": timeline.events})
     (out / "README.md").write_text(model_card(cfg, base, sft, results), encoding="utf-8")
@@ -174,9 +179,6 @@ def load_policy(cfg: Config, sft: Path | None, log=print):
         tokenizer = AutoTokenizer.from_pretrained(str(sft or base), trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
         raise AlignError(f"model.name_or_path: cannot load '{base}': {e}") from None
-    if cfg.align.gradient_checkpointing is None:
-        choose_checkpointing(align_plan_config(cfg), model.config, backends, world=world_size())
-    log(f"align: on {'GPU' if cuda else 'CPU'}: " + "; ".join(backends.reasons))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if sft is None:
@@ -233,6 +235,20 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print, grader=No
     if pairs_summary is not None:
         summary["self_pairs"] = pairs_summary
     return datasets.Dataset.from_list(rows), summary
+
+
+def longest_sequence(dataset) -> int | None:
+    """The most tokens one model row of the align data can hold (prompt + the longer answer for DPO, prompt +
+    completion for KTO, an upper bound covering its KL rows), or None for GRPO (its completions are sampled)."""
+    columns = set(dataset.column_names)
+    if "prompt_ids" not in columns or not len(dataset):
+        return None
+    prompts = [len(ids) for ids in dataset["prompt_ids"]]
+    if "chosen_ids" in columns:
+        return max(p + max(len(c), len(r)) for p, c, r in zip(prompts, dataset["chosen_ids"], dataset["rejected_ids"]))
+    if "completion_ids" in columns:
+        return max(prompts) + max(len(c) for c in dataset["completion_ids"])
+    return None
 
 
 # --- the trainer -------------------------------------------------------------------------------------
