@@ -141,6 +141,8 @@ def run_medtune(cfg) -> dict:
     timeline = json.loads((cfg.run_dir / "align" / "timeline.json").read_text())
     events = {e["name"]: e["seconds"] for e in timeline["events"]}
     return {"seconds": events["data_loading"] + events["trainer_setup"] + results["train_runtime"],
+            "phases": {"data": events["data_loading"], "setup": events["trainer_setup"],
+                       "training": results["train_runtime"]},
             "steps": results["global_step"], "rows": results["num_train_rows"], "train_loss": results["train_loss"],
             "batching": results["batching"], "attention": results["attn_implementation"],
             "checkpoint_every_n_layers": results["checkpoint_every_n_layers"]}
@@ -174,6 +176,7 @@ def run_trl(cfg, pairs: Path) -> dict:
     setup = time.perf_counter() - started
     metrics = trainer.train().metrics
     return {"seconds": setup + metrics["train_runtime"], "steps": trainer.state.global_step,
+            "phases": {"setup": setup, "training": metrics["train_runtime"]},
             "rows": len(trainer.train_dataset), "train_loss": metrics["train_loss"],
             "tokens_per_pair": tokens_per_pair(trainer.train_dataset)}
 
@@ -233,6 +236,7 @@ def main() -> None:
         "medtune_batching": best["medtune"]["batching"], "medtune_attention": best["medtune"]["attention"],
         "medtune_checkpoint_every_n_layers": best["medtune"]["checkpoint_every_n_layers"],
         "round_seconds": {arm: [round(r["seconds"], 3) for r in runs] for arm, runs in rounds.items()},
+        "phase_seconds": {arm: {k: round(v, 1) for k, v in r["phases"].items()} for arm, r in best.items()},
         "trl_default_peak_rss_mb": best["trl"]["peak_rss_mb"], "medtune_peak_rss_mb": best["medtune"]["peak_rss_mb"],
         "memory_ratio": round(best["medtune"]["peak_rss_mb"] / best["trl"]["peak_rss_mb"], 3),
     }))
