@@ -1,27 +1,34 @@
 """Benchmark: DPO pairs/s on CPU, `medtune align`'s default vs TRL DPOTrainer with its defaults, same pairs and model.
 
-Run as: .venv/bin/python benchmarks/align_throughput.py [--steps 4] [--batch 2] [--epochs 2] [--max-length 256]
-        [--repeats 2]
+Run as: .venv/bin/python benchmarks/align_throughput.py [--shape tiny|qwen3-0.6b] [--steps 4] [--batch 2]
+        [--epochs 2] [--max-length 256] [--repeats 2]
 
-Model: the builtin tiny Qwen3 (`builtin:tiny-qwen3`: 2 layers, 64 wide, the real 151,936-token vocabulary,
-random init, fp32 on CPU) with the real Qwen3 tokenizer. Pairs: the demo dialogues (data/demo), written as TRL
-`prompt` / `chosen` / `rejected` message lists: chosen = the dialogue's reference answer, rejected = the next
-dialogue's answer. Only pairs that `medtune align` keeps at --max-length are used (it rejects longer ones
-instead of truncating), the first steps x batch of them, so both arms train `--epochs` epochs on the same pairs
-(2 by default: DPO recipes run one to three, and the reference model's log-probs do not change between them).
+Model and pairs (`--shape`):
+- `qwen3-0.6b` (the issue 19 figure): Qwen3-0.6B's shape (28 layers, hidden 1,024, 16/8 heads of 128, the real
+  151,936-token vocabulary, random init, fp32) with the real Qwen3 tokenizer; pairs from the 1,000 real
+  dialogues in ../shared/assets/medical-sft-samples, so prompt and answer lengths are real ones.
+- `tiny` (default; the toy row): the builtin tiny Qwen3 (`builtin:tiny-qwen3`: 2 layers, 64 wide, the real
+  vocabulary) and the demo dialogues (data/demo).
+Each dialogue becomes a TRL `prompt` / `chosen` / `rejected` pair of message lists: chosen = the dialogue's
+reference answer, rejected = the next dialogue's answer. Only pairs that `medtune align` keeps at --max-length
+are used (it rejects longer ones instead of truncating): steps x batch of them (tiny: the first; qwen3-0.6b: a
+seeded random choice, a real length mix), so both arms train `--epochs` epochs on the same pairs (2 by default:
+DPO recipes run one to three, and the reference model's log-probs do not change between them).
 
 - medtune: `align_model` itself, i.e. exactly what `medtune align` runs: the run's SFT adapter (a LoRA with
   medtune's default lora settings, saved as a finished train stage) loaded as a trainable PeftModel, which TRL
   copies into the frozen reference adapter; rows pre-tokenized by medtune.data.align with prepare's rule;
-  `MedtuneDPOTrainer` with `trl_settings` from medtune's align defaults: the LM head projects only completion
-  positions, and the reference log-probs are computed once, when the trainer is built.
+  `MedtuneDPOTrainer` with `trl_settings` from medtune's align defaults: padding-free batches with sdpa_varlen
+  attention on CPU, the LM head projecting only completion positions, and the reference log-probs computed
+  once, when the trainer is built.
 - baseline: `trl.DPOTrainer` + `trl.DPOConfig` defaults, except what CPU requires (bf16=False, use_cpu) and the
   same batch size, steps, learning rate and max_length; the same base model with a new PEFT LoRA of the same
   shape (reference = the adapter disabled); the rows carry `chat_template_kwargs: {enable_thinking: false}`
   so TRL renders the same no-think prompt as medtune.
 
 Timed per arm: tokenizing the pairs, building the trainer (medtune computes the reference log-probs there) and
-the training loop; not the model loading. Each arm runs in its own process (peak RSS per arm); the arms
+the training loop; not the model loading. Both arms start from the base model's log-probs (a new LoRA's B is
+zero), so their mean training losses should agree within the noise of different LoRA A initialisations. Each arm runs in its own process (peak RSS per arm); the arms
 alternate `--repeats` times and each keeps its best time, since the machine is shared. Prints one JSON object
 on its last line.
 """
@@ -40,22 +47,32 @@ from pathlib import Path
 from arms import alternate
 
 ROOT = Path(__file__).resolve().parents[1]
-DIALOGUES = ROOT / "data" / "demo" / "huatuo_style_dialogues.jsonl"
+DIALOGUES = {"tiny": ROOT / "data" / "demo" / "huatuo_style_dialogues.jsonl",
+             "qwen3-0.6b": ROOT.parent / "shared" / "assets" / "medical-sft-samples" /
+             "medicalgpt_medical_sft_1K_format.jsonl"}
 ROLES = {"system": "system", "human": "user", "gpt": "assistant"}
+MODELS = {"tiny": "builtin:tiny-qwen3 (toy shape: 2 layers, 64 wide, 151,936 vocabulary), fp32",
+          "qwen3-0.6b": "Qwen3-0.6B's shape (28 layers, 1,024 wide, 151,936 vocabulary), random init, fp32"}
+
+
+def model_path(workdir: Path) -> str:
+    """The base model: the one built in workdir (--shape qwen3-0.6b), else the builtin tiny Qwen3."""
+    built = workdir / "base"
+    return str(built) if built.is_dir() else "builtin:tiny-qwen3"
 
 
 def config(workdir: Path, pairs: Path, steps: int, batch: int, max_length: int, epochs: int = 1):
     from medtune.config import config_from_dict
 
-    return config_from_dict({"output_dir": str(workdir / "run"), "model": {"name_or_path": "builtin:tiny-qwen3"},
+    return config_from_dict({"output_dir": str(workdir / "run"), "model": {"name_or_path": model_path(workdir)},
                              "align": {"algorithm": "dpo", "train_files": [str(pairs)], "num_train_epochs": epochs,
                                        "per_device_train_batch_size": batch, "max_length": max_length,
                                        "save_steps": 100 * steps * epochs, "logging_steps": steps}})
 
 
-def candidate_pairs(path: Path) -> None:
-    """Every demo dialogue as a TRL message-list pair; rejected = the next dialogue's answer."""
-    dialogues = [json.loads(line)["conversations"] for line in DIALOGUES.read_text(encoding="utf-8").splitlines()]
+def candidate_pairs(path: Path, source: Path) -> None:
+    """Every dialogue of `source` as a TRL message-list pair; rejected = the next dialogue's answer."""
+    dialogues = [json.loads(line)["conversations"] for line in source.read_text(encoding="utf-8").splitlines()]
     with open(path, "w", encoding="utf-8") as f:
         for i, turns in enumerate(dialogues):
             other = dialogues[(i + 1) % len(dialogues)][-1]["value"]
@@ -64,24 +81,31 @@ def candidate_pairs(path: Path) -> None:
                                 "rejected": [{"role": "assistant", "content": other}]}, ensure_ascii=False) + "\n")
 
 
-def same_pairs(workdir: Path, steps: int, batch: int, max_length: int) -> dict:
-    """Write workdir/pairs.jsonl: the first steps x batch candidate pairs medtune keeps; their token counts."""
+def same_pairs(workdir: Path, steps: int, batch: int, max_length: int, shape: str) -> dict:
+    """Write workdir/pairs.jsonl: steps x batch candidate pairs medtune keeps (tiny: the first ones, else a seeded
+    random choice); their token counts."""
+    import random
+
     from medtune.data.align import read_align_data
     from medtune.assets import load_tokenizer
 
     candidates, pairs = workdir / "candidates.jsonl", workdir / "pairs.jsonl"
-    candidate_pairs(candidates)
+    candidate_pairs(candidates, DIALOGUES[shape])
     cfg = config(workdir, candidates, steps, batch, max_length)
     tokenizer = load_tokenizer(cfg.model)
     read_align_data(cfg, tokenizer, [str(candidates)], workdir / "rejected.jsonl", log=lambda *a: None)
     dropped = {json.loads(line)["line"] for line in (workdir / "rejected.jsonl").read_text().splitlines()}
     kept = [line for n, line in enumerate(candidates.read_text(encoding="utf-8").splitlines(), 1) if n not in dropped]
     if len(kept) < steps * batch:
-        sys.exit(f"only {len(kept)} demo pairs fit --max-length {max_length}; need steps x batch = {steps * batch}")
-    pairs.write_text("\n".join(kept[:steps * batch]) + "\n", encoding="utf-8")
+        sys.exit(f"only {len(kept)} pairs fit --max-length {max_length}; need steps x batch = {steps * batch}")
+    chosen = kept[:steps * batch] if shape == "tiny" else random.Random(0).sample(kept, steps * batch)
+    pairs.write_text("\n".join(chosen) + "\n", encoding="utf-8")
     rows, _ = read_align_data(config(workdir, pairs, steps, batch, max_length), tokenizer, [str(pairs)],
                               workdir / "rejected.jsonl", log=lambda *a: None)
-    return {"pairs": len(rows), "medtune_tokens_per_pair": tokens_per_pair(rows)}
+    lengths = [n for r in rows for n in (len(r["prompt_ids"]) + len(r["chosen_ids"]),
+                                         len(r["prompt_ids"]) + len(r["rejected_ids"]))]
+    return {"pairs": len(rows), "medtune_tokens_per_pair": tokens_per_pair(rows),
+            "sequence_tokens_mean": round(sum(lengths) / len(lengths), 1), "sequence_tokens_max": max(lengths)}
 
 
 def tokens_per_pair(rows) -> float:
@@ -117,7 +141,9 @@ def run_medtune(cfg) -> dict:
     timeline = json.loads((cfg.run_dir / "align" / "timeline.json").read_text())
     events = {e["name"]: e["seconds"] for e in timeline["events"]}
     return {"seconds": events["data_loading"] + events["trainer_setup"] + results["train_runtime"],
-            "steps": results["global_step"], "rows": results["num_train_rows"]}
+            "steps": results["global_step"], "rows": results["num_train_rows"], "train_loss": results["train_loss"],
+            "batching": results["batching"], "attention": results["attn_implementation"],
+            "checkpoint_every_n_layers": results["checkpoint_every_n_layers"]}
 
 
 def run_trl(cfg, pairs: Path) -> dict:
@@ -148,7 +174,7 @@ def run_trl(cfg, pairs: Path) -> dict:
     setup = time.perf_counter() - started
     metrics = trainer.train().metrics
     return {"seconds": setup + metrics["train_runtime"], "steps": trainer.state.global_step,
-            "rows": len(trainer.train_dataset),
+            "rows": len(trainer.train_dataset), "train_loss": metrics["train_loss"],
             "tokens_per_pair": tokens_per_pair(trainer.train_dataset)}
 
 
@@ -161,6 +187,8 @@ def child(arm: str, workdir: Path, steps: int, batch: int, max_length: int, epoc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shape", choices=sorted(DIALOGUES), default="tiny",
+                        help="qwen3-0.6b: Qwen3-0.6B's shape on real dialogue pairs; tiny: the toy model and demo pairs")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
@@ -172,9 +200,15 @@ def main() -> None:
     if args.arm:
         child(args.arm, args.workdir, args.steps, args.batch, args.max_length, args.epochs)
         return
+    if not DIALOGUES[args.shape].is_file():
+        sys.exit(f"benchmark data not found: {DIALOGUES[args.shape]}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        data = same_pairs(workdir, args.steps, args.batch, args.max_length)
+        if args.shape == "qwen3-0.6b":
+            from train_throughput import build_model
+
+            build_model(workdir / "base", hidden=1024, layers=28)
+        data = same_pairs(workdir, args.steps, args.batch, args.max_length, args.shape)
         sft_stage(config(workdir, workdir / "pairs.jsonl", args.steps, args.batch, args.max_length))
         rounds, best = alternate(__file__, ["--workdir", str(workdir), "--steps", str(args.steps), "--batch",
                                             str(args.batch), "--max-length", str(args.max_length), "--epochs",
@@ -186,15 +220,18 @@ def main() -> None:
     rate = {arm: data["pairs"] * args.epochs / r["seconds"] for arm, r in best.items()}
     print(json.dumps({
         "benchmark": "align_throughput", "algorithm": "dpo", "device": "cpu", "threads": os.cpu_count(),
-        "model": "builtin:tiny-qwen3 (2 layers, 64 wide, 151,936 vocabulary), fp32", "steps": args.steps,
+        "model": MODELS[args.shape], "steps": args.steps,
         "epochs": args.epochs, "per_device_batch": args.batch, "max_length": args.max_length, "repeats": args.repeats,
-        "pairs": data["pairs"], "medtune_pairs_trained": best["medtune"]["steps"] * args.batch,
+        **data, "medtune_pairs_trained": best["medtune"]["steps"] * args.batch,
         "trl_default_pairs_trained": best["trl"]["steps"] * args.batch,
-        "medtune_tokens_per_pair": data["medtune_tokens_per_pair"],
         "trl_default_tokens_per_pair": best["trl"]["tokens_per_pair"],
         "trl_default_seconds": round(best["trl"]["seconds"], 3), "medtune_seconds": round(best["medtune"]["seconds"], 3),
         "trl_default_pairs_per_second": round(rate["trl"], 4), "medtune_pairs_per_second": round(rate["medtune"], 4),
         "speedup": round(rate["medtune"] / rate["trl"], 3),
+        "trl_default_train_loss": round(best["trl"]["train_loss"], 4),
+        "medtune_train_loss": round(best["medtune"]["train_loss"], 4),
+        "medtune_batching": best["medtune"]["batching"], "medtune_attention": best["medtune"]["attention"],
+        "medtune_checkpoint_every_n_layers": best["medtune"]["checkpoint_every_n_layers"],
         "round_seconds": {arm: [round(r["seconds"], 3) for r in runs] for arm, runs in rounds.items()},
         "trl_default_peak_rss_mb": best["trl"]["peak_rss_mb"], "medtune_peak_rss_mb": best["medtune"]["peak_rss_mb"],
         "memory_ratio": round(best["medtune"]["peak_rss_mb"] / best["trl"]["peak_rss_mb"], 3),

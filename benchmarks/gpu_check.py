@@ -7,9 +7,10 @@ Parts (`--parts` picks some; each in its own try, so one failure hides nothing; 
                   have no internet: carry the wheels in and point PIP_FIND_LINKS at them (see the device notes'
                   wheel note), or run this on an online GPU box; --no-install skips the step.
   train           benchmarks/gpu_train.py: medtune vs TRL default tokens/s, MFU and peak memory on the Qwen3-8B
-                  architecture (random init, bf16).
+                  architecture (random init, bf16), and medtune padding-free vs medtune with padded batches.
   packing_loss    padding-free packing (position ids, flash-attention varlen on a GPU; SDPA's block-diagonal mask
-                  on CPU) gives the same loss as the same samples in a padded batch.
+                  on CPU) gives the same loss as the same samples in a padded batch, and align's padding-free
+                  DPO/KTO path the same per-token log-probs as the padded batch.
   liger_loss      medtune's loss through Liger's fused linear cross-entropy equals the plain chunked loss (GPU).
   qlora_step      one 4-bit (nf4, double quantization) LoRA step on bitsandbytes: finite loss, LoRA gradients,
                   the base weights really 4-bit (runs on CPU too: bitsandbytes 0.50 has a CPU backend).
@@ -37,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("install", "train", "packing_loss", "liger_loss", "qlora_step", "vllm_compare", "serve_vllm")
-PART_SECONDS = {"install": 120, "train": 300, "packing_loss": 30, "liger_loss": 30, "qlora_step": 60,
+PART_SECONDS = {"install": 120, "train": 330, "packing_loss": 30, "liger_loss": 30, "qlora_step": 60,
                 "vllm_compare": 120, "serve_vllm": 120}
 """Upper bounds used by the time guard: a part starts only if its bound fits in what is left."""
 
@@ -140,7 +141,30 @@ def part_packing_loss(args, budget: float) -> dict:
     tolerance = 2e-2 if gpu else 1e-5
     if abs(losses[0] - losses[1]) > tolerance * max(1.0, abs(losses[0])):
         raise AssertionError(f"padded loss {losses[0]:.6f} vs packed {losses[1]:.6f} (tolerance {tolerance})")
-    return {"attention": attn, "padded_loss": losses[0], "packed_loss": losses[1], "tolerance": tolerance}
+    return {"attention": attn, "padded_loss": losses[0], "packed_loss": losses[1], "tolerance": tolerance,
+            "align_max_logprob_difference": _align_padding_free(model, padded, device, 0.1 if gpu else 1e-4)}
+
+
+def _align_padding_free(model, padded: dict, device: str, tolerance: float) -> float:
+    """align's padding-free DPO/KTO path (medtune.align.padding_free) through TRL's fused LM head: the per-token
+    log-probs of the padded batch and of the same batch run as one flattened row (flash-attention varlen on a
+    GPU) agree; returns the largest difference."""
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    from medtune.align.padding_free import PaddedAsFlat
+
+    add_fused_lm_head(model)
+    kwargs = {"input_ids": padded["input_ids"].to(device), "attention_mask": padded["attention_mask"].to(device),
+              "labels": padded["labels"].to(device), "fused_lm_head": True, "use_cache": False}
+    with torch.no_grad():
+        plain = model(**kwargs).log_probs.float()
+        flat = PaddedAsFlat(model)(**kwargs).log_probs.float()
+    difference = float((plain - flat).abs().max())
+    if not difference <= tolerance:
+        raise AssertionError(f"align padding-free log-probs differ from the padded batch's by {difference:.4g} "
+                             f"(tolerance {tolerance})")
+    return difference
 
 
 def part_liger_loss(args, budget: float) -> dict:

@@ -12,6 +12,8 @@ at max length 2,048; per-device batch 4 as in the reference run.
   fused LM head), bf16.
 - medtune: `medtune.train.stage.build_trainer` with medtune's defaults for the machine (flash-attention varlen
   packing and Liger kernels when installed, bf16, gradient checkpointing, target-only chunked loss).
+- medtune_padded: the same with `train.batching: padding` (random padded batches, as TRL forms them), for
+  half the steps: what padding-free batches alone buy on this shape (`padding_free_speedup`).
 
 Each arm runs in its own process (peak memory is its own). Reports non-padding tokens/s, model FLOPs
 utilisation (6 x parameters x tokens/s, and the LoRA-aware 4 x, against this card's bf16 matmul peak
@@ -81,6 +83,7 @@ def build_model(device: str, attn: str):
 
 
 def child(arm: str, data_dir: Path, steps: int, batch: int, workdir: Path) -> dict:
+    """One arm's run: trl, medtune or medtune_padded (medtune with train.batching: padding)."""
     import datasets
     import torch
     from peft import LoraConfig
@@ -97,11 +100,12 @@ def child(arm: str, data_dir: Path, steps: int, batch: int, workdir: Path) -> di
     train = datasets.load_from_disk(str(data_dir))
     train = train.select(range(min(len(train), steps * batch)))
     lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": TARGETS}
-    if arm == "medtune":
+    if arm.startswith("medtune"):
         enable_cpu_hugepages()
-        cfg = config_from_dict({"output_dir": str(workdir / "medtune"), "lora": lora, "train": {
+        cfg = config_from_dict({"output_dir": str(workdir / arm), "lora": lora, "train": {
             "max_steps": steps, "per_device_train_batch_size": batch, "learning_rate": 2e-5, "logging_steps": steps,
-            "save_steps": 100 * steps, "report_to": ["none"]}})
+            "save_steps": 100 * steps, "report_to": ["none"],
+            **({"batching": "padding"} if arm == "medtune_padded" else {})}})
         backends = detect_backends(cfg)
         model = build_model(device, backends.attn_implementation)
         trainer = build_trainer(cfg, model, tokenizer, train, None, backends)
@@ -137,7 +141,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--dry-run", action="store_true", help="CPU and a tiny model: check the script only")
     parser.add_argument("--source", type=Path, default=SAMPLES, help="HuatuoGPT-format JSONL for the lengths")
-    parser.add_argument("--arm", choices=["trl", "medtune"], help=argparse.SUPPRESS)
+    parser.add_argument("--arm", choices=["trl", "medtune", "medtune_padded"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,9 +164,10 @@ def main() -> None:
         data = prepare(workdir, args.max_length, args.source)
         peak = matmul_peak(device)
         arms = {}
-        for arm in ("trl", "medtune"):
+        for arm in ("trl", "medtune", "medtune_padded"):
+            steps = max(2, args.steps // 2) if arm == "medtune_padded" else args.steps
             out = subprocess.run([sys.executable, __file__, "--arm", arm, "--data", str(data), "--workdir",
-                                  str(workdir), "--steps", str(args.steps), "--batch", str(args.batch)],
+                                  str(workdir), "--steps", str(steps), "--batch", str(args.batch)],
                                  capture_output=True, text=True, env=env)
             if out.returncode != 0:
                 sys.exit(f"{arm} arm failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -180,6 +185,8 @@ def main() -> None:
                         "fits_24gb_card": (a["peak_memory_bytes"] < 24e9 - 2 ** 30) if gib else None,
                         **{k: a[k] for k in ("batching", "attention", "liger", "precision")}}
     result["speedup"] = round(result["medtune"]["tokens_per_second"] / result["trl"]["tokens_per_second"], 2)
+    result["padding_free_speedup"] = round(
+        result["medtune"]["tokens_per_second"] / result["medtune_padded"]["tokens_per_second"], 2)
     print(json.dumps(result))
 
 

@@ -212,6 +212,8 @@ def test_dpo_starts_at_ln2_and_learns_a_planted_preference(dpo_run):
     assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-3)
     assert rows[-1]["rewards/margins"] > 0.05 and rows[-1]["loss"] < rows[0]["loss"]
     assert results["reference"] == "sft" and results["global_step"] == 4
+    # on CPU the defaults train padding-free (tests/test_align_padding_free.py shows it is the padded step)
+    assert (results["attn_implementation"], results["batching"]) == ("sdpa_varlen", "packing")
 
 
 def _trainer(cfg, sft_run, log=lambda *a: None):

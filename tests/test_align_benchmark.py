@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -52,3 +53,10 @@ def test_align_throughput_benchmark_smoke(qwen3_tokenizer):
     assert r["speedup"] == pytest.approx(r["trl_default_seconds"] / r["medtune_seconds"], rel=2e-3)
     assert r["memory_ratio"] == pytest.approx(r["medtune_peak_rss_mb"] / r["trl_default_peak_rss_mb"], rel=2e-3)
     assert r["round_seconds"] == {"trl": [r["trl_default_seconds"]], "medtune": [r["medtune_seconds"]]}
+    # medtune's CPU defaults ran (padding-free, sdpa_varlen); the pair's two sequences make its tokens
+    assert (r["medtune_batching"], r["medtune_attention"]) == ("packing", "sdpa_varlen")
+    assert r["sequence_tokens_mean"] * 2 == r["medtune_tokens_per_pair"] and r["sequence_tokens_max"] <= 192
+    # both policies start as the reference (a new LoRA's B is zero): DPO's first loss is ln 2 in both arms, and
+    # two steps at the align learning rate move it little
+    assert r["medtune_train_loss"] == pytest.approx(math.log(2), abs=0.02)
+    assert r["trl_default_train_loss"] == pytest.approx(math.log(2), abs=0.02)

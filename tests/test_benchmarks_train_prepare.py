@@ -60,11 +60,15 @@ def test_train_throughput_benchmark_smoke():
 def test_gpu_train_benchmark_dry_run():
     r = run_script("benchmarks/gpu_train.py", "--dry-run")
     assert r["dry_run"] is True and r["device"] == "cpu"
-    for arm in ("trl", "medtune"):
+    for arm in ("trl", "medtune", "medtune_padded"):
         assert r[arm]["tokens_per_second"] > 0 and 0 < r[arm]["mfu_6n"]
         assert r[arm]["mfu_6n"] == pytest.approx(1.5 * r[arm]["mfu_lora_4n"], rel=0.02)  # 6N vs 4N, same rate
     assert r["speedup"] == pytest.approx(r["medtune"]["tokens_per_second"] / r["trl"]["tokens_per_second"], rel=0.02)
     assert r["medtune"]["batching"] == "packing" and r["trl"]["batching"] == "padding"  # CPU dry run: sdpa_varlen
+    # the padded arm is medtune with train.batching: padding only
+    assert (r["medtune_padded"]["batching"], r["medtune_padded"]["attention"]) == ("padding", "sdpa_varlen")
+    assert r["padding_free_speedup"] == pytest.approx(
+        r["medtune"]["tokens_per_second"] / r["medtune_padded"]["tokens_per_second"], rel=0.02)
 
 
 def test_gpu_check_dry_path_runs_the_cpu_parts_and_skips_the_rest_with_reasons(tmp_path):
@@ -79,6 +83,7 @@ def test_gpu_check_dry_path_runs_the_cpu_parts_and_skips_the_rest_with_reasons(t
     packing = parts["packing_loss"]
     assert packing["status"] == "pass" and packing["attention"] == "sdpa"
     assert abs(packing["packed_loss"] - packing["padded_loss"]) <= 1e-5 * packing["padded_loss"]
+    assert 0 <= packing["align_max_logprob_difference"] <= 1e-4  # align's padding-free path, same log-probs
     if importlib.util.find_spec("bitsandbytes"):
         assert parts["qlora_step"]["status"] == "pass" and parts["qlora_step"]["layer"] == "Linear4bit"
     else:

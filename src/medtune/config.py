@@ -556,6 +556,10 @@ class AlignConfig:
     gradient_checkpointing: bool | None = None
     """null = as train.gradient_checkpointing `auto`: the memory plan checkpoints as few layers as fit the device
     (none for the tiny CPU models)."""
+    batching: Literal["auto", "packing", "padding"] = "auto"
+    """DPO/KTO: `packing` runs each padded batch as one padding-free row (position ids restarting per sequence),
+    `padding` as TRL pads it; `auto` = packing where the attention keeps sequences apart (flash-attention,
+    sdpa_varlen: model.attn_implementation auto), else padding. GRPO's batches are always TRL's."""
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int | None = 2

@@ -98,6 +98,10 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
         with timeline("data_loading"):
             dataset, data_summary = align_dataset(cfg, model, tokenizer, out, log, grader)
         write_json(out / "data_stats.json", data_summary)
+        if cfg.align.gradient_checkpointing is None:  # planned for the longest row the data holds
+            choose_checkpointing(align_plan_config(cfg), model.config, backends, world=world_size(),
+                                 longest=longest_sequence(dataset))
+        log(f"align: on {'GPU' if backends.device == 'cuda' else 'CPU'}: " + "; ".join(backends.reasons))
         with timeline("trainer_setup"):  # the reference log-probs are computed here (precompute_ref_log_probs)
             trainer = build_align_trainer(cfg, model, tokenizer, dataset, backends, log, grader)
         trainable, total = count_parameters(trainer.model)
@@ -110,6 +114,8 @@ def align_model(cfg: Config, force: bool = False, resume: str | None = None, log
     trainer.save_state()
     results = _results(result.metrics, trainer, cfg, base, sft, backends.precision, checkpoint, trainable, total,
                        data_summary)
+    results.update(attn_implementation=backends.attn_implementation, batching=backends.batching,
+                   checkpoint_every_n_layers=backends.checkpoint_every)
     write_json(out / "train_results.json", results)
     write_json(out / "timeline.json", {"events": timeline.events})
     (out / "README.md").write_text(model_card(cfg, base, sft, results), encoding="utf-8")
@@ -160,18 +166,19 @@ def load_policy(cfg: Config, sft: Path | None, log=print):
     import torch
     from transformers import AutoTokenizer
 
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
     cuda = torch.cuda.is_available()
-    backends = align_backends(cfg, cuda, cuda and torch.cuda.is_bf16_supported())
+    backends = align_backends(cfg, cuda, cuda and torch.cuda.is_bf16_supported(), is_flash_attn_2_available(),
+                              is_flash_attn_3_available())
     base = resolve_base_model(cfg.model.name_or_path, cfg.run_dir)
     try:
         model = load_causal_lm(base, dtype=torch_dtype(backends.precision), revision=cfg.model.revision,
-                               trust_remote_code=cfg.model.trust_remote_code)
+                               trust_remote_code=cfg.model.trust_remote_code,
+                               attn_implementation=backends.attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(str(sft or base), trust_remote_code=cfg.model.trust_remote_code)
     except OSError as e:
         raise AlignError(f"model.name_or_path: cannot load '{base}': {e}") from None
-    if cfg.align.gradient_checkpointing is None:
-        choose_checkpointing(align_plan_config(cfg), model.config, backends, world=world_size())
-    log(f"align: on {'GPU' if cuda else 'CPU'}: " + "; ".join(backends.reasons))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if sft is None:
@@ -228,6 +235,20 @@ def align_dataset(cfg: Config, model, tokenizer, out: Path, log=print, grader=No
     if pairs_summary is not None:
         summary["self_pairs"] = pairs_summary
     return datasets.Dataset.from_list(rows), summary
+
+
+def longest_sequence(dataset) -> int | None:
+    """The most tokens one model row of the align data can hold (prompt + the longer answer for DPO, prompt +
+    completion for KTO, an upper bound covering its KL rows), or None for GRPO (its completions are sampled)."""
+    columns = set(dataset.column_names)
+    if "prompt_ids" not in columns or not len(dataset):
+        return None
+    prompts = [len(ids) for ids in dataset["prompt_ids"]]
+    if "chosen_ids" in columns:
+        return max(p + max(len(c), len(r)) for p, c, r in zip(prompts, dataset["chosen_ids"], dataset["rejected_ids"]))
+    if "completion_ids" in columns:
+        return max(prompts) + max(len(c) for c in dataset["completion_ids"])
+    return None
 
 
 # --- the trainer -------------------------------------------------------------------------------------
@@ -319,7 +340,8 @@ def build_align_trainer(cfg: Config, model, tokenizer, dataset, backends: Backen
         trainer = align_grpo.build_grpo_trainer(model, tokenizer, dataset, args, callbacks, log, reward_funcs=funcs,
                                                 peft_config=peft_config)
     elif trl_internals_tested(log):
-        cls = dpo_trainer_class() if a.algorithm == "dpo" else kto_trainer_class()
+        packed = backends.batching == "packing"
+        cls = dpo_trainer_class(packed) if a.algorithm == "dpo" else kto_trainer_class(packed)
         trainer = cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=peft_config, callbacks=callbacks)
     else:
@@ -398,10 +420,25 @@ class _CompactHead:
             return super()._precompute_ref_logps(*args, **kwargs)
 
 
-def dpo_trainer_class():
+class _PaddingFree:
+    """Each padded batch of the loss and of the reference pass runs as one padding-free row
+    (medtune.align.padding_free); TRL's per-step reference pass (precompute_ref_log_probs off) stays padded."""
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        from medtune.align.padding_free import PaddedAsFlat
+
+        return super()._compute_loss(PaddedAsFlat(model), inputs, return_outputs)
+
+    def compute_ref_log_probs(self, model, inputs):
+        from medtune.align.padding_free import PaddedAsFlat
+
+        return super().compute_ref_log_probs(PaddedAsFlat(model), inputs)
+
+
+def dpo_trainer_class(padding_free: bool = False):
     from trl import DPOTrainer
 
-    class MedtuneDPOTrainer(_CompactHead, DPOTrainer):
+    class MedtuneDPOTrainer(*((_PaddingFree,) if padding_free else ()), _CompactHead, DPOTrainer):
         """DPOTrainer on rows data.align tokenized with prepare's rule (prompt_ids, chosen_ids, rejected_ids):
         TRL's own tokenization drops the prompt's last token for templates whose generation prompt ends inside
         a token. Over-long rows were rejected (and listed) before, so nothing is filtered here. The LM head
@@ -413,10 +450,10 @@ def dpo_trainer_class():
     return MedtuneDPOTrainer
 
 
-def kto_trainer_class():
+def kto_trainer_class(padding_free: bool = False):
     from trl import KTOTrainer
 
-    class MedtuneKTOTrainer(_CompactHead, KTOTrainer):
+    class MedtuneKTOTrainer(*((_PaddingFree,) if padding_free else ()), _CompactHead, KTOTrainer):
         """KTOTrainer on rows data.align tokenized with prepare's rule (prompt_ids, completion_ids, label), with
         the LM head projecting only completion positions. The KL term's mismatched completions are TRL's: the
         completions rotated by one within each batch."""

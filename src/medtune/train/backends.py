@@ -30,32 +30,18 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
                     flash_attn_3: bool = False) -> Backends:
     """Pick precision, attention kernel, batching and kernels from the config and what the machine has
     (flash_attn: the flash-attn 2 package, flash_attn_3: FA3's flash_attn_interface)."""
-    t, m = cfg.train, cfg.model
+    t = cfg.train
     device = "cuda" if cuda else "cpu"
     precision, reason = choose_precision(t.bf16, cuda, bf16_supported, "train.bf16")
     reasons = [reason]
 
-    if m.attn_implementation != "auto":
-        attn = m.attn_implementation
-        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
-        if not (installed and (cuda or not attn.startswith("flash_attention"))):
-            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
-            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
-                                "use auto or sdpa")
-        reasons.append(f"attention {attn}: model.attn_implementation")
-    elif cuda and flash_attn:
-        attn = "flash_attention_2"
-        reasons.append("attention flash_attention_2: flash-attn is installed on a GPU")
-    else:
-        attn = "sdpa_varlen"
-        reasons.append("attention sdpa_varlen: sdpa sample by sample in padding-free batches, plain sdpa otherwise ("
-                       + ("flash-attn is not installed" if cuda else "no GPU") + ")")
+    attn, reason = choose_attention(cfg, cuda, flash_attn, flash_attn_3)
+    reasons.append(reason)
 
-    varlen = attn.startswith("flash_attention") or attn == "sdpa_varlen"
     if t.batching != "auto":
         batching = t.batching
         reasons.append(f"batching {batching}: train.batching")
-    elif varlen:
+    elif has_varlen(attn):
         batching = "packing"
         reasons.append(f"batching packing: padding-free, per-sample position ids; {attn} keeps samples apart "
                        "at the cost of each sample's own attention")
@@ -77,6 +63,28 @@ def select_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: b
                     checkpoint_every=None if t.gradient_checkpointing is False else 1)
 
 
+def choose_attention(cfg: Config, cuda: bool, flash_attn: bool, flash_attn_3: bool = False) -> tuple[str, str]:
+    """(attention implementation, reason): model.attn_implementation when set (checked to be installed),
+    else flash-attention 2 on a GPU that has it, else sdpa_varlen."""
+    attn = cfg.model.attn_implementation
+    if attn != "auto":
+        installed = {"flash_attention_2": flash_attn, "flash_attention_3": flash_attn_3}.get(attn, True)
+        if not (installed and (cuda or not attn.startswith("flash_attention"))):
+            package = "flash-attn 3 (flash_attn_interface)" if attn == "flash_attention_3" else "flash-attn"
+            raise TrainingError(f"model.attn_implementation is {attn} but {package} is not installed on a GPU here; "
+                                "use auto or sdpa")
+        return attn, f"attention {attn}: model.attn_implementation"
+    if cuda and flash_attn:
+        return "flash_attention_2", "attention flash_attention_2: flash-attn is installed on a GPU"
+    return "sdpa_varlen", ("attention sdpa_varlen: sdpa sample by sample in padding-free batches, plain sdpa "
+                           "otherwise (" + ("flash-attn is not installed" if cuda else "no GPU") + ")")
+
+
+def has_varlen(attn: str) -> bool:
+    """Whether `attn` keeps the samples of a padding-free row apart at the cost of each sample's own attention."""
+    return attn.startswith("flash_attention") or attn == "sdpa_varlen"
+
+
 def choose_precision(bf16: bool | None, cuda: bool, bf16_supported: bool, key: str) -> tuple[str, str]:
     """(precision, reason) from a bf16 setting (`key` names it): null = bf16 on a bf16-capable GPU, else fp32."""
     if bf16 is None:
@@ -91,18 +99,34 @@ def choose_precision(bf16: bool | None, cuda: bool, bf16_supported: bool, key: s
     return "bf16", f"precision bf16: {key} is true" + ("" if cuda else " (on CPU this is much slower than fp32)")
 
 
-def align_backends(cfg: Config, cuda: bool, bf16_supported: bool) -> Backends:
-    """The align stage's precision and gradient checkpointing, decided as train decides them: precision by
-    choose_precision from align.bf16; checkpointing from align.gradient_checkpointing, null being train's
-    `auto` (choose_checkpointing settles it on align_plan_config once the model is loaded). The model loads
-    with transformers' default attention and TRL's collators pad, so attention and batching are fixed."""
+def align_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bool = False,
+                   flash_attn_3: bool = False) -> Backends:
+    """The align stage's precision, attention, batching and gradient checkpointing, decided as train decides
+    them: precision by choose_precision from align.bf16; attention by choose_attention; DPO/KTO batches
+    padding-free (medtune.align.padding_free) when align.batching allows and the attention keeps samples apart (GRPO's
+    batches are TRL's, padded); checkpointing from align.gradient_checkpointing, null being train's `auto`
+    (choose_checkpointing settles it on align_plan_config once the model is loaded)."""
     a = cfg.align
     precision, reason = choose_precision(a.bf16, cuda, bf16_supported, "align.bf16")
-    reasons = [reason]
+    attn, attn_reason = choose_attention(cfg, cuda, flash_attn, flash_attn_3)
+    reasons = [reason, attn_reason]
+    if a.algorithm == "grpo":
+        batching = "padding"
+        reasons.append("batching padding: GRPO's batches are TRL's")
+    elif a.batching != "auto":
+        batching = a.batching
+        reasons.append(f"batching {batching}: align.batching")
+    elif has_varlen(attn):
+        batching = "packing"
+        reasons.append(f"batching packing: padding-free, per-sequence position ids; {attn} keeps sequences apart")
+    else:
+        batching = "padding"
+        reasons.append(f"batching padding: {attn} has no varlen path (a flattened row would cost a full "
+                       "block-diagonal mask)")
     if a.gradient_checkpointing is not None:
         reasons.append(f"gradient checkpointing {'on' if a.gradient_checkpointing else 'off'}: "
                        "align.gradient_checkpointing")
-    return Backends("cuda" if cuda else "cpu", precision, "sdpa", "padding", False, reasons,
+    return Backends("cuda" if cuda else "cpu", precision, attn, batching, False, reasons,
                     checkpoint_every=None if a.gradient_checkpointing is False else 1)
 
 
@@ -114,8 +138,9 @@ def align_plan_config(cfg: Config) -> Config:
     rows = a.per_device_train_batch_size * (2 if a.algorithm == "dpo" else 1)
     length = a.max_length + (a.max_completion_length if a.algorithm == "grpo" else 0)
     setting = "auto" if a.gradient_checkpointing is None else a.gradient_checkpointing
+    batching = "padding" if a.algorithm == "grpo" else a.batching  # the plan counts a flattened row's mask
     return replace(cfg, train=replace(cfg.train, gradient_checkpointing=setting, per_device_train_batch_size=rows,
-                                      bf16=a.bf16),
+                                      bf16=a.bf16, batching=batching),
                    data=replace(cfg.data, max_length=length))
 
 
