@@ -369,3 +369,5 @@ def test_bench_loglik_benchmark_script_smoke(tiny_model, monkeypatch, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["requests"] == 32 and result["same_predictions"] is True
     assert result["max_abs_logprob_difference"] < 1e-4 and result["speedup"] > 0
+    assert result["distinct_inputs"] == 8  # the four letters of a question share one input
+    assert result["prefix_groups"] >= 0 and 0 <= result["prefix_shared_token_share"] <= 1

@@ -78,14 +78,11 @@ def left_padded(rows: list, pad_id: int | None):
     return ids, mask
 
 
-def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 8) -> list[float]:
-    """Sum of log-probabilities of each continuation given its context, tokenized as lm-eval's HF model does.
-
-    Requests whose model input is identical (every single-token letter of one question) share one forward
-    pass, and only the logits of the continuation positions are computed (`logits_to_keep`).
-    """
-    import torch
-
+def encode_requests(tokenizer, requests: list[tuple[str, str]]) -> tuple[list, list[tuple[int, ...]], list[int]]:
+    """(per request: its model input's index and continuation ids; the distinct model inputs; per input: how many
+    of its last positions are scored), tokenized as lm-eval's HF model does: context alone, then the whole text
+    split at the context's length. Requests with identical inputs (the single-token letters of one question)
+    share one input."""
     encoded, inputs = [], {}
     ctx_cache: dict[str, list[int]] = {}
     for context, continuation in requests:
@@ -103,20 +100,119 @@ def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], bat
     keep = [0] * len(inputs)
     for row, cont in encoded:
         keep[row] = max(keep[row], len(cont))
-    rows = list(inputs)
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    logprobs: dict[int, torch.Tensor] = {}
+    return encoded, list(inputs), keep
+
+
+# A prefix is run once for a group when it is at least this many tokens and at least half of the group's longest
+# input. Below that the saving is small (a few tokens per row) while each group costs one more forward and
+# batches of its own tails only; in k-shot prompts the rule picks exactly the description + examples of one
+# subject, while different subjects (sharing only "以下是关于") stay apart.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_groups(rows: list[tuple[int, ...]], keep: list[int]) -> list[tuple[int, list[int]]]:
+    """(prefix length, row indices) for each group of two or more inputs that start with the same tokens. Rows
+    sorted by token ids put common prefixes next to each other; a prefix never reaches a scored position."""
+    groups, current, shared, longest = [], [], 0, 0
+    for i in sorted(range(len(rows)), key=lambda i: rows[i]):
+        if current:
+            common = next((n for n, (a, b) in enumerate(zip(rows[current[-1]], rows[i])) if a != b),
+                          min(len(rows[current[-1]]), len(rows[i])))
+            candidate = min(shared, common, len(rows[i]) - keep[i])
+            if candidate >= MIN_SHARED_PREFIX and 2 * candidate >= max(longest, len(rows[i])):
+                current, shared, longest = current + [i], candidate, max(longest, len(rows[i]))
+                continue
+            groups.append((shared, current))
+        current, shared, longest = [i], len(rows[i]) - keep[i], len(rows[i])
+    if current:
+        groups.append((shared, current))
+    return [(n, group) for n, group in groups if len(group) > 1]
+
+
+def batch_logprobs(model, ids, mask, position_ids, keep: int, cache=None):
+    """Log-softmax over the last `keep` positions of a left-padded batch (on the CPU, float32); with `cache`
+    (the keys/values of a shared prefix) the batch continues it."""
+    import torch
+
     device = next(model.parameters()).device
+    extra = {"cache": cache, "use_cache": True} if cache is not None else {"use_cache": False}
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                logits_to_keep=keep, **extra)
+    return torch.log_softmax(out.logits.float(), dim=-1).cpu()
+
+
+def score_full(model, rows, keep, indices, batch_size: int, pad_id, logprobs: dict) -> None:
+    """Each input's scored log-probabilities into `logprobs`, whole inputs in batches (longest first)."""
+    order = sorted(indices, key=lambda i: -len(rows[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        ids, mask = left_padded([rows[i] for i in batch], pad_id)  # scored positions line up at the end
+        lp = batch_logprobs(model, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), max(keep[i] for i in batch))
+        for r, i in enumerate(batch):
+            logprobs[i] = lp[r]
+
+
+def prefix_cache(model, prefix: tuple[int, ...]):
+    """[(keys, values) per layer] of one forward of `prefix`, or None when the model gives no plain DynamicCache
+    (no cache support, sliding-window or linear-attention layers): those inputs take the full path."""
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    device = next(model.parameters()).device
+    out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+    cache = out.get("cache")
+    if not isinstance(cache, DynamicCache) or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def score_on_prefix(model, rows, keep, prefix_len: int, group: list[int], batch_size: int, pad_id,
+                    logprobs: dict) -> bool:
+    """The group's scored log-probabilities into `logprobs`: the shared prefix once, then only the tails, each
+    batch on its own cache built from the prefix's tensors (a DynamicCache grows in place, so reusing one would
+    put the previous batch's tails into the next one's past). False (nothing scored) without a usable cache."""
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    past = prefix_cache(model, rows[group[0]][:prefix_len])
+    if past is None:
+        return False
+    order = sorted(group, key=lambda i: -len(rows[i]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        ids, tail_mask = left_padded([rows[i][prefix_len:] for i in batch], pad_id)
+        n = len(batch)
+        cache = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in past])
+        # [prefix | tail's left padding | tail]: the padding sits between them, masked, and positions go on from
+        # the prefix's, so each tail sees exactly what it would see in its own unpadded full input.
+        mask = torch.cat([torch.ones((n, prefix_len), dtype=torch.long), tail_mask], dim=1)
+        positions = prefix_len + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        lp = batch_logprobs(model, ids, mask, positions, max(keep[i] for i in batch), cache)
+        for r, i in enumerate(batch):
+            logprobs[i] = lp[r]
+    return True
+
+
+def continuation_logprobs(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 8) -> list[float]:
+    """Sum of log-probabilities of each continuation given its context, tokenized as lm-eval's HF model does.
+
+    Requests whose model input is identical (every single-token letter of one question) share one forward
+    pass, and only the logits of the continuation positions are computed (`logits_to_keep`). Inputs that start
+    with the same long token prefix (the description and k examples of one subject in k-shot prompts) run that
+    prefix once and only their tails on top of its keys/values: causal attention makes the prefix's keys and
+    values the same in every input, so the scores equal a full forward's within float rounding.
+    """
+    import torch
+
+    encoded, rows, keep = encode_requests(tokenizer, requests)
+    logprobs: dict[int, torch.Tensor] = {}
+    pad_id = tokenizer.pad_token_id
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            ids, mask = left_padded([rows[i] for i in batch], tokenizer.pad_token_id)  # scored positions line up
-            k = max(keep[i] for i in batch)
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), logits_to_keep=k, use_cache=False)
-            lp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
-            for r, i in enumerate(batch):
-                logprobs[i] = lp[r]
+        for prefix_len, group in shared_prefix_groups(rows, keep):
+            if not score_on_prefix(model, rows, keep, prefix_len, group, batch_size, pad_id, logprobs):
+                break  # the model takes no cache: every other input goes the full way
+        score_full(model, rows, keep, [i for i in range(len(rows)) if i not in logprobs], batch_size, pad_id,
+                   logprobs)
     scores = []
     for row, cont in encoded:
         lp = logprobs[row]
