@@ -10,9 +10,10 @@ Both score exactly the same (context, " A".." D") requests on the same model obj
 - baseline: lm-eval 0.4's `HFLM.loglikelihood` (the reference implementation `medtune evaluate bench
   --method loglik` is checked against), same batch size.
 Prompts are CMMLU-style k-shot prompts built with `build_prompt` from the data (examples are the
-subject's first k questions; only timing and agreement matter here). The data (../shared's 50 CMMLU
-medical dev questions) is repeated `--repeat` times: 4 makes the issue's 200 questions; both tools run a
-repeated input only once. Without --model a random Qwen3 is built: `--shape tiny` (2 layers, 64 wide, real
+subject's first k questions; only timing and agreement matter here). Each of ../shared's 50 CMMLU medical
+dev questions is posed `--repeat` times with its options rotated by 0, 1, 2, ... places (the answer letter
+follows): 4 makes the issue's 200 distinct questions, each subject's k-shot prefix the same, the tails all
+different (an identical repeat would cost neither tool anything: both run an input once). Without --model a random Qwen3 is built: `--shape tiny` (2 layers, 64 wide, real
 vocabulary) or `--shape qwen3-0.6b` (Qwen3-0.6B's shape: 28 layers, hidden 1024, intermediate 3072, 16 query
 / 8 key-value heads of 128, the 151,936-token vocabulary, tied embeddings; fp32), where the transformer body,
 not the output layer, is most of the work. Prints one JSON object on its last line: requests/s of each, the
@@ -58,6 +59,18 @@ def prefix_sharing(tokenizer, requests) -> dict:
             "prefix_shared_token_share": round(sum(n * len(g) for n, g in groups) / sum(map(len, rows)), 3)}
 
 
+def rotated(item, places: int):
+    """The item with its option texts moved `places` letters back (A's text to D for 1 of 4), answer included."""
+    import dataclasses
+
+    letters = sorted(item.options)
+    places %= len(letters)
+    texts = [item.options[x] for x in letters]
+    moved = dict(zip(letters, texts[places:] + texts[:places]))
+    answer = "".join(sorted(letters[(letters.index(a) - places) % len(letters)] for a in item.answer))
+    return dataclasses.replace(item, options=moved, answer=answer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model directory (default: build a random Qwen3 of --shape)")
@@ -86,7 +99,8 @@ def main() -> None:
         by_subject = {}
         for it in items:
             by_subject.setdefault(it.subject, []).append(it)
-        prompts = [build_prompt(it, by_subject[it.subject][:args.shots], "cmmlu") for it in items] * args.repeat
+        prompts = [build_prompt(rotated(it, r), by_subject[it.subject][:args.shots], "cmmlu")
+                   for r in range(args.repeat) for it in items]
         requests = [(p, f" {letter}") for p in prompts for letter in "ABCD"]
 
         harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, device="cpu")
