@@ -171,21 +171,13 @@ def test_extract_choice(reply, expected):
 # -- scoring on a tiny model --
 
 def test_continuation_logprobs_equal_a_plain_forward_pass(loaded):
-    import torch
+    from tests.test_bench_prefix import plain_forward_scores
 
     model, tok = loaded
     requests = [("以下是关于解剖学的单项选择题。\n\n壁胸膜的分部不包括\n答案：", " B"),
                 ("以下是关于解剖学的单项选择题。\n\n壁胸膜的分部不包括\n答案：", " 肺胸膜和膈胸膜"),
                 ("短", " A"), ("上下文以空格结尾 ", "B")]
-    expected = []
-    with torch.no_grad():
-        for context, continuation in requests:
-            if context.endswith(" "):
-                context, continuation = context[:-1], " " + continuation
-            ctx = tok(context)["input_ids"]
-            whole = ctx + tok(context + continuation)["input_ids"][len(ctx):]
-            logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
-            expected.append(sum(float(logits[i - 1, whole[i]]) for i in range(len(ctx), len(whole))))
+    expected = plain_forward_scores(model, tok, requests)
     for batch_size in (1, 3):
         got = continuation_logprobs(model, tok, requests, batch_size=batch_size)
         assert got == pytest.approx(expected, abs=1e-4)
