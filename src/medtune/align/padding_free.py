@@ -63,6 +63,7 @@ def flattenable(input_ids, attention_mask, labels, kwargs) -> bool:
     right_padded = torch.arange(keep.shape[1], device=keep.device)[None] < lengths
     return bool((keep == right_padded).all()) and bool((lengths > 0).all())
 
+
 def unflatten(flat, keep):
     """The flattened row's per-token output [1, T - 1] in the padded layout [batch, seq_len - 1].
 

@@ -165,7 +165,6 @@ def load_policy(cfg: Config, sft: Path | None, log=print):
     and gradient checkpointing are decided by train's rules (medtune.train.backends.align_backends)."""
     import torch
     from transformers import AutoTokenizer
-
     from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
 
     cuda = torch.cuda.is_available()

@@ -1,6 +1,6 @@
 """What the train stage runs on, decided once: precision, attention implementation, Liger kernels,
-gradient checkpointing (from the memory plan when `auto`). The align stage decides its precision and
-checkpointing here too, by the same rules (align_backends)."""
+gradient checkpointing (from the memory plan when `auto`). The align stage decides its precision, attention,
+batching and checkpointing here too, by the same rules (align_backends)."""
 
 from __future__ import annotations
 
@@ -103,9 +103,9 @@ def align_backends(cfg: Config, cuda: bool, bf16_supported: bool, flash_attn: bo
                    flash_attn_3: bool = False) -> Backends:
     """The align stage's precision, attention, batching and gradient checkpointing, decided as train decides
     them: precision by choose_precision from align.bf16; attention by choose_attention; DPO/KTO batches
-    padding-free (medtune.align.padding_free) when align.batching allows and the attention keeps samples apart (GRPO's
-    batches are TRL's, padded); checkpointing from align.gradient_checkpointing, null being train's `auto`
-    (choose_checkpointing settles it on align_plan_config once the model is loaded)."""
+    padding-free (medtune.align.padding_free) when align.batching allows and the attention keeps sequences
+    apart (GRPO's batches are TRL's, padded); checkpointing from align.gradient_checkpointing, null being
+    train's `auto` (choose_checkpointing settles it on align_plan_config once the align data is read)."""
     a = cfg.align
     precision, reason = choose_precision(a.bf16, cuda, bf16_supported, "align.bf16")
     attn, attn_reason = choose_attention(cfg, cuda, flash_attn, flash_attn_3)
