@@ -9,16 +9,17 @@ Both score exactly the same (context, " A".." D") requests on the same model obj
   on its cache; only the scored positions get logits).
 - baseline: lm-eval 0.4's `HFLM.loglikelihood` (the reference implementation `medtune evaluate bench
   --method loglik` is checked against), same batch size.
-Prompts are CMMLU-style k-shot prompts built with `build_prompt` from the data (examples are the
-subject's first k questions; only timing and agreement matter here). Each of ../shared's 50 CMMLU medical
-dev questions is posed `--repeat` times with its options rotated by 0, 1, 2, ... places (the answer letter
-follows): 4 makes the issue's 200 distinct questions, each subject's k-shot prefix the same, the tails all
-different (an identical repeat would cost neither tool anything: both run an input once). Without --model a
-random Qwen3 is built: `--shape tiny` (2 layers, 64 wide, real vocabulary) or `--shape qwen3-0.6b` (Qwen3-0.6B's shape: 28 layers, hidden 1024, intermediate 3072, 16 query
-/ 8 key-value heads of 128, the 151,936-token vocabulary, tied embeddings; fp32), where the transformer body,
-not the output layer, is most of the work. Prints one JSON object on its last line: requests/s of each, the
-speedup, the largest log-prob difference, whether every prediction agrees, and how many prefix groups
-medtune ran and the share of the distinct inputs' tokens inside a shared prefix.
+Prompts are CMMLU-style k-shot prompts built with `build_prompt` from the data (examples are the subject's
+first k questions; only timing and agreement matter here). Each of ../shared's 50 CMMLU medical dev questions
+is posed `--repeat` times with its options rotated by 0, 1, 2, ... places (the answer letter follows): 4 makes
+the issue's 200 distinct questions, each subject's k-shot prefix the same, the tails all different (an
+identical repeat would cost neither tool anything: both run an input once). Without --model a random Qwen3 is
+built: `--shape tiny` (2 layers, 64 wide, real vocabulary) or `--shape qwen3-0.6b` (Qwen3-0.6B's shape: 28
+layers, hidden 1024, intermediate 3072, 16 query / 8 key-value heads of 128, the 151,936-token vocabulary,
+tied embeddings; fp32), where the transformer body, not the output layer, is most of the work. Prints one JSON
+object on its last line: requests/s of each, the speedup, the largest log-prob difference, whether every
+prediction agrees, and how many prefix groups medtune ran and the share of the distinct inputs' tokens inside
+a shared prefix.
 """
 
 from __future__ import annotations
